@@ -1,0 +1,635 @@
+//! Configuration: the TOML file schema (unknown keys are errors, human units such as `15s`,
+//! `16k`), the per-core tuning flags that override it (merged in [`Overrides::apply`], the one
+//! place flags touch the config), and validation into the runtime [`Config`].
+//! Every key is documented in `docs/configuration.md`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::imap::client::{Settings as ImapSettings, DEFAULT_CAPABILITIES};
+use crate::login::FailurePolicy;
+use crate::lookup::codec::Dialect;
+use crate::route::StaticRoutes;
+
+/// A duration written as `15s`, `100ms`, `2m`, `1h` or a bare number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+/// A size written as `16k`, `1m` or a bare number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub usize);
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+    })
+}
+
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    Ok(match unit.to_ascii_lowercase().as_str() {
+        "" => n,
+        "k" | "kb" | "kib" => n * 1024,
+        "m" | "mb" | "mib" => n * 1024 * 1024,
+        _ => return Err(format!("invalid size unit in {s:?} (use k or m)")),
+    })
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Dur(Duration::from_secs(n))),
+            Raw::S(s) => parse_duration(&s).map(Dur).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(usize),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `[workers]`: per-core tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersFile {
+    pub count: usize,
+    pub cpus: String,
+    pub pin: bool,
+    pub ring_entries: u32,
+    pub buffer_size: Size,
+    pub buffers: u16,
+    pub max_connections: usize,
+    pub backlog: i32,
+}
+
+impl Default for WorkersFile {
+    fn default() -> Self {
+        WorkersFile {
+            count: 0,
+            cpus: String::new(),
+            pin: true,
+            ring_entries: 1024,
+            buffer_size: Size(16384),
+            buffers: 1024,
+            max_connections: 10000,
+            backlog: 1024,
+        }
+    }
+}
+
+/// `[imap]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapFile {
+    pub listen: Vec<String>,
+    pub greeting: String,
+    pub capabilities: Vec<String>,
+    /// Flat list of pairs, as nginx's `imap_id`: `["NAME", "ringmail", "VERSION", "1"]`.
+    pub id: Vec<String>,
+    pub auth_mechanisms: Vec<String>,
+    pub max_errors: u32,
+    pub max_command: Size,
+    pub timeout: Dur,
+    pub idle_timeout: Dur,
+    pub failed_login_limit: u32,
+    pub close_on_failed_login: bool,
+    pub login_penalty: Dur,
+    pub login_penalty_max: Dur,
+    pub send_id: bool,
+    pub literal_auth: bool,
+}
+
+impl Default for ImapFile {
+    fn default() -> Self {
+        let s = ImapSettings::default();
+        ImapFile {
+            listen: vec!["0.0.0.0:143".into()],
+            greeting: String::from_utf8_lossy(&s.greeting).into_owned(),
+            capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            id: s.id.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect(),
+            auth_mechanisms: vec!["plain".into(), "login".into()],
+            max_errors: s.max_errors,
+            max_command: Size(s.max_command),
+            timeout: Dur(Duration::from_secs(60)),
+            idle_timeout: Dur(Duration::from_secs(2100)),
+            failed_login_limit: s.failures.limit,
+            close_on_failed_login: false,
+            login_penalty: Dur(s.failures.penalty),
+            login_penalty_max: Dur(s.failures.penalty_max),
+            send_id: true,
+            literal_auth: true,
+        }
+    }
+}
+
+/// `[lookup]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LookupFile {
+    pub handlers: Vec<String>,
+    pub dialect: Dialect,
+    pub timeout: Dur,
+    pub retry_interval: Dur,
+    pub pool_size: usize,
+    pub max_response: Size,
+    pub cache_ttl: Dur,
+    pub cache_capacity: usize,
+    /// Static routes: login, `*@domain` or `*` → `ip:port`.
+    pub routes: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for LookupFile {
+    fn default() -> Self {
+        LookupFile {
+            handlers: Vec::new(),
+            dialect: Dialect::Zimbra,
+            timeout: Dur(Duration::from_secs(15)),
+            retry_interval: Dur(Duration::from_secs(60)),
+            pool_size: 8,
+            max_response: Size(4096),
+            cache_ttl: Dur(Duration::from_secs(3600)),
+            cache_capacity: 100_000,
+            routes: Default::default(),
+        }
+    }
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamFile {
+    pub connect_timeout: Dur,
+    pub login_timeout: Dur,
+}
+
+impl Default for UpstreamFile {
+    fn default() -> Self {
+        UpstreamFile {
+            connect_timeout: Dur(Duration::from_secs(10)),
+            login_timeout: Dur(Duration::from_secs(120)),
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub workers: WorkersFile,
+    pub imap: ImapFile,
+    pub lookup: LookupFile,
+    pub upstream: UpstreamFile,
+}
+
+impl FileConfig {
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Command-line flags that override the file, each also a config key.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Worker threads, one per core (0: all online cores). Key: workers.count
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// CPUs to pin workers to, such as `0-3,8`. Key: workers.cpus
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Do not pin workers to CPUs. Key: workers.pin = false
+    #[arg(long)]
+    pub no_pin: bool,
+    /// io_uring submission queue entries per worker. Key: workers.ring_entries
+    #[arg(long)]
+    pub ring_entries: Option<u32>,
+    /// Size of each provided (relay) buffer, e.g. 16k. Key: workers.buffer_size
+    #[arg(long, value_parser = parse_size)]
+    pub buffer_size: Option<usize>,
+    /// Provided buffers per worker (power of two, at most 32768). Key: workers.buffers
+    #[arg(long)]
+    pub buffers_per_worker: Option<u16>,
+    /// Client connections per worker before new ones are refused. Key: workers.max_connections
+    #[arg(long)]
+    pub max_connections_per_worker: Option<usize>,
+    /// Route cache entries per worker. Key: lookup.cache_capacity
+    #[arg(long)]
+    pub route_cache_capacity: Option<usize>,
+    /// Idle keep-alive connections to lookup handlers per worker. Key: lookup.pool_size
+    #[arg(long)]
+    pub lookup_pool_size: Option<usize>,
+    /// Listen backlog. Key: workers.backlog
+    #[arg(long)]
+    pub backlog: Option<i32>,
+}
+
+impl Overrides {
+    pub fn apply(&self, f: &mut FileConfig) {
+        let w = &mut f.workers;
+        if let Some(v) = self.workers {
+            w.count = v;
+        }
+        if let Some(v) = &self.cpus {
+            w.cpus = v.clone();
+        }
+        if self.no_pin {
+            w.pin = false;
+        }
+        if let Some(v) = self.ring_entries {
+            w.ring_entries = v;
+        }
+        if let Some(v) = self.buffer_size {
+            w.buffer_size = Size(v);
+        }
+        if let Some(v) = self.buffers_per_worker {
+            w.buffers = v;
+        }
+        if let Some(v) = self.max_connections_per_worker {
+            w.max_connections = v;
+        }
+        if let Some(v) = self.backlog {
+            w.backlog = v;
+        }
+        if let Some(v) = self.route_cache_capacity {
+            f.lookup.cache_capacity = v;
+        }
+        if let Some(v) = self.lookup_pool_size {
+            f.lookup.pool_size = v;
+        }
+    }
+}
+
+/// A lookup handler URL, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handler {
+    pub addr: SocketAddr,
+    /// Host part for the `Host` header (no port).
+    pub host: String,
+    pub uri: String,
+}
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub workers: usize,
+    /// CPU per worker (index), when pinning.
+    pub cpus: Option<Vec<usize>>,
+    pub ring_entries: u32,
+    pub buffer_size: usize,
+    pub buffers: u16,
+    pub max_connections: usize,
+    pub backlog: i32,
+    pub imap_listen: Vec<SocketAddr>,
+    pub imap: ImapSettings,
+    pub imap_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub send_id: bool,
+    pub literal_auth: bool,
+    pub handlers: Vec<Handler>,
+    pub dialect: Dialect,
+    pub lookup_timeout: Duration,
+    pub retry_interval: Duration,
+    pub pool_size: usize,
+    pub max_response: usize,
+    pub cache_ttl: Duration,
+    pub cache_capacity: usize,
+    pub static_routes: StaticRoutes,
+    pub connect_timeout: Duration,
+    pub login_timeout: Duration,
+}
+
+/// Parse a CPU list such as `0-3,8`.
+pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("invalid CPU list entry {part:?} (use e.g. 0-3,8)");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b || b - a > 4096 {
+                    return Err(bad());
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(cpus)
+}
+
+/// Parse `http://host[:port]/path` (port 7072 by default, as Zimbra). Host must be an IP
+/// literal or `localhost`: resolving names would block a worker.
+pub fn parse_handler(url: &str) -> Result<Handler, String> {
+    let rest = if url.len() >= 7 && url[..7].eq_ignore_ascii_case("http://") {
+        &url[7..]
+    } else if url.len() >= 8 && url[..8].eq_ignore_ascii_case("https://") {
+        return Err(format!(
+            "lookup handler {url}: https handlers are not supported yet; use http:// on a \
+             trusted network"
+        ));
+    } else {
+        return Err(format!("lookup handler {url}: must start with http://"));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, p) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("lookup handler {url}: bad IPv6 literal"))?;
+        (h, p.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port: u16 = match port {
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("lookup handler {url}: bad port"))?,
+        None => 7072,
+    };
+    let ip = if host.eq_ignore_ascii_case("localhost") {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        host.parse()
+            .map_err(|_| format!("lookup handler {url}: host must be an IP address"))?
+    };
+    Ok(Handler {
+        addr: SocketAddr::new(ip, port),
+        host: host.to_string(),
+        uri: path.to_string(),
+    })
+}
+
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl FileConfig {
+    /// Validate into the runtime config.
+    pub fn validate(&self) -> Result<Config, String> {
+        let w = &self.workers;
+        let cpu_list = if w.cpus.trim().is_empty() {
+            None
+        } else {
+            let l = parse_cpus(&w.cpus)?;
+            if l.is_empty() {
+                return Err("workers.cpus is empty".into());
+            }
+            Some(l)
+        };
+        let workers = match (w.count, &cpu_list) {
+            (0, Some(l)) => l.len(),
+            (0, None) => online_cpus(),
+            (n, _) => n,
+        };
+        if workers > 1024 {
+            return Err(format!("workers.count {workers} is more than 1024"));
+        }
+        let cpus = if w.pin {
+            let list = cpu_list.unwrap_or_else(|| (0..online_cpus()).collect());
+            Some((0..workers).map(|i| list[i % list.len()]).collect())
+        } else {
+            None
+        };
+        if !(1..=32768).contains(&w.buffers) {
+            return Err("workers.buffers must be 1..=32768".into());
+        }
+        if w.buffer_size.0 < 512 || w.buffer_size.0 > 1 << 20 {
+            return Err("workers.buffer_size must be between 512 bytes and 1m".into());
+        }
+        if w.ring_entries < 16 || w.ring_entries > 32768 {
+            return Err("workers.ring_entries must be 16..=32768".into());
+        }
+        if w.max_connections == 0 {
+            return Err("workers.max_connections must be at least 1".into());
+        }
+
+        let i = &self.imap;
+        let imap_listen = i
+            .listen
+            .iter()
+            .map(|a| {
+                a.parse::<SocketAddr>()
+                    .map_err(|_| format!("imap.listen: {a:?} is not an ip:port address"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if imap_listen.is_empty() {
+            return Err("imap.listen is empty".into());
+        }
+        if i.id.len() % 2 != 0 {
+            return Err("imap.id must hold field/value pairs".into());
+        }
+        for text in i.capabilities.iter().chain(&i.id).chain([&i.greeting]) {
+            if text.bytes().any(|b| b < 0x20 || b == 0x7f) || text.contains('"') && !i.greeting.eq(text) {
+                return Err(format!("imap: {text:?} holds a control character or a quote"));
+            }
+        }
+        let mut sasl_plain = false;
+        let mut sasl_login = false;
+        for m in &i.auth_mechanisms {
+            match m.to_ascii_lowercase().as_str() {
+                "plain" => sasl_plain = true,
+                "login" => sasl_login = true,
+                other => {
+                    return Err(format!(
+                        "imap.auth_mechanisms: {other:?} is not supported (plain, login)"
+                    ))
+                }
+            }
+        }
+        if i.max_command.0 < 1024 || i.max_command.0 > 1 << 20 {
+            return Err("imap.max_command must be between 1k and 1m".into());
+        }
+        if i.max_errors == 0 || i.failed_login_limit == 0 {
+            return Err("imap.max_errors and imap.failed_login_limit must be at least 1".into());
+        }
+        let imap = ImapSettings {
+            greeting: i.greeting.clone().into_bytes(),
+            capabilities: i.capabilities.clone(),
+            id: i
+                .id
+                .chunks(2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect(),
+            sasl_plain,
+            sasl_login,
+            max_errors: i.max_errors,
+            max_command: i.max_command.0,
+            failures: FailurePolicy {
+                limit: i.failed_login_limit,
+                close_at_once: i.close_on_failed_login,
+                penalty: i.login_penalty.0,
+                penalty_max: i.login_penalty_max.0,
+            },
+        };
+
+        let l = &self.lookup;
+        let handlers = l
+            .handlers
+            .iter()
+            .map(|h| parse_handler(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut static_routes = StaticRoutes::default();
+        for (pattern, addr) in &l.routes {
+            let addr: SocketAddr = addr
+                .parse()
+                .map_err(|_| format!("lookup.routes.{pattern:?}: {addr:?} is not ip:port"))?;
+            static_routes.insert(pattern, addr);
+        }
+        if handlers.is_empty() && static_routes.is_empty() {
+            return Err(
+                "no route source: set lookup.handlers or lookup.routes (see docs/configuration.md)"
+                    .into(),
+            );
+        }
+        if l.max_response.0 < 256 || l.max_response.0 > 1 << 20 {
+            return Err("lookup.max_response must be between 256 bytes and 1m".into());
+        }
+        if l.timeout.0.is_zero() || self.upstream.connect_timeout.0.is_zero() {
+            return Err("lookup.timeout and upstream.connect_timeout must be more than 0".into());
+        }
+
+        Ok(Config {
+            workers,
+            cpus,
+            ring_entries: w.ring_entries,
+            buffer_size: w.buffer_size.0,
+            buffers: w.buffers,
+            max_connections: w.max_connections,
+            backlog: w.backlog,
+            imap_listen,
+            imap,
+            imap_timeout: i.timeout.0,
+            idle_timeout: i.idle_timeout.0,
+            send_id: i.send_id,
+            literal_auth: i.literal_auth,
+            handlers,
+            dialect: l.dialect,
+            lookup_timeout: l.timeout.0,
+            retry_interval: l.retry_interval.0,
+            pool_size: l.pool_size,
+            max_response: l.max_response.0,
+            cache_ttl: l.cache_ttl.0,
+            cache_capacity: l.cache_capacity,
+            static_routes,
+            connect_timeout: self.upstream.connect_timeout.0,
+            login_timeout: self.upstream.login_timeout.0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("3 weeks").is_err());
+        assert_eq!(parse_size("16k"), Ok(16384));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn cpus_and_handlers() {
+        assert_eq!(parse_cpus("0-3,8"), Ok(vec![0, 1, 2, 3, 8]));
+        assert!(parse_cpus("3-1").is_err());
+        let h = parse_handler("http://10.0.0.5/service/extension/nginx-lookup").unwrap();
+        assert_eq!(h.addr, "10.0.0.5:7072".parse().unwrap());
+        assert_eq!(h.host, "10.0.0.5");
+        assert_eq!(h.uri, "/service/extension/nginx-lookup");
+        let h = parse_handler("HTTP://[::1]:8080").unwrap();
+        assert_eq!(h.addr, "[::1]:8080".parse().unwrap());
+        assert_eq!(h.uri, "/");
+        assert!(parse_handler("https://10.0.0.5/").is_err());
+        assert!(parse_handler("http://lookup.example.com/").is_err());
+    }
+
+    #[test]
+    fn file_with_overrides() {
+        let mut f = FileConfig::from_toml(
+            r#"
+            [workers]
+            count = 2
+            buffer_size = "8k"
+            [imap]
+            listen = ["127.0.0.1:1143"]
+            timeout = "30s"
+            [lookup]
+            handlers = ["http://127.0.0.1:7072/lookup"]
+            routes = { "*@example.com" = "127.0.0.1:143" }
+            "#,
+        )
+        .unwrap();
+        Overrides {
+            workers: Some(1),
+            no_pin: true,
+            lookup_pool_size: Some(2),
+            ..Default::default()
+        }
+        .apply(&mut f);
+        let c = f.validate().unwrap();
+        assert_eq!(c.workers, 1);
+        assert_eq!(c.cpus, None);
+        assert_eq!(c.buffer_size, 8192);
+        assert_eq!(c.pool_size, 2);
+        assert_eq!(c.imap_timeout, Duration::from_secs(30));
+        assert_eq!(c.static_routes.get(b"a@example.com"), Some("127.0.0.1:143".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(FileConfig::from_toml("[imap]\nlisten_on = []\n").is_err());
+        assert!(FileConfig::from_toml("[imap]\ntimeout = \"5 parsecs\"\n").is_err());
+        let f = FileConfig::default();
+        assert!(f.validate().unwrap_err().contains("no route source"));
+        let mut f = FileConfig::from_toml("[lookup]\nroutes = { \"*\" = \"127.0.0.1:143\" }").unwrap();
+        f.imap.auth_mechanisms = vec!["gssapi".into()];
+        assert!(f.validate().unwrap_err().contains("gssapi"));
+    }
+}

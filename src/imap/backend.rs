@@ -1,0 +1,421 @@
+//! Replaying a collected login on the IMAP backend (sans-I/O), `spec/imap-proxy.md` §6.
+//!
+//! Backend bytes go in, bytes to send to the backend come out, and the result tells the session
+//! whether the login succeeded (the backend's answer to forward to the client), was rejected
+//! (the answer to relay before the failed-login delay), or failed (an unexpected reply or a
+//! protocol violation). The connect, the timer and the relay belong to the session.
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+
+use crate::login::{AuthKind, Credentials};
+use crate::sasl::encode_plain;
+
+/// Largest backend response block kept while logging in.
+pub const MAX_RESPONSE: usize = 65536;
+
+/// Everything the replay needs besides the credentials.
+#[derive(Debug, Clone)]
+pub struct Replay<'a> {
+    /// Send `ID ("X-ORIGINATING-IP" ...)` before the login.
+    pub send_id: bool,
+    /// LOGIN with synchronising literals (Zimbra default) rather than quoted strings.
+    pub literal_auth: bool,
+    pub client_ip: IpAddr,
+    /// Proxy-side address of the client connection.
+    pub proxy_ip: IpAddr,
+    /// The client's ID name and version, when it sent them.
+    pub client_name: Option<&'a [u8]>,
+    pub client_version: Option<&'a [u8]>,
+    /// Our own ID NAME and VERSION.
+    pub own_name: &'a str,
+    pub own_version: &'a str,
+    /// The account to log in as (Auth-User from the lookup, or the login).
+    pub account: &'a [u8],
+    /// A password from the lookup's Auth-Pass, replacing the client's.
+    pub password: Option<&'a [u8]>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Send what was written, read more backend bytes.
+    NeedMore,
+    /// Logged in: forward these bytes to the client, then relay.
+    Success { forward: Vec<u8> },
+    /// The backend refused the credentials with this tagged answer (and preceding lines).
+    Rejected { reply: Vec<u8> },
+    /// The backend answered something unexpected at `step`; `relay` is its line.
+    Failed {
+        step: &'static str,
+        relay: Option<Vec<u8>>,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Greeting,
+    IdAnswer,
+    /// Waiting for `+` after `LOGIN {n}` (user) or after the user literal (password).
+    LiteralUser,
+    LiteralPass,
+    /// Waiting for `+` after `AUTHENTICATE PLAIN`.
+    PlainContinue,
+    Final,
+    Done,
+}
+
+/// The replay of one login.
+pub struct BackendLogin {
+    tag: Vec<u8>,
+    state: State,
+    /// Lines still to send, in order, each after a `+` continuation.
+    pending: Vec<Vec<u8>>,
+    /// The first command after the greeting (and ID).
+    login_cmd: Vec<u8>,
+    id_cmd: Option<Vec<u8>>,
+    response: Vec<u8>,
+}
+
+impl std::fmt::Debug for BackendLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendLogin")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn quote(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    for &b in s {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+impl BackendLogin {
+    pub fn new(creds: &Credentials, r: &Replay<'_>) -> Self {
+        let tag = creds.tag.clone();
+        let password = r.password.unwrap_or(&creds.password.0);
+        let mut user = r.account.to_vec();
+        user.extend_from_slice(creds.suffix);
+
+        let id_cmd = r.send_id.then(|| {
+            let mut via = Vec::new();
+            if let Some(name) = r.client_name {
+                via.extend_from_slice(name);
+                if let Some(v) = r.client_version {
+                    via.push(b'/');
+                    via.extend_from_slice(v);
+                }
+                via.push(b',');
+            }
+            via.extend_from_slice(
+                format!("{}(ringmail/{})", r.proxy_ip, env!("CARGO_PKG_VERSION")).as_bytes(),
+            );
+            let mut cmd = tag.clone();
+            cmd.extend_from_slice(b" ID (\"X-ORIGINATING-IP\" ");
+            quote(&mut cmd, r.client_ip.to_string().as_bytes());
+            cmd.extend_from_slice(b" \"name\" ");
+            quote(&mut cmd, r.own_name.as_bytes());
+            cmd.extend_from_slice(b" \"version\" ");
+            quote(&mut cmd, r.own_version.as_bytes());
+            cmd.extend_from_slice(b" \"X-VIA\" ");
+            quote(&mut cmd, &via);
+            cmd.extend_from_slice(b")\r\n");
+            cmd
+        });
+
+        let mut login_cmd = tag.clone();
+        let mut pending = Vec::new();
+        match creds.kind {
+            AuthKind::SaslPlain => {
+                login_cmd.extend_from_slice(b" AUTHENTICATE PLAIN\r\n");
+                let ir = match &creds.authcid {
+                    // with an authzid: authz = account+suffix, authc = the client's authcid
+                    Some(authcid) => encode_plain(&user, authcid, password),
+                    None => encode_plain(b"", &user, password),
+                };
+                pending.push(format!("{ir}\r\n").into_bytes());
+            }
+            AuthKind::Login | AuthKind::SaslLogin if r.literal_auth => {
+                login_cmd.extend_from_slice(format!(" LOGIN {{{}}}\r\n", user.len()).as_bytes());
+                let mut u = user.clone();
+                u.extend_from_slice(format!(" {{{}}}\r\n", password.len()).as_bytes());
+                pending.push(u);
+                let mut p = password.to_vec();
+                p.extend_from_slice(b"\r\n");
+                pending.push(p);
+            }
+            AuthKind::Login | AuthKind::SaslLogin => {
+                login_cmd.extend_from_slice(b" LOGIN ");
+                quote(&mut login_cmd, &user);
+                login_cmd.push(b' ');
+                quote(&mut login_cmd, password);
+                login_cmd.extend_from_slice(b"\r\n");
+            }
+        }
+        pending.reverse();
+        BackendLogin {
+            tag,
+            state: State::Greeting,
+            pending,
+            login_cmd,
+            id_cmd,
+            response: Vec::new(),
+        }
+    }
+
+    fn is_tagged(&self, line: &[u8]) -> bool {
+        line.len() > self.tag.len() && line.starts_with(&self.tag) && line[self.tag.len()] == b' '
+    }
+
+    fn start_login(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.login_cmd);
+        self.state = if self.pending.is_empty() {
+            State::Final
+        } else if self.login_cmd.ends_with(b"PLAIN\r\n") {
+            State::PlainContinue
+        } else {
+            State::LiteralUser
+        };
+    }
+
+    /// Process the backend bytes at the start of `input`; bytes to send are appended to
+    /// `out`. Returns how much of `input` was consumed.
+    pub fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
+        let mut pos = 0;
+        while let Some(off) = input[pos..].iter().position(|&b| b == b'\n') {
+            let line = &input[pos..pos + off + 1];
+            pos += off + 1;
+            if let Some(progress) = self.line(line, out) {
+                return (pos, progress);
+            }
+        }
+        if input.len() - pos + self.response.len() > MAX_RESPONSE {
+            self.state = State::Done;
+            return (
+                input.len(),
+                Progress::Failed {
+                    step: "reading an over-long backend response",
+                    relay: None,
+                },
+            );
+        }
+        (pos, Progress::NeedMore)
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Progress> {
+        let failed = |step| {
+            Some(Progress::Failed {
+                step,
+                relay: Some(line.to_vec()),
+            })
+        };
+        match self.state {
+            State::Greeting => {
+                if !line.starts_with(b"* OK") {
+                    self.state = State::Done;
+                    return failed("reading the backend greeting");
+                }
+                match self.id_cmd.take() {
+                    Some(id) => {
+                        out.extend_from_slice(&id);
+                        self.state = State::IdAnswer;
+                    }
+                    None => self.start_login(out),
+                }
+                None
+            }
+            State::IdAnswer => {
+                // untagged ID data is skipped; any tagged answer (a backend without ID says
+                // BAD) lets the login go on
+                if self.is_tagged(line) {
+                    self.start_login(out);
+                }
+                None
+            }
+            State::LiteralUser | State::LiteralPass | State::PlainContinue => {
+                if line.starts_with(b"+") {
+                    if let Some(next) = self.pending.pop() {
+                        out.extend_from_slice(&next);
+                    }
+                    self.state = if self.pending.is_empty() {
+                        State::Final
+                    } else {
+                        State::LiteralPass
+                    };
+                    None
+                } else if self.is_tagged(line) {
+                    // refused before the credentials were complete
+                    self.state = State::Final;
+                    self.line(line, out)
+                } else if line.starts_with(b"* ") {
+                    None
+                } else {
+                    self.state = State::Done;
+                    failed("waiting for the backend's login continuation")
+                }
+            }
+            State::Final => {
+                self.response.extend_from_slice(line);
+                if !self.is_tagged(line) {
+                    return None;
+                }
+                self.state = State::Done;
+                let status = &line[self.tag.len() + 1..];
+                let block = std::mem::take(&mut self.response);
+                if status.len() >= 2 && status[..2].eq_ignore_ascii_case(b"OK") {
+                    Some(Progress::Success { forward: block })
+                } else {
+                    Some(Progress::Rejected { reply: block })
+                }
+            }
+            State::Done => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::login::strip_suffix;
+    use crate::sasl::Secret;
+
+    fn creds(kind: AuthKind, user: &str) -> Credentials {
+        let (user, suffix) = strip_suffix(user.as_bytes());
+        Credentials {
+            tag: b"a1".to_vec(),
+            user,
+            suffix,
+            authcid: None,
+            password: Secret(b"p\"w".to_vec()),
+            kind,
+        }
+    }
+
+    fn replay<'a>(account: &'a [u8]) -> Replay<'a> {
+        Replay {
+            send_id: true,
+            literal_auth: true,
+            client_ip: "198.51.100.7".parse().unwrap(),
+            proxy_ip: "192.0.2.10".parse().unwrap(),
+            client_name: Some(b"Thunderbird"),
+            client_version: Some(b"115.0"),
+            own_name: "ringmail",
+            own_version: "1.0",
+            account,
+            password: None,
+        }
+    }
+
+    /// Drive a transcript: each backend chunk and the bytes expected in answer.
+    fn drive(b: &mut BackendLogin, steps: &[(&[u8], &[u8])]) -> Progress {
+        let mut last = Progress::NeedMore;
+        for (input, expect) in steps {
+            let mut out = Vec::new();
+            let (n, p) = b.handle(input, &mut out);
+            assert_eq!(n, input.len());
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(expect)
+            );
+            last = p;
+        }
+        last
+    }
+
+    #[test]
+    fn literal_login_with_id() {
+        let c = creds(AuthKind::Login, "alice/tb");
+        let mut b = BackendLogin::new(&c, &replay(b"alice@example.com"));
+        let p = drive(
+            &mut b,
+            &[
+                (
+                    b"* OK Dovecot ready.\r\n",
+                    b"a1 ID (\"X-ORIGINATING-IP\" \"198.51.100.7\" \"name\" \"ringmail\" \
+                      \"version\" \"1.0\" \"X-VIA\" \"Thunderbird/115.0,192.0.2.10(ringmail/0.1.0)\")\r\n",
+                ),
+                (b"* ID NIL\r\na1 OK ID completed.\r\n", b"a1 LOGIN {20}\r\n"),
+                (b"+ OK\r\n", b"alice@example.com/tb {3}\r\n"),
+                (b"+ OK\r\n", b"p\"w\r\n"),
+                (b"* CAPABILITY IMAP4rev1\r\n", b""),
+            ],
+        );
+        assert_eq!(p, Progress::NeedMore);
+        let mut out = Vec::new();
+        let (_, p) = b.handle(b"a1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n", &mut out);
+        assert_eq!(
+            p,
+            Progress::Success {
+                forward: b"* CAPABILITY IMAP4rev1\r\na1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"
+                    .to_vec()
+            }
+        );
+    }
+
+    #[test]
+    fn quoted_login_without_id_rejected() {
+        let c = creds(AuthKind::Login, "bob");
+        let mut r = replay(b"bob");
+        r.send_id = false;
+        r.literal_auth = false;
+        let mut b = BackendLogin::new(&c, &r);
+        let p = drive(
+            &mut b,
+            &[
+                (b"* OK ready\r\n", b"a1 LOGIN \"bob\" \"p\\\"w\"\r\n"),
+                (b"a10 OK not ours\r\n", b""),
+                (b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", b""),
+            ],
+        );
+        assert_eq!(
+            p,
+            Progress::Rejected {
+                reply: b"a10 OK not ours\r\na1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+                    .to_vec()
+            }
+        );
+    }
+
+    #[test]
+    fn plain_login_and_bad_greeting() {
+        let c = creds(AuthKind::SaslPlain, "carol");
+        let mut r = replay(b"carol@x");
+        r.send_id = false;
+        let mut b = BackendLogin::new(&c, &r);
+        let ir = crate::sasl::encode_plain(b"", b"carol@x", b"p\"w");
+        let p = drive(
+            &mut b,
+            &[
+                (b"* OK ready\r\n", b"a1 AUTHENTICATE PLAIN\r\n"),
+                (b"+ \r\n", format!("{ir}\r\n").as_bytes()),
+                (b"a1 OK done\r\n", b""),
+            ],
+        );
+        assert_eq!(p, Progress::Success { forward: b"a1 OK done\r\n".to_vec() });
+
+        let mut b = BackendLogin::new(&c, &r);
+        let mut out = Vec::new();
+        let (_, p) = b.handle(b"* BYE too busy\r\n", &mut out);
+        assert_eq!(
+            p,
+            Progress::Failed {
+                step: "reading the backend greeting",
+                relay: Some(b"* BYE too busy\r\n".to_vec())
+            }
+        );
+    }
+
+    #[test]
+    fn partial_lines_wait() {
+        let c = creds(AuthKind::Login, "d");
+        let mut b = BackendLogin::new(&c, &replay(b"d"));
+        let mut out = Vec::new();
+        assert_eq!(b.handle(b"* OK rea", &mut out), (0, Progress::NeedMore));
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,215 @@
+//! The per-worker route lookup client: pooled keep-alive HTTP/1.1 connections to the lookup
+//! handlers, round-robin with fail-over, a per-request timeout and a bounded response.
+//!
+//! Wire format and parsing are [`crate::lookup::codec`]'s; this file only moves bytes.
+//! Fail-over follows Zimbra (`spec/auth-http.md` §2): a handler that cannot be connected to is
+//! skipped for `retry_interval` and the next one is tried; a handler that answers badly or
+//! times out fails the lookup at once. A pooled connection that turns out to be closed by the
+//! handler is retried once on a fresh connection.
+
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::net::TcpStream;
+
+use crate::config::{Config, Handler};
+use crate::lookup::codec::{encode_request, parse_response, Answer, Dialect, Request};
+
+/// Why a lookup could not be answered (an infrastructure failure, not a denial).
+#[derive(Debug, thiserror::Error)]
+pub enum LookupFailure {
+    #[error("no lookup handler could be reached")]
+    NoHandler,
+    #[error("lookup handler {handler}: {error}")]
+    Handler { handler: String, error: String },
+    #[error("lookup timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+struct HandlerState {
+    cfg: Handler,
+    down_until: Cell<Option<Instant>>,
+}
+
+pub struct LookupClient {
+    handlers: Vec<HandlerState>,
+    next: Cell<usize>,
+    idle: RefCell<Vec<(usize, TcpStream)>>,
+    pool_size: usize,
+    timeout: Duration,
+    retry_interval: Duration,
+    max_response: usize,
+    dialect: Dialect,
+    connect_timeout: Duration,
+}
+
+enum Exchange {
+    Done(Answer),
+    /// The pooled connection was stale (closed before any answer): retry on a fresh one.
+    Stale,
+}
+
+impl LookupClient {
+    pub fn new(c: &Config) -> Self {
+        LookupClient {
+            handlers: c
+                .handlers
+                .iter()
+                .map(|h| HandlerState {
+                    cfg: h.clone(),
+                    down_until: Cell::new(None),
+                })
+                .collect(),
+            next: Cell::new(0),
+            idle: RefCell::new(Vec::new()),
+            pool_size: c.pool_size,
+            timeout: c.lookup_timeout,
+            retry_interval: c.retry_interval,
+            max_response: c.max_response,
+            dialect: c.dialect,
+            connect_timeout: c.lookup_timeout.min(Duration::from_secs(5)),
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn has_handlers(&self) -> bool {
+        !self.handlers.is_empty()
+    }
+
+    /// Idle pooled connections (for tests and metrics).
+    pub fn idle_connections(&self) -> usize {
+        self.idle.borrow().len()
+    }
+
+    /// Ask the handlers. Stock-dialect `WAIT` answers are returned to the caller.
+    pub async fn lookup(&self, req: &Request<'_>) -> Result<Answer, LookupFailure> {
+        let n = self.handlers.len();
+        for _ in 0..n {
+            let idx = self.next.get() % n;
+            self.next.set(idx.wrapping_add(1));
+            let h = &self.handlers[idx];
+            let now = Instant::now();
+            if h.down_until.get().is_some_and(|t| t > now) {
+                continue;
+            }
+            let request = encode_request(self.dialect, &h.cfg.host, &h.cfg.uri, req);
+            // a pooled connection first; if it was stale, once more on a fresh one
+            if let Some(conn) = self.take_idle(idx) {
+                match self.exchange(idx, conn, request.clone()).await? {
+                    Exchange::Done(a) => return Ok(a),
+                    Exchange::Stale => {}
+                }
+            }
+            let conn = match compio::time::timeout(
+                self.connect_timeout,
+                TcpStream::connect(h.cfg.addr),
+            )
+            .await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    tracing::warn!(handler = %h.cfg.addr, error = %e, "connecting to lookup handler failed; skipping it for {:?}", self.retry_interval);
+                    h.down_until.set(Some(now + self.retry_interval));
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(handler = %h.cfg.addr, "connecting to lookup handler timed out; skipping it for {:?}", self.retry_interval);
+                    h.down_until.set(Some(now + self.retry_interval));
+                    continue;
+                }
+            };
+            let _ = conn.set_nodelay(true);
+            match self.exchange(idx, conn, request).await? {
+                Exchange::Done(a) => return Ok(a),
+                Exchange::Stale => {
+                    return Err(self.fail(idx, "connection closed before the answer"))
+                }
+            }
+        }
+        Err(LookupFailure::NoHandler)
+    }
+
+    fn take_idle(&self, idx: usize) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        let pos = idle.iter().rposition(|(i, _)| *i == idx)?;
+        Some(idle.swap_remove(pos).1)
+    }
+
+    fn fail(&self, idx: usize, error: impl ToString) -> LookupFailure {
+        LookupFailure::Handler {
+            handler: self.handlers[idx].cfg.addr.to_string(),
+            error: error.to_string(),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        idx: usize,
+        mut conn: TcpStream,
+        request: Vec<u8>,
+    ) -> Result<Exchange, LookupFailure> {
+        let fut = async {
+            let res = conn.write_all(request).await;
+            if res.0.is_err() {
+                return Ok(Exchange::Stale);
+            }
+            let mut buf: Vec<u8> = Vec::with_capacity(1024.min(self.max_response));
+            let parsed = loop {
+                if let Some(r) = parse_response(self.dialect, &buf, self.max_response)
+                    .map_err(|e| self.fail(idx, e))?
+                {
+                    break r;
+                }
+                buf.reserve(1024.min(self.max_response - buf.len()).max(256));
+                let (res, b) = conn.append(buf).await.into();
+                buf = b;
+                match res {
+                    Ok(0) if buf.is_empty() => return Ok(Exchange::Stale),
+                    Ok(0) => return Err(self.fail(idx, "connection closed mid-answer")),
+                    Ok(_) => {}
+                    Err(_) if buf.is_empty() => return Ok(Exchange::Stale),
+                    Err(e) => return Err(self.fail(idx, e)),
+                }
+            };
+            // skip the body so the connection can carry the next request
+            let reusable = match parsed.body_len {
+                Some(len) if parsed.keep_alive && len <= self.max_response => {
+                    let want = parsed.head_len + len;
+                    while buf.len() < want {
+                        buf.reserve(want - buf.len());
+                        let (res, b) = conn.append(buf).await.into();
+                        buf = b;
+                        if !matches!(res, Ok(n) if n > 0) {
+                            return Ok(Exchange::Done(parsed.answer));
+                        }
+                    }
+                    buf.len() == want
+                }
+                _ => false,
+            };
+            if reusable {
+                let mut idle = self.idle.borrow_mut();
+                if idle.len() < self.pool_size {
+                    idle.push((idx, conn));
+                }
+            }
+            Ok(Exchange::Done(parsed.answer))
+        };
+        match compio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(LookupFailure::Timeout(self.timeout)),
+        }
+    }
+}
+
+impl std::fmt::Debug for LookupClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LookupClient")
+            .field("handlers", &self.handlers.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,203 @@
+//! Where does this login go: static routes, then the worker's route cache, then the lookup
+//! handlers. Concurrent lookups of the same login on one worker share one request.
+//!
+//! The cache and the codec are sans-I/O ([`crate::route`], [`crate::lookup::codec`]); this
+//! file sequences them around the lookup client and the clock.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+
+use super::worker::Worker;
+use crate::login::Credentials;
+use crate::lookup::codec::{Answer, Dialect, Request};
+use crate::route::SessionKeys;
+
+/// The outcome of resolving a login.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    Route {
+        server: SocketAddr,
+        /// Decoded account name for the backend login.
+        account: Vec<u8>,
+        /// Password from the handler's Auth-Pass (replaces the client's).
+        password: Option<Vec<u8>>,
+        /// Cache keys to drop if the backend rejects the credentials.
+        keys: Option<SessionKeys>,
+        /// Whether a lookup request was sent (false: static route or cache hit).
+        looked_up: bool,
+    },
+    /// The handler refused: reply NO after `wait`. `text` is shown in the stock dialect.
+    Denied {
+        text: Option<Vec<u8>>,
+        wait: Option<Duration>,
+    },
+    /// Infrastructure failure (already logged): internal error to the client.
+    Failed(String),
+}
+
+/// Shared in-flight lookups of one worker, keyed by (protocol, client IP, login).
+#[derive(Default)]
+pub struct InFlight {
+    waiting: HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>,
+}
+
+/// Upper bound on stock-dialect `Auth-Status: WAIT` rounds for one login.
+const MAX_WAIT_ROUNDS: u32 = 10;
+
+pub struct LoginContext<'a> {
+    pub creds: &'a Credentials,
+    pub client_ip: IpAddr,
+    pub proxy_ip: IpAddr,
+    pub protocol: &'static str,
+    /// 1 for the first login of the connection, +1 per retry.
+    pub attempt: u32,
+}
+
+pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
+    let user = &ctx.creds.user;
+    if let Some(server) = w.config.static_routes.get(user) {
+        return Resolution::Route {
+            server,
+            account: user.clone(),
+            password: None,
+            keys: None,
+            looked_up: false,
+        };
+    }
+    if !w.lookup.has_handlers() {
+        return Resolution::Denied {
+            text: None,
+            wait: None,
+        };
+    }
+    let dialect = w.lookup.dialect();
+    if dialect == Dialect::Zimbra {
+        let (hit, keys) =
+            w.routes
+                .borrow_mut()
+                .lookup(user, ctx.client_ip, ctx.protocol, Instant::now());
+        if let Some(hit) = hit {
+            return Resolution::Route {
+                server: hit.server,
+                account: hit.account,
+                password: None,
+                keys: Some(keys),
+                looked_up: false,
+            };
+        }
+        // one request per login on this worker; later callers wait for its answer
+        let mut key = format!("{}\0{}\0", ctx.protocol, ctx.client_ip).into_bytes();
+        key.extend_from_slice(user);
+        let rx = {
+            let mut inflight = w.inflight.borrow_mut();
+            match inflight.waiting.get_mut(&key) {
+                Some(waiters) => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    inflight.waiting.insert(key.clone(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = rx {
+            return rx
+                .await
+                .unwrap_or_else(|_| Resolution::Failed("shared lookup was cancelled".into()));
+        }
+        // If this future is dropped mid-lookup, the guard wakes the waiters with a failure.
+        let guard = InFlightGuard { w, key };
+        let res = ask(w, ctx).await;
+        guard.finish(&res);
+        res
+    } else {
+        // stock dialect: the handler checks the password, so answers are not shared or cached
+        ask(w, ctx).await
+    }
+}
+
+struct InFlightGuard<'a> {
+    w: &'a Worker,
+    key: Vec<u8>,
+}
+
+impl InFlightGuard<'_> {
+    fn finish(self, res: &Resolution) {
+        let waiters = self.w.inflight.borrow_mut().waiting.remove(&self.key);
+        for tx in waiters.into_iter().flatten() {
+            let mut shared = res.clone();
+            if let Resolution::Route { looked_up, .. } = &mut shared {
+                *looked_up = false;
+            }
+            let _ = tx.send(shared);
+        }
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        // dropping the senders makes the waiters see a failure
+        self.w.inflight.borrow_mut().waiting.remove(&self.key);
+    }
+}
+
+async fn ask(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
+    let req = Request {
+        user: &ctx.creds.user,
+        password: &ctx.creds.password.0,
+        protocol: ctx.protocol,
+        attempt: ctx.attempt,
+        proxy_ip: ctx.proxy_ip,
+        client_ip: ctx.client_ip,
+    };
+    for _ in 0..MAX_WAIT_ROUNDS {
+        match w.lookup.lookup(&req).await {
+            Ok(Answer::Route(route)) => {
+                let keys = (w.lookup.dialect() == Dialect::Zimbra && route.password.is_none())
+                    .then(|| {
+                        w.routes.borrow_mut().store(
+                            &ctx.creds.user,
+                            ctx.client_ip,
+                            ctx.protocol,
+                            &route,
+                            Instant::now(),
+                        )
+                    });
+                return Resolution::Route {
+                    server: route.server,
+                    account: route.account.unwrap_or_else(|| ctx.creds.user.clone()),
+                    password: route.password,
+                    keys,
+                    looked_up: true,
+                };
+            }
+            Ok(Answer::Denied { status, wait }) => {
+                tracing::info!(
+                    user = %String::from_utf8_lossy(&ctx.creds.user),
+                    client = %ctx.client_ip,
+                    status = %String::from_utf8_lossy(&status),
+                    "route lookup refused the login"
+                );
+                let text = (w.lookup.dialect() == Dialect::Nginx).then_some(status);
+                return Resolution::Denied { text, wait };
+            }
+            Ok(Answer::Retry { wait }) => compio::time::sleep(wait).await,
+            Err(e) => {
+                tracing::error!(
+                    user = %String::from_utf8_lossy(&ctx.creds.user),
+                    client = %ctx.client_ip,
+                    error = %e,
+                    "route lookup failed"
+                );
+                return Resolution::Failed(e.to_string());
+            }
+        }
+    }
+    Resolution::Failed("lookup handler kept answering WAIT".into())
+}

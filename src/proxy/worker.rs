@@ -1,0 +1,193 @@
+//! Thread-per-core process model: one worker thread per core, optionally pinned, each owning
+//! its compio io_uring runtime, provided-buffer ring, SO_REUSEPORT listeners, route cache and
+//! lookup pool. Nothing here is shared between workers except the read-only [`Config`].
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::num::NonZero;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+
+use compio::driver::ProactorBuilder;
+use compio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::lookup::LookupClient;
+use super::resolve::InFlight;
+use crate::config::Config;
+use crate::imap::client::Prepared;
+use crate::route::RouteCache;
+
+/// Everything one worker owns.
+pub struct Worker {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub imap: Prepared,
+    pub routes: RefCell<RouteCache>,
+    pub lookup: LookupClient,
+    pub inflight: RefCell<InFlight>,
+    pub connections: Cell<usize>,
+}
+
+impl Worker {
+    pub fn new(id: usize, config: Arc<Config>) -> Self {
+        Worker {
+            id,
+            imap: Prepared::new(config.imap.clone()),
+            routes: RefCell::new(RouteCache::new(config.cache_capacity, config.cache_ttl)),
+            lookup: LookupClient::new(&config),
+            inflight: RefCell::new(InFlight::default()),
+            connections: Cell::new(0),
+            config,
+        }
+    }
+}
+
+/// Build a worker's runtime: io_uring only, with the provided-buffer ring sized from config.
+pub fn build_runtime(config: &Config) -> std::io::Result<compio::runtime::Runtime> {
+    let mut proactor = ProactorBuilder::new();
+    proactor
+        .capacity(config.ring_entries)
+        .buffer_pool_size(NonZero::new(config.buffers).unwrap_or(NonZero::<u16>::MIN))
+        .buffer_pool_buffer_len(config.buffer_size);
+    let rt = compio::runtime::RuntimeBuilder::new()
+        .with_proactor(proactor)
+        .build()?;
+    if !rt.driver_type().is_iouring() {
+        return Err(std::io::Error::other("the io_uring driver is not in use"));
+    }
+    // the provided-buffer ring is registered on first use; do it now so errors show at start
+    rt.buffer_pool()?;
+    Ok(rt)
+}
+
+/// Explain an io_uring start-up failure to an operator.
+pub fn io_uring_help(e: &std::io::Error) -> String {
+    format!(
+        "cannot start an io_uring runtime: {e}. ringmail needs io_uring (Linux 6.1 or newer). \
+         If it runs in a container, its seccomp profile may block io_uring_setup: allow the \
+         io_uring_setup, io_uring_enter and io_uring_register syscalls (Docker: \
+         --security-opt seccomp=<profile allowing them>); also check that the sysctl \
+         kernel.io_uring_disabled is 0."
+    )
+}
+
+/// A SO_REUSEPORT listener for one worker.
+pub fn listener(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// Start every worker and block until they end. Returns an error if a worker cannot start.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    // probe once on this thread so a blocked io_uring gives one clear message
+    build_runtime(&config).map_err(|e| anyhow::anyhow!(io_uring_help(&e)))?;
+    let config = Arc::new(config);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let mut threads = Vec::new();
+    for id in 0..config.workers {
+        let config = config.clone();
+        let ready = ready_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("ringmail-w{id}"))
+            .spawn(move || worker_main(id, config, ready))?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    for _ in 0..config.workers {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => anyhow::bail!(e),
+            Err(_) => anyhow::bail!("a worker exited during start-up"),
+        }
+    }
+    tracing::info!(
+        workers = config.workers,
+        imap = ?config.imap_listen,
+        "ringmail ready"
+    );
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+fn worker_main(id: usize, config: Arc<Config>, ready: mpsc::Sender<Result<usize, String>>) {
+    if let Some(cpus) = &config.cpus {
+        let cpu = cpus[id];
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+            tracing::warn!(worker = id, cpu, "could not pin the worker to its CPU");
+        }
+    }
+    let rt = match build_runtime(&config) {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(io_uring_help(&e)));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let worker = Rc::new(Worker::new(id, config.clone()));
+        let mut listeners = Vec::new();
+        for addr in &config.imap_listen {
+            let l = listener(*addr, config.backlog)
+                .and_then(TcpListener::from_std)
+                .map_err(|e| format!("cannot listen on {addr} (IMAP): {e}"));
+            match l {
+                Ok(l) => listeners.push(l),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let _ = ready.send(Ok(id));
+        let accepts: Vec<_> = listeners
+            .into_iter()
+            .map(|l| compio::runtime::spawn(accept_loop(worker.clone(), l)))
+            .collect();
+        for a in accepts {
+            let _ = a.await;
+        }
+    });
+}
+
+async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning
+                tracing::warn!(worker = worker.id, error = %e, "accept failed");
+                compio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if worker.connections.get() >= worker.config.max_connections {
+            compio::runtime::spawn(refuse(stream)).detach();
+            continue;
+        }
+        let w = worker.clone();
+        compio::runtime::spawn(async move {
+            w.connections.set(w.connections.get() + 1);
+            super::imap::serve(&w, stream, peer).await;
+            w.connections.set(w.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    use compio::io::AsyncWriteExt;
+    let _ = stream
+        .write_all(&b"* BYE Too many connections, try again later\r\n"[..])
+        .await;
+}

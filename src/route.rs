@@ -1,0 +1,299 @@
+//! Where an account lives: the per-worker route cache and the static route table.
+//!
+//! The cache uses Zimbra's logical keys (`spec/auth-http.md` §8: `alias:user=<login>;ip=<ip>`
+//! and `route:proto=<p>;user=<account>`) so a later memcached tier can share them. Entries
+//! expire after a TTL; `now` is passed in, nothing here reads the clock or does I/O. The cache
+//! is a quick_cache `unsync` cache: one per worker, never shared, no lock.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::lookup::codec::{escape, unescape, Route};
+
+#[derive(Debug, Clone)]
+enum Value {
+    /// The account name exactly as the handler sent it (still encoded).
+    Alias(Vec<u8>),
+    Route(SocketAddr),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    value: Value,
+    expires: Instant,
+}
+
+/// The cache keys a session used, dropped when the backend rejects its credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionKeys {
+    pub alias: Vec<u8>,
+    pub route: Vec<u8>,
+}
+
+/// A cache hit: where to connect and as whom to log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cached {
+    pub server: SocketAddr,
+    /// Decoded account name for the backend login.
+    pub account: Vec<u8>,
+}
+
+pub struct RouteCache {
+    cache: quick_cache::unsync::Cache<Vec<u8>, Entry>,
+    ttl: Duration,
+}
+
+fn alias_key(login_escaped: &[u8], client_ip: IpAddr) -> Vec<u8> {
+    let mut k = b"alias:user=".to_vec();
+    k.extend_from_slice(login_escaped);
+    k.extend_from_slice(format!(";ip={client_ip}").as_bytes());
+    k
+}
+
+/// `route:proto=<p>;user=<name>`, qualified with `@<client ip>` when the name has no `@`
+/// before its last byte (Zimbra's rule for unqualified logins).
+fn route_key(proto: &str, name_escaped: &[u8], client_ip: IpAddr) -> Vec<u8> {
+    let mut k = format!("route:proto={proto};user=").into_bytes();
+    k.extend_from_slice(name_escaped);
+    let qualified = name_escaped
+        .iter()
+        .position(|&b| b == b'@')
+        .is_some_and(|p| p + 1 < name_escaped.len());
+    if !qualified {
+        k.extend_from_slice(format!("@{client_ip}").as_bytes());
+    }
+    k
+}
+
+impl RouteCache {
+    pub fn new(capacity: usize, ttl: Duration) -> Self {
+        RouteCache {
+            cache: quick_cache::unsync::Cache::new(capacity.max(1)),
+            ttl,
+        }
+    }
+
+    fn get(&mut self, key: &[u8], now: Instant) -> Option<Value> {
+        let entry = self.cache.get(key)?;
+        if entry.expires <= now {
+            self.cache.remove(key);
+            return None;
+        }
+        Some(entry.value.clone())
+    }
+
+    /// Look `login` up: alias first, then the route of the candidate account. Returns the hit
+    /// (if any) and the keys this session touches.
+    pub fn lookup(
+        &mut self,
+        login: &[u8],
+        client_ip: IpAddr,
+        proto: &str,
+        now: Instant,
+    ) -> (Option<Cached>, SessionKeys) {
+        let mut login_esc = Vec::new();
+        escape(&mut login_esc, login);
+        let alias = alias_key(&login_esc, client_ip);
+        let candidate = match self.get(&alias, now) {
+            Some(Value::Alias(account)) => account,
+            _ => login_esc,
+        };
+        let route = route_key(proto, &candidate, client_ip);
+        let hit = match self.get(&route, now) {
+            Some(Value::Route(server)) => Some(Cached {
+                server,
+                account: unescape(&candidate),
+            }),
+            _ => None,
+        };
+        (hit, SessionKeys { alias, route })
+    }
+
+    /// Store a successful lookup of `login`. Returns the keys written.
+    pub fn store(
+        &mut self,
+        login: &[u8],
+        client_ip: IpAddr,
+        proto: &str,
+        route: &Route,
+        now: Instant,
+    ) -> SessionKeys {
+        let expires = now + self.ttl;
+        let mut login_esc = Vec::new();
+        escape(&mut login_esc, login);
+        let account = route.account_raw.clone().unwrap_or_else(|| login_esc.clone());
+        let mut keys = SessionKeys::default();
+        if route.cache_alias {
+            // Zimbra: when the login already is the account, alias its local part instead
+            let alias_login = if login_esc == account {
+                login_esc.iter().position(|&b| b == b'@').map(|p| login_esc[..p].to_vec())
+            } else {
+                Some(login_esc.clone())
+            };
+            if let Some(alias_login) = alias_login {
+                keys.alias = alias_key(&alias_login, client_ip);
+                self.cache.insert(
+                    keys.alias.clone(),
+                    Entry {
+                        value: Value::Alias(account.clone()),
+                        expires,
+                    },
+                );
+            }
+        }
+        keys.route = route_key(proto, &account, client_ip);
+        self.cache.insert(
+            keys.route.clone(),
+            Entry {
+                value: Value::Route(route.server),
+                expires,
+            },
+        );
+        keys
+    }
+
+    /// Drop a session's entries (the backend rejected its credentials).
+    pub fn forget(&mut self, keys: &SessionKeys) {
+        self.cache.remove(keys.alias.as_slice());
+        self.cache.remove(keys.route.as_slice());
+    }
+
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.len() == 0
+    }
+}
+
+/// Routes from the config: exact login, `*@domain`, or `*` (matched case-insensitively).
+#[derive(Debug, Clone, Default)]
+pub struct StaticRoutes {
+    exact: HashMap<Vec<u8>, SocketAddr>,
+    domains: HashMap<Vec<u8>, SocketAddr>,
+    default: Option<SocketAddr>,
+}
+
+impl StaticRoutes {
+    pub fn insert(&mut self, pattern: &str, server: SocketAddr) {
+        let p = pattern.to_ascii_lowercase().into_bytes();
+        if p == b"*" {
+            self.default = Some(server);
+        } else if let Some(domain) = p.strip_prefix(b"*@") {
+            self.domains.insert(domain.to_vec(), server);
+        } else {
+            self.exact.insert(p, server);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.domains.is_empty() && self.default.is_none()
+    }
+
+    pub fn get(&self, login: &[u8]) -> Option<SocketAddr> {
+        let login = login.to_ascii_lowercase();
+        if let Some(s) = self.exact.get(&login) {
+            return Some(*s);
+        }
+        if let Some(at) = login.iter().rposition(|&b| b == b'@') {
+            if let Some(s) = self.domains.get(&login[at + 1..]) {
+                return Some(*s);
+            }
+        }
+        self.default
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(server: &str, account: Option<&str>, alias: bool) -> Route {
+        Route {
+            server: server.parse().unwrap(),
+            account: account.map(|a| unescape(a.as_bytes())),
+            account_raw: account.map(|a| a.as_bytes().to_vec()),
+            password: None,
+            cache_alias: alias,
+        }
+    }
+
+    #[test]
+    fn keys_follow_zimbra() {
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(alias_key(b"alice", ip), b"alias:user=alice;ip=198.51.100.7");
+        assert_eq!(
+            route_key("imapssl", b"alice", ip),
+            b"route:proto=imapssl;user=alice@198.51.100.7"
+        );
+        assert_eq!(
+            route_key("imap", b"alice@example.com", ip),
+            b"route:proto=imap;user=alice@example.com"
+        );
+        assert_eq!(route_key("imap", b"alice@", ip), b"route:proto=imap;user=alice@@198.51.100.7");
+    }
+
+    #[test]
+    fn alias_then_route_hit_and_expiry() {
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let now = Instant::now();
+        let mut c = RouteCache::new(100, Duration::from_secs(3600));
+        assert_eq!(c.lookup(b"alice", ip, "imap", now).0, None);
+        let keys = c.store(b"alice", ip, "imap", &route("10.0.0.21:143", Some("alice@example.com"), true), now);
+        assert_eq!(keys.alias, b"alias:user=alice;ip=198.51.100.7");
+        assert_eq!(keys.route, b"route:proto=imap;user=alice@example.com");
+        let (hit, used) = c.lookup(b"alice", ip, "imap", now);
+        assert_eq!(
+            hit,
+            Some(Cached {
+                server: "10.0.0.21:143".parse().unwrap(),
+                account: b"alice@example.com".to_vec()
+            })
+        );
+        assert_eq!(used, keys);
+        // another protocol is cached separately; the alias is shared
+        assert_eq!(c.lookup(b"alice", ip, "pop3", now).0, None);
+        // expired
+        assert_eq!(c.lookup(b"alice", ip, "imap", now + Duration::from_secs(3600)).0, None);
+    }
+
+    #[test]
+    fn no_alias_without_cache_alias_and_forget() {
+        let ip: IpAddr = "::1".parse().unwrap();
+        let now = Instant::now();
+        let mut c = RouteCache::new(100, Duration::from_secs(60));
+        c.store(b"bob", ip, "imap", &route("10.0.0.2:143", Some("bob@x.org"), false), now);
+        assert_eq!(c.lookup(b"bob", ip, "imap", now).0, None, "login differs from account");
+        let keys = c.store(b"bob@x.org", ip, "imap", &route("10.0.0.2:143", None, false), now);
+        let (hit, used) = c.lookup(b"bob@x.org", ip, "imap", now);
+        assert_eq!(hit.unwrap().account, b"bob@x.org");
+        assert_eq!(used.route, keys.route);
+        c.forget(&used);
+        assert_eq!(c.lookup(b"bob@x.org", ip, "imap", now).0, None);
+    }
+
+    #[test]
+    fn login_equal_to_account_aliases_local_part() {
+        let ip: IpAddr = "10.1.1.1".parse().unwrap();
+        let now = Instant::now();
+        let mut c = RouteCache::new(100, Duration::from_secs(60));
+        c.store(b"carol@x.org", ip, "imap", &route("10.0.0.3:143", Some("carol@x.org"), true), now);
+        assert_eq!(c.lookup(b"carol", ip, "imap", now).0.unwrap().account, b"carol@x.org");
+    }
+
+    #[test]
+    fn static_routes() {
+        let mut s = StaticRoutes::default();
+        assert!(s.is_empty());
+        s.insert("alice@example.com", "10.0.0.1:143".parse().unwrap());
+        s.insert("*@example.com", "10.0.0.2:143".parse().unwrap());
+        assert_eq!(s.get(b"Alice@Example.com"), Some("10.0.0.1:143".parse().unwrap()));
+        assert_eq!(s.get(b"bob@example.com"), Some("10.0.0.2:143".parse().unwrap()));
+        assert_eq!(s.get(b"bob@other.org"), None);
+        s.insert("*", "10.0.0.3:143".parse().unwrap());
+        assert_eq!(s.get(b"bob"), Some("10.0.0.3:143".parse().unwrap()));
+    }
+}
