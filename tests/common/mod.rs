@@ -1,0 +1,520 @@
+//! Test harness: a real Dovecot (started here with its own config directory and users), a
+//! scripted route lookup handler (keep-alive HTTP/1.1, counts requests, can stall or answer
+//! garbage), the real `ringmail` binary, and small raw-IMAP client helpers.
+//!
+//! Dovecot must be installed (`scripts/test.sh` does it); a missing Dovecot fails the tests
+//! rather than skipping them.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn tempdir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ringmail-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Wait until something accepts connections on `port`.
+pub fn wait_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what} did not start listening on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct Dovecot {
+    child: Child,
+    pub dir: PathBuf,
+    pub imap_port: u16,
+    pub pop3_port: u16,
+}
+
+/// Test users: (login, password).
+pub const USERS: &[(&str, &str)] = &[
+    ("alice@example.com", "alicepw"),
+    ("bob@example.com", "bobpw"),
+    ("carol@example.com", "carol pw \"quoted\""),
+];
+
+impl Dovecot {
+    pub fn start() -> Dovecot {
+        let bin = ["/usr/sbin/dovecot", "/usr/bin/dovecot"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("dovecot is not installed: run scripts/test.sh (it installs dovecot-imapd)");
+        let dir = tempdir("dovecot");
+        for d in ["run", "state", "mail"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let imap_port = free_port();
+        let pop3_port = free_port();
+        let d = dir.display();
+        let conf = format!(
+            r#"base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+login_trusted_networks = 127.0.0.0/8
+first_valid_uid = 1
+mail_location = maildir:{d}/mail/%u
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=dovecot gid=dovecot home={d}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  process_min_avail = 2
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+protocol imap {{
+  mail_max_userip_connections = 10000
+}}
+"#
+        );
+        std::fs::write(dir.join("dovecot.conf"), conf).unwrap();
+        let passwd: String = USERS
+            .iter()
+            .map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n"))
+            .collect();
+        std::fs::write(dir.join("passwd"), passwd).unwrap();
+        let status = Command::new("chown")
+            .args(["-R", "dovecot:dovecot"])
+            .arg(dir.join("mail"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "chown of the test mail directory failed");
+        let _ = Command::new("chmod").arg("755").arg(&dir).status();
+        let child = Command::new(bin)
+            .arg("-F")
+            .arg("-c")
+            .arg(dir.join("dovecot.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting dovecot");
+        wait_port(imap_port, "dovecot");
+        Dovecot {
+            child,
+            dir,
+            imap_port,
+            pop3_port,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.imap_port))
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the scripted lookup handler answers for one login.
+#[derive(Clone, Debug)]
+pub enum Rule {
+    /// A route: server, port, optional Auth-User, Auth-Cache-Alias.
+    Route {
+        server: SocketAddr,
+        account: Option<String>,
+        alias: bool,
+    },
+    /// `Auth-Status: <text>` with `Auth-Wait`.
+    Deny { wait: u64 },
+    /// Answer after a delay.
+    Slow(Duration, Box<Rule>),
+    /// Bytes that are not HTTP.
+    Garbage,
+}
+
+#[derive(Default)]
+pub struct LookupLog {
+    pub requests: AtomicUsize,
+    pub connections: AtomicUsize,
+    /// Raw request heads, in order.
+    pub heads: Mutex<Vec<String>>,
+}
+
+pub struct LookupHandler {
+    pub port: u16,
+    pub log: Arc<LookupLog>,
+    pub rules: Arc<Mutex<HashMap<String, Rule>>>,
+}
+
+impl LookupHandler {
+    /// Start a handler; logins without a rule are denied with `Auth-Wait: 1`.
+    pub fn start(rules: HashMap<String, Rule>) -> LookupHandler {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(LookupLog::default());
+        let rules = Arc::new(Mutex::new(rules));
+        let (l2, r2) = (log.clone(), rules.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                l2.connections.fetch_add(1, Ordering::SeqCst);
+                let (log, rules) = (l2.clone(), r2.clone());
+                std::thread::spawn(move || serve_lookup(stream, &log, &rules));
+            }
+        });
+        LookupHandler { port, log, rules }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/service/extension/nginx-lookup", self.port)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.log.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn set(&self, user: &str, rule: Rule) {
+        self.rules.lock().unwrap().insert(user.into(), rule);
+    }
+}
+
+fn serve_lookup(stream: TcpStream, log: &LookupLog, rules: &Mutex<HashMap<String, Rule>>) {
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        log.requests.fetch_add(1, Ordering::SeqCst);
+        log.heads.lock().unwrap().push(head.clone());
+        let user = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Auth-User: "))
+            .unwrap_or("")
+            .to_string();
+        let mut rule = rules
+            .lock()
+            .unwrap()
+            .get(&user)
+            .cloned()
+            .unwrap_or(Rule::Deny { wait: 1 });
+        while let Rule::Slow(d, inner) = rule {
+            std::thread::sleep(d);
+            rule = *inner;
+        }
+        let resp = match rule {
+            Rule::Route {
+                server,
+                account,
+                alias,
+            } => {
+                let mut s = format!(
+                    "HTTP/1.1 200 OK\r\nAuth-Status: OK\r\nAuth-Server: {}\r\nAuth-Port: {}\r\n",
+                    server.ip(),
+                    server.port()
+                );
+                if let Some(a) = account {
+                    s.push_str(&format!("Auth-User: {a}\r\n"));
+                }
+                s.push_str(&format!(
+                    "Auth-Cache-Alias: {}\r\nContent-Length: 0\r\n\r\n",
+                    if alias { "TRUE" } else { "FALSE" }
+                ));
+                s
+            }
+            Rule::Deny { wait } => format!(
+                "HTTP/1.1 200 OK\r\nAuth-Status: user not found:{user}\r\nAuth-Wait: {wait}\r\nContent-Length: 0\r\n\r\n"
+            ),
+            Rule::Garbage => "this is not HTTP at all\r\n\r\n".into(),
+            Rule::Slow(..) => unreachable!(),
+        };
+        if w.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The real ringmail binary with a generated config.
+pub struct Ringmail {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Ringmail {
+    /// Start ringmail with `extra` TOML appended to a base config listening on a free port.
+    pub fn start(extra: &str) -> Ringmail {
+        Self::start_with_args(extra, &[])
+    }
+
+    pub fn start_with_args(extra: &str, args: &[&str]) -> Ringmail {
+        Self::start_full("", extra, args)
+    }
+
+    /// `imap_extra` goes into the `[imap]` table, `extra` after it (other tables).
+    pub fn start_full(imap_extra: &str, extra: &str, args: &[&str]) -> Ringmail {
+        let dir = tempdir("ringmail");
+        let port = free_port();
+        let conf = format!(
+            "[workers]\ncount = 2\npin = false\nbuffers = 64\n\n[imap]\nlisten = [\"127.0.0.1:{port}\"]\n\
+             login_penalty = \"1s\"\nlogin_penalty_max = \"2s\"\n{imap_extra}\n{extra}\n"
+        );
+        std::fs::write(dir.join("ringmail.toml"), &conf).unwrap();
+        let log = std::fs::File::create(dir.join("ringmail.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
+            .arg("--config")
+            .arg(dir.join("ringmail.toml"))
+            .args(args)
+            .env("RUST_LOG", "ringmail=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting ringmail");
+        wait_port(port, "ringmail");
+        Ringmail { child, port, dir }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("ringmail.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Ringmail {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- ringmail log ---\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A raw IMAP client connection for exact-byte tests.
+pub struct Raw {
+    pub r: BufReader<TcpStream>,
+    pub w: TcpStream,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let w = s.try_clone().unwrap();
+        Raw {
+            r: BufReader::new(s),
+            w,
+        }
+    }
+
+    /// Connect and read the greeting.
+    pub fn greeted(port: u16) -> Raw {
+        let mut c = Self::connect(port);
+        let g = c.line();
+        assert!(g.starts_with("* OK"), "greeting: {g:?}");
+        c
+    }
+
+    pub fn send(&mut self, data: &[u8]) {
+        self.w.write_all(data).unwrap();
+    }
+
+    /// One line, with its CRLF; empty at EOF.
+    pub fn line(&mut self) -> String {
+        let mut buf = Vec::new();
+        let _ = self.r.read_until(b'\n', &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Lines up to and including the one starting with `prefix`.
+    pub fn until(&mut self, prefix: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let l = self.line();
+            assert!(!l.is_empty(), "EOF waiting for {prefix:?} after {lines:?}");
+            let done = l.starts_with(prefix);
+            lines.push(l);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    /// Bytes of a literal announced by a line ending in `{n}`.
+    pub fn literal(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        self.r.read_exact(&mut buf).unwrap();
+        buf
+    }
+
+    /// True when the server closed the connection (EOF, or a reset because input was left
+    /// unread, within the read timeout).
+    pub fn closed(&mut self) -> bool {
+        let mut rest = Vec::new();
+        match self.r.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+
+    /// Log in with an atom LOGIN and expect OK.
+    pub fn login(&mut self, user: &str, pass: &str) {
+        self.send(format!("L1 LOGIN {user} {pass}\r\n").as_bytes());
+        let lines = self.until("L1 ");
+        assert!(
+            lines.last().unwrap().starts_with("L1 OK"),
+            "login {user}: {lines:?}"
+        );
+    }
+}
+
+/// Run a Python 3 script; panics with its output unless it exits 0. Returns stdout.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The standard set-up: Dovecot, a lookup handler routing the test users to it (with
+/// `Auth-User` qualified and aliases allowed for `alice`), and ringmail using the handler.
+pub struct Env {
+    pub ringmail: Ringmail,
+    pub lookup: LookupHandler,
+    pub dovecot: Dovecot,
+}
+
+impl Env {
+    pub fn start() -> Env {
+        Self::start_with("")
+    }
+
+    pub fn start_with(extra: &str) -> Env {
+        Self::start_opts(extra, &[])
+    }
+
+    /// `extra` TOML goes into the `[lookup]` table; `args` are ringmail flags.
+    pub fn start_opts(extra: &str, args: &[&str]) -> Env {
+        Self::start_full("", extra, args)
+    }
+
+    pub fn start_full(imap_extra: &str, extra: &str, args: &[&str]) -> Env {
+        let dovecot = Dovecot::start();
+        let mut rules = HashMap::new();
+        for (user, _) in USERS {
+            rules.insert(
+                user.to_string(),
+                Rule::Route {
+                    server: dovecot.addr(),
+                    account: Some(user.to_string()),
+                    alias: true,
+                },
+            );
+        }
+        // a short login that the handler qualifies (as the Zimbra servlet does)
+        rules.insert(
+            "alice".into(),
+            Rule::Route {
+                server: dovecot.addr(),
+                account: Some("alice@example.com".into()),
+                alias: true,
+            },
+        );
+        let lookup = LookupHandler::start(rules);
+        let ringmail = Ringmail::start_full(
+            imap_extra,
+            &format!("[lookup]\nhandlers = [\"{}\"]\n{extra}", lookup.url()),
+            args,
+        );
+        Env {
+            ringmail,
+            lookup,
+            dovecot,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.ringmail.port
+    }
+
+    /// A full login + SELECT + LOGOUT by a fresh client must work (other sessions are fine).
+    pub fn assert_healthy(&self) {
+        let mut c = Raw::greeted(self.port());
+        c.login("bob@example.com", "bobpw");
+        c.send(b"s SELECT INBOX\r\n");
+        let lines = c.until("s ");
+        assert!(lines.last().unwrap().starts_with("s OK"), "{lines:?}");
+        c.send(b"z LOGOUT\r\n");
+        c.until("z ");
+    }
+}
