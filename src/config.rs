@@ -460,9 +460,17 @@ impl FileConfig {
         if i.id.len() % 2 != 0 {
             return Err("imap.id must hold field/value pairs".into());
         }
-        for text in i.capabilities.iter().chain(&i.id).chain([&i.greeting]) {
-            if text.bytes().any(|b| b < 0x20 || b == 0x7f) || text.contains('"') && !i.greeting.eq(text) {
-                return Err(format!("imap: {text:?} holds a control character or a quote"));
+        if i.greeting.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Err("imap.greeting holds a control character".into());
+        }
+        for c in &i.capabilities {
+            if c.is_empty() || c.bytes().any(|b| b <= 0x20 || b == 0x7f || b == b'"') {
+                return Err(format!("imap.capabilities: {c:?} is not an atom"));
+            }
+        }
+        for v in &i.id {
+            if v.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'"' || b == b'\\') {
+                return Err(format!("imap.id: {v:?} holds a quote, backslash or control character"));
             }
         }
         let mut sasl_plain = false;

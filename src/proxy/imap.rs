@@ -85,7 +85,7 @@ pub async fn serve(w: &Worker, stream: TcpStream, peer: SocketAddr) {
         }
         match event {
             Event::NeedMore => {
-                let room = max.saturating_sub(inbuf.len());
+                let room = max.saturating_sub(inbuf.len()).min(w.config.buffer_size);
                 match compio::time::timeout(
                     w.config.imap_timeout,
                     read_into(&stream, &mut inbuf, room),

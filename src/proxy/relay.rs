@@ -2,8 +2,9 @@
 //!
 //! Reads use the worker's provided-buffer ring (`read_managed`): the kernel picks a buffer only
 //! when data arrives, so an idle session holds no buffer. The same buffer is written out and
-//! returned to the ring: no userspace copy. EOF on one side half-closes the other; the idle
-//! timeout (no byte in either direction) ends the session. Protocol-agnostic.
+//! returned to the ring: no userspace copy. The client's EOF half-closes the backend, which may
+//! finish its answer; the backend's EOF ends the session. The idle timeout (no byte in either
+//! direction) ends it too. Protocol-agnostic.
 
 use std::cell::Cell;
 use std::io;
@@ -43,15 +44,15 @@ pub async fn relay(
     let down = Cell::new(0u64);
     let a = std::pin::pin!(pump(client, backend, &last, idle, buffer_size, &up));
     let b = std::pin::pin!(pump(backend, client, &last, idle, buffer_size, &down));
+    // The backend closing ends the session (flushing what it sent); the client closing its
+    // side lets the backend finish its answer, under the idle timer.
     let end = match select(a, b).await {
-        Either::Left((first, other)) | Either::Right((first, other)) => match first {
-            // one side finished cleanly: let the other drain (still under the idle timer)
-            Ok(()) => match other.await {
-                Ok(()) => End::Closed,
-                Err(e) => classify(&e),
-            },
+        Either::Left((Ok(()), down)) => match down.await {
+            Ok(()) => End::Closed,
             Err(e) => classify(&e),
         },
+        Either::Right((Ok(()), _)) => End::Closed,
+        Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => classify(&e),
     };
     (
         end,

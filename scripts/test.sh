@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install what the tests need on a fresh Debian machine (Dovecot, memcached, curl, python3),
+# then run every test of the workspace. Used by the README and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd dovecot-pop3d)
+command -v memcached >/dev/null 2>&1 || [ -x /usr/bin/memcached ] || need+=(memcached)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  # the packages' own services are not wanted: the tests start Dovecot themselves
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+# the Debian packages may start system-wide daemons; they do not clash with the tests
+# (which use their own config directories and free ports), so they are left alone.
+
+cargo test --workspace --all-targets --release "$@"
