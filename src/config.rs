@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::imap::client::{Settings as ImapSettings, DEFAULT_CAPABILITIES};
+use crate::imap::client::{Settings as ImapSettings, StartTls, DEFAULT_CAPABILITIES};
 use crate::login::FailurePolicy;
 use crate::lookup::codec::Dialect;
+use crate::pop3::client::{Settings as Pop3Settings, DEFAULT_CAPABILITIES as POP3_CAPABILITIES};
 use crate::route::StaticRoutes;
+use crate::tls::CertFiles;
 
 /// A duration written as `15s`, `100ms`, `2m`, `1h` or a bare number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +34,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Duration::from_millis(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ))
+        }
     })
 }
 
@@ -59,7 +65,9 @@ impl<'de> Deserialize<'de> for Dur {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(Dur(Duration::from_secs(n))),
-            Raw::S(s) => parse_duration(&s).map(Dur).map_err(serde::de::Error::custom),
+            Raw::S(s) => parse_duration(&s)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -113,6 +121,10 @@ impl Default for WorkersFile {
 #[serde(deny_unknown_fields, default)]
 pub struct ImapFile {
     pub listen: Vec<String>,
+    /// Implicit-TLS listeners (993).
+    pub listen_tls: Vec<String>,
+    /// STARTTLS on the plaintext listeners: off, on, only.
+    pub starttls: StartTls,
     pub greeting: String,
     pub capabilities: Vec<String>,
     /// Flat list of pairs, as nginx's `imap_id`: `["NAME", "ringmail", "VERSION", "1"]`.
@@ -135,9 +147,15 @@ impl Default for ImapFile {
         let s = ImapSettings::default();
         ImapFile {
             listen: vec!["0.0.0.0:143".into()],
+            listen_tls: Vec::new(),
+            starttls: StartTls::Off,
             greeting: String::from_utf8_lossy(&s.greeting).into_owned(),
             capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
-            id: s.id.iter().flat_map(|(k, v)| [k.clone(), v.clone()]).collect(),
+            id: s
+                .id
+                .iter()
+                .flat_map(|(k, v)| [k.clone(), v.clone()])
+                .collect(),
             auth_mechanisms: vec!["plain".into(), "login".into()],
             max_errors: s.max_errors,
             max_command: Size(s.max_command),
@@ -149,6 +167,74 @@ impl Default for ImapFile {
             login_penalty_max: Dur(s.failures.penalty_max),
             send_id: true,
             literal_auth: true,
+        }
+    }
+}
+
+/// `[pop3]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pop3File {
+    pub listen: Vec<String>,
+    /// Implicit-TLS listeners (995).
+    pub listen_tls: Vec<String>,
+    /// STLS on the plaintext listeners: off, on, only.
+    pub starttls: StartTls,
+    pub greeting: String,
+    pub capabilities: Vec<String>,
+    pub auth_mechanisms: Vec<String>,
+    pub max_errors: u32,
+    pub max_command: Size,
+    pub timeout: Dur,
+    pub idle_timeout: Dur,
+    pub failed_login_limit: u32,
+    pub close_on_failed_login: bool,
+    pub login_penalty: Dur,
+    pub login_penalty_max: Dur,
+    /// Send `XOIP <client ip>` to the backend before the login.
+    pub send_xoip: bool,
+}
+
+impl Default for Pop3File {
+    fn default() -> Self {
+        let s = Pop3Settings::default();
+        Pop3File {
+            listen: vec!["0.0.0.0:110".into()],
+            listen_tls: Vec::new(),
+            starttls: StartTls::Off,
+            greeting: String::from_utf8_lossy(&s.greeting).into_owned(),
+            capabilities: POP3_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            auth_mechanisms: vec!["plain".into(), "login".into()],
+            max_errors: s.max_errors,
+            max_command: Size(s.max_command),
+            timeout: Dur(Duration::from_secs(60)),
+            idle_timeout: Dur(Duration::from_secs(600)),
+            failed_login_limit: s.failures.limit,
+            close_on_failed_login: false,
+            login_penalty: Dur(s.failures.penalty),
+            login_penalty_max: Dur(s.failures.penalty_max),
+            send_xoip: true,
+        }
+    }
+}
+
+/// `[tls]`: certificates for the TLS listeners and STARTTLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsFile {
+    /// The first is the default certificate; others are picked by SNI (`names`).
+    pub certificates: Vec<CertFiles>,
+    pub handshake_timeout: Dur,
+    /// TLS 1.2 session IDs remembered per process (TLS 1.3 uses tickets).
+    pub session_cache: usize,
+}
+
+impl Default for TlsFile {
+    fn default() -> Self {
+        TlsFile {
+            certificates: Vec::new(),
+            handshake_timeout: Dur(Duration::from_secs(10)),
+            session_cache: 4096,
         }
     }
 }
@@ -191,6 +277,24 @@ impl Default for LookupFile {
 pub struct UpstreamFile {
     pub connect_timeout: Dur,
     pub login_timeout: Dur,
+    /// TLS to the backends: off, or on (implicit TLS right after connect).
+    pub tls: BackendTls,
+    /// CA certificates (PEM) that backend certificates are verified against.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Name checked against the backend certificate (default: the backend's IP address).
+    pub server_name: Option<String>,
+    /// Accept any backend certificate. Only for testing.
+    pub insecure_skip_verify: bool,
+}
+
+/// TLS towards the backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendTls {
+    #[default]
+    Off,
+    /// Implicit TLS (backend ports 993/995); the lookup asks for `imapssl`/`pop3ssl`.
+    On,
 }
 
 impl Default for UpstreamFile {
@@ -198,6 +302,10 @@ impl Default for UpstreamFile {
         UpstreamFile {
             connect_timeout: Dur(Duration::from_secs(10)),
             login_timeout: Dur(Duration::from_secs(120)),
+            tls: BackendTls::Off,
+            ca_file: None,
+            server_name: None,
+            insecure_skip_verify: false,
         }
     }
 }
@@ -208,6 +316,8 @@ impl Default for UpstreamFile {
 pub struct FileConfig {
     pub workers: WorkersFile,
     pub imap: ImapFile,
+    pub pop3: Pop3File,
+    pub tls: TlsFile,
     pub lookup: LookupFile,
     pub upstream: UpstreamFile,
 }
@@ -315,12 +425,19 @@ pub struct Config {
     pub buffers: u16,
     pub max_connections: usize,
     pub backlog: i32,
-    pub imap_listen: Vec<SocketAddr>,
+    pub listeners: Vec<ListenerSpec>,
     pub imap: ImapSettings,
-    pub imap_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub send_id: bool,
+    pub pop3: Pop3Settings,
+    pub imap_session: SessionTimes,
+    pub pop3_session: SessionTimes,
     pub literal_auth: bool,
+    pub tls_certificates: Vec<CertFiles>,
+    pub handshake_timeout: Duration,
+    pub tls_session_cache: usize,
+    pub backend_tls: BackendTls,
+    pub backend_ca_file: Option<std::path::PathBuf>,
+    pub backend_server_name: Option<String>,
+    pub backend_insecure: bool,
     pub handlers: Vec<Handler>,
     pub dialect: Dialect,
     pub lookup_timeout: Duration,
@@ -332,6 +449,92 @@ pub struct Config {
     pub static_routes: StaticRoutes,
     pub connect_timeout: Duration,
     pub login_timeout: Duration,
+}
+
+/// The mail protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Imap,
+    Pop3,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Imap => "IMAP",
+            Proto::Pop3 => "POP3",
+        }
+    }
+}
+
+/// One listening address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub addr: SocketAddr,
+    pub proto: Proto,
+    /// Implicit TLS: handshake right after accept.
+    pub tls: bool,
+    /// STARTTLS/STLS policy (plaintext listeners).
+    pub starttls: StartTls,
+}
+
+/// Per-protocol session timers and options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimes {
+    /// Pre-login inactivity.
+    pub timeout: Duration,
+    /// After login, no byte either way.
+    pub idle_timeout: Duration,
+    /// Pass the client address to the backend (IMAP ID, POP3 XOIP).
+    pub send_client_ip: bool,
+}
+
+impl Config {
+    pub fn session(&self, proto: Proto) -> &SessionTimes {
+        match proto {
+            Proto::Imap => &self.imap_session,
+            Proto::Pop3 => &self.pop3_session,
+        }
+    }
+
+    /// `Auth-Protocol` for a protocol: with TLS to the backends, `imapssl`/`pop3ssl`.
+    pub fn lookup_protocol(&self, proto: Proto) -> &'static str {
+        match (proto, self.backend_tls) {
+            (Proto::Imap, BackendTls::Off) => "imap",
+            (Proto::Imap, BackendTls::On) => "imapssl",
+            (Proto::Pop3, BackendTls::Off) => "pop3",
+            (Proto::Pop3, BackendTls::On) => "pop3ssl",
+        }
+    }
+}
+
+fn addresses(list: &[String], key: &str) -> Result<Vec<SocketAddr>, String> {
+    list.iter()
+        .map(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|_| format!("{key}: {a:?} is not an ip:port address"))
+        })
+        .collect()
+}
+
+/// (plain, login) from an `auth_mechanisms` list.
+fn mechanisms(list: &[String], key: &str) -> Result<(bool, bool), String> {
+    let (mut plain, mut login) = (false, false);
+    for m in list {
+        match m.to_ascii_lowercase().as_str() {
+            "plain" => plain = true,
+            "login" => login = true,
+            other => return Err(format!("{key}: {other:?} is not supported (plain, login)")),
+        }
+    }
+    Ok((plain, login))
+}
+
+fn check_line(text: &str, key: &str) -> Result<(), String> {
+    if text.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(format!("{key}: {text:?} holds a control character"));
+    }
+    Ok(())
 }
 
 /// Parse a CPU list such as `0-3,8`.
@@ -446,51 +649,86 @@ impl FileConfig {
         }
 
         let i = &self.imap;
-        let imap_listen = i
-            .listen
-            .iter()
-            .map(|a| {
-                a.parse::<SocketAddr>()
-                    .map_err(|_| format!("imap.listen: {a:?} is not an ip:port address"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if imap_listen.is_empty() {
-            return Err("imap.listen is empty".into());
-        }
-        if i.id.len() % 2 != 0 {
-            return Err("imap.id must hold field/value pairs".into());
-        }
-        if i.greeting.bytes().any(|b| b < 0x20 || b == 0x7f) {
-            return Err("imap.greeting holds a control character".into());
-        }
+        check_line(&i.greeting, "imap.greeting")?;
         for c in &i.capabilities {
             if c.is_empty() || c.bytes().any(|b| b <= 0x20 || b == 0x7f || b == b'"') {
                 return Err(format!("imap.capabilities: {c:?} is not an atom"));
             }
         }
         for v in &i.id {
-            if v.bytes().any(|b| b < 0x20 || b == 0x7f || b == b'"' || b == b'\\') {
-                return Err(format!("imap.id: {v:?} holds a quote, backslash or control character"));
+            if v.bytes()
+                .any(|b| b < 0x20 || b == 0x7f || b == b'"' || b == b'\\')
+            {
+                return Err(format!(
+                    "imap.id: {v:?} holds a quote, backslash or control character"
+                ));
             }
         }
-        let mut sasl_plain = false;
-        let mut sasl_login = false;
-        for m in &i.auth_mechanisms {
-            match m.to_ascii_lowercase().as_str() {
-                "plain" => sasl_plain = true,
-                "login" => sasl_login = true,
-                other => {
-                    return Err(format!(
-                        "imap.auth_mechanisms: {other:?} is not supported (plain, login)"
-                    ))
+        if i.id.len() % 2 != 0 {
+            return Err("imap.id must hold field/value pairs".into());
+        }
+        let (sasl_plain, sasl_login) = mechanisms(&i.auth_mechanisms, "imap.auth_mechanisms")?;
+        let p = &self.pop3;
+        check_line(&p.greeting, "pop3.greeting")?;
+        for c in &p.capabilities {
+            check_line(c, "pop3.capabilities")?;
+        }
+        let (pop3_plain, pop3_login) = mechanisms(&p.auth_mechanisms, "pop3.auth_mechanisms")?;
+        for (max_command, max_errors, limit, key) in [
+            (i.max_command.0, i.max_errors, i.failed_login_limit, "imap"),
+            (p.max_command.0, p.max_errors, p.failed_login_limit, "pop3"),
+        ] {
+            if !(1024..=1 << 20).contains(&max_command) {
+                return Err(format!("{key}.max_command must be between 1k and 1m"));
+            }
+            if max_errors == 0 || limit == 0 {
+                return Err(format!(
+                    "{key}.max_errors and {key}.failed_login_limit must be at least 1"
+                ));
+            }
+        }
+        let mut listeners = Vec::new();
+        for (list, proto, tls, starttls, key) in [
+            (&i.listen, Proto::Imap, false, i.starttls, "imap.listen"),
+            (
+                &i.listen_tls,
+                Proto::Imap,
+                true,
+                StartTls::Off,
+                "imap.listen_tls",
+            ),
+            (&p.listen, Proto::Pop3, false, p.starttls, "pop3.listen"),
+            (
+                &p.listen_tls,
+                Proto::Pop3,
+                true,
+                StartTls::Off,
+                "pop3.listen_tls",
+            ),
+        ] {
+            for addr in addresses(list, key)? {
+                if listeners.iter().any(|l: &ListenerSpec| l.addr == addr) {
+                    return Err(format!("{key}: {addr} is listed twice"));
                 }
+                listeners.push(ListenerSpec {
+                    addr,
+                    proto,
+                    tls,
+                    starttls,
+                });
             }
         }
-        if i.max_command.0 < 1024 || i.max_command.0 > 1 << 20 {
-            return Err("imap.max_command must be between 1k and 1m".into());
+        if listeners.is_empty() {
+            return Err(
+                "no listener: set imap.listen, imap.listen_tls, pop3.listen or pop3.listen_tls"
+                    .into(),
+            );
         }
-        if i.max_errors == 0 || i.failed_login_limit == 0 {
-            return Err("imap.max_errors and imap.failed_login_limit must be at least 1".into());
+        let needs_tls = listeners
+            .iter()
+            .any(|l| l.tls || l.starttls != StartTls::Off);
+        if needs_tls && self.tls.certificates.is_empty() {
+            return Err("TLS listeners and STARTTLS need tls.certificates".into());
         }
         let imap = ImapSettings {
             greeting: i.greeting.clone().into_bytes(),
@@ -511,6 +749,24 @@ impl FileConfig {
                 penalty_max: i.login_penalty_max.0,
             },
         };
+        let pop3 = Pop3Settings {
+            greeting: p.greeting.clone().into_bytes(),
+            capabilities: p.capabilities.clone(),
+            sasl_plain: pop3_plain,
+            sasl_login: pop3_login,
+            max_errors: p.max_errors,
+            max_command: p.max_command.0,
+            failures: FailurePolicy {
+                limit: p.failed_login_limit,
+                close_at_once: p.close_on_failed_login,
+                penalty: p.login_penalty.0,
+                penalty_max: p.login_penalty_max.0,
+            },
+        };
+        let u = &self.upstream;
+        if u.tls == BackendTls::On && u.ca_file.is_none() && !u.insecure_skip_verify {
+            return Err("upstream.tls = \"on\" needs upstream.ca_file (or upstream.insecure_skip_verify = true)".into());
+        }
 
         let l = &self.lookup;
         let handlers = l
@@ -546,12 +802,27 @@ impl FileConfig {
             buffers: w.buffers,
             max_connections: w.max_connections,
             backlog: w.backlog,
-            imap_listen,
+            listeners,
             imap,
-            imap_timeout: i.timeout.0,
-            idle_timeout: i.idle_timeout.0,
-            send_id: i.send_id,
+            pop3,
+            imap_session: SessionTimes {
+                timeout: i.timeout.0,
+                idle_timeout: i.idle_timeout.0,
+                send_client_ip: i.send_id,
+            },
+            pop3_session: SessionTimes {
+                timeout: p.timeout.0,
+                idle_timeout: p.idle_timeout.0,
+                send_client_ip: p.send_xoip,
+            },
             literal_auth: i.literal_auth,
+            tls_certificates: self.tls.certificates.clone(),
+            handshake_timeout: self.tls.handshake_timeout.0,
+            tls_session_cache: self.tls.session_cache,
+            backend_tls: u.tls,
+            backend_ca_file: u.ca_file.clone(),
+            backend_server_name: u.server_name.clone(),
+            backend_insecure: u.insecure_skip_verify,
             handlers,
             dialect: l.dialect,
             lookup_timeout: l.timeout.0,
@@ -626,8 +897,12 @@ mod tests {
         assert_eq!(c.cpus, None);
         assert_eq!(c.buffer_size, 8192);
         assert_eq!(c.pool_size, 2);
-        assert_eq!(c.imap_timeout, Duration::from_secs(30));
-        assert_eq!(c.static_routes.get(b"a@example.com"), Some("127.0.0.1:143".parse().unwrap()));
+        assert_eq!(c.imap_session.timeout, Duration::from_secs(30));
+        assert_eq!(c.listeners.len(), 2, "imap plus the default pop3 listener");
+        assert_eq!(
+            c.static_routes.get(b"a@example.com"),
+            Some("127.0.0.1:143".parse().unwrap())
+        );
     }
 
     #[test]
@@ -636,8 +911,18 @@ mod tests {
         assert!(FileConfig::from_toml("[imap]\ntimeout = \"5 parsecs\"\n").is_err());
         let f = FileConfig::default();
         assert!(f.validate().unwrap_err().contains("no route source"));
-        let mut f = FileConfig::from_toml("[lookup]\nroutes = { \"*\" = \"127.0.0.1:143\" }").unwrap();
+        let mut f =
+            FileConfig::from_toml("[lookup]\nroutes = { \"*\" = \"127.0.0.1:143\" }").unwrap();
         f.imap.auth_mechanisms = vec!["gssapi".into()];
         assert!(f.validate().unwrap_err().contains("gssapi"));
+        let mut f =
+            FileConfig::from_toml("[lookup]\nroutes = { \"*\" = \"127.0.0.1:143\" }").unwrap();
+        f.imap.starttls = StartTls::Only;
+        assert!(f.validate().unwrap_err().contains("tls.certificates"));
+        let f = FileConfig::from_toml(
+            "[lookup]\nroutes = { \"*\" = \"127.0.0.1:143\" }\n[upstream]\ntls = \"on\"",
+        )
+        .unwrap();
+        assert!(f.validate().unwrap_err().contains("ca_file"));
     }
 }

@@ -70,7 +70,10 @@ fn read_command(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> io::Result<O
         if r.take(65536).read_until(b'\n', &mut line)? == 0 {
             return Ok(None);
         }
-        let trimmed = line.strip_suffix(b"\r\n").or(line.strip_suffix(b"\n")).unwrap_or(&line);
+        let trimmed = line
+            .strip_suffix(b"\r\n")
+            .or(line.strip_suffix(b"\n"))
+            .unwrap_or(&line);
         cmd.extend_from_slice(trimmed);
         let Some(open) = trimmed.iter().rposition(|&b| b == b'{') else {
             return Ok(Some(cmd));
@@ -83,7 +86,10 @@ fn read_command(r: &mut BufReader<TcpStream>, w: &mut TcpStream) -> io::Result<O
             Some(d) => (d, false),
             None => (spec, true),
         };
-        let Some(n) = std::str::from_utf8(digits).ok().and_then(|d| d.parse::<usize>().ok()) else {
+        let Some(n) = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse::<usize>().ok())
+        else {
             return Ok(Some(cmd));
         };
         if n > 16 << 20 {
@@ -121,7 +127,10 @@ fn tokens(cmd: &[u8]) -> Vec<Vec<u8>> {
                 out.push(t);
             }
             b'{' => {
-                let close = cmd[i..].iter().position(|&b| b == b'\n').map_or(cmd.len(), |p| i + p);
+                let close = cmd[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(cmd.len(), |p| i + p);
                 let n: usize = String::from_utf8_lossy(&cmd[i + 1..close])
                     .trim_end_matches(['}', '+'])
                     .parse()
@@ -172,7 +181,9 @@ fn session(stream: TcpStream, mb: &Mailbox) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(1800)))?;
     let mut w = stream.try_clone()?;
     let mut r = BufReader::new(stream);
-    w.write_all(b"* OK [CAPABILITY IMAP4rev1 ID IDLE LITERAL+ AUTH=PLAIN] ringmail demo mailbox ready\r\n")?;
+    w.write_all(
+        b"* OK [CAPABILITY IMAP4rev1 ID IDLE LITERAL+ AUTH=PLAIN] ringmail demo mailbox ready\r\n",
+    )?;
     let mut user: Option<String> = None;
     let mut selected = false;
     while let Some(cmd) = read_command(&mut r, &mut w)? {
@@ -189,7 +200,8 @@ fn session(stream: TcpStream, mb: &Mailbox) -> io::Result<()> {
             name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
             args = &args[1..];
         }
-        let ok = |w: &mut TcpStream, text: &str| w.write_all(format!("{tag} OK {text}\r\n").as_bytes());
+        let ok =
+            |w: &mut TcpStream, text: &str| w.write_all(format!("{tag} OK {text}\r\n").as_bytes());
         let count = mb.messages.lock().map(|m| m.len()).unwrap_or(0);
         match (name.as_str(), user.is_some()) {
             ("CAPABILITY", _) => {
@@ -214,7 +226,9 @@ fn session(stream: TcpStream, mb: &Mailbox) -> io::Result<()> {
                     w.write_all(format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed (the demo password is \"demo\")\r\n").as_bytes())?;
                 }
             }
-            ("AUTHENTICATE", false) if !args.is_empty() && args[0].eq_ignore_ascii_case(b"PLAIN") => {
+            ("AUTHENTICATE", false)
+                if !args.is_empty() && args[0].eq_ignore_ascii_case(b"PLAIN") =>
+            {
                 let response = match args.get(1) {
                     Some(ir) => ir.clone(),
                     None => {
@@ -229,7 +243,10 @@ fn session(stream: TcpStream, mb: &Mailbox) -> io::Result<()> {
                         user = Some(String::from_utf8_lossy(&p.authcid).into_owned());
                         ok(&mut w, "[CAPABILITY IMAP4rev1 ID IDLE LITERAL+] Logged in")?;
                     }
-                    _ => w.write_all(format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n").as_bytes())?,
+                    _ => w.write_all(
+                        format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n")
+                            .as_bytes(),
+                    )?,
                 }
             }
             ("LIST", true) | ("LSUB", true) => {
@@ -249,7 +266,13 @@ fn session(stream: TcpStream, mb: &Mailbox) -> io::Result<()> {
                 ok(&mut w, &format!("[READ-WRITE] {name} completed"))?;
             }
             ("STATUS", true) => {
-                w.write_all(format!("* STATUS INBOX (MESSAGES {count} UIDNEXT {} UIDVALIDITY 1 UNSEEN 0)\r\n", count + 1).as_bytes())?;
+                w.write_all(
+                    format!(
+                        "* STATUS INBOX (MESSAGES {count} UIDNEXT {} UIDVALIDITY 1 UNSEEN 0)\r\n",
+                        count + 1
+                    )
+                    .as_bytes(),
+                )?;
                 ok(&mut w, "STATUS completed")?;
             }
             ("SEARCH", true) if selected => {
@@ -275,7 +298,9 @@ fn session(stream: TcpStream, mb: &Mailbox) -> io::Result<()> {
                         None
                     };
                     if let Some(label) = body {
-                        data.extend_from_slice(format!(" {label} {{{}}}\r\n", msg.len()).as_bytes());
+                        data.extend_from_slice(
+                            format!(" {label} {{{}}}\r\n", msg.len()).as_bytes(),
+                        );
                         data.extend_from_slice(msg);
                     }
                     data.extend_from_slice(b")\r\n");
@@ -300,7 +325,12 @@ fn session(stream: TcpStream, mb: &Mailbox) -> io::Result<()> {
                 ok(&mut w, &format!("{name} completed"))?;
             }
             ("EXPUNGE", true) => ok(&mut w, "EXPUNGE completed")?,
-            (_, false) if matches!(name.as_str(), "SELECT" | "EXAMINE" | "LIST" | "FETCH" | "STATUS") => {
+            (_, false)
+                if matches!(
+                    name.as_str(),
+                    "SELECT" | "EXAMINE" | "LIST" | "FETCH" | "STATUS"
+                ) =>
+            {
                 w.write_all(format!("{tag} BAD log in first\r\n").as_bytes())?
             }
             _ => w.write_all(format!("{tag} BAD unknown or invalid command\r\n").as_bytes())?,
@@ -310,14 +340,24 @@ fn session(stream: TcpStream, mb: &Mailbox) -> io::Result<()> {
 }
 
 /// Wait for DONE, announcing messages appended meanwhile.
-fn idle(r: &mut BufReader<TcpStream>, w: &mut TcpStream, mb: &Mailbox, mut seen: usize) -> io::Result<()> {
-    r.get_ref().set_read_timeout(Some(Duration::from_millis(200)))?;
+fn idle(
+    r: &mut BufReader<TcpStream>,
+    w: &mut TcpStream,
+    mb: &Mailbox,
+    mut seen: usize,
+) -> io::Result<()> {
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(200)))?;
     let result = loop {
         let mut line = Vec::new();
         match r.read_until(b'\n', &mut line) {
             Ok(0) => break Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(_) => break Ok(()),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => break Err(e),
         }
         let count = mb.messages.lock().map(|m| m.len()).unwrap_or(seen);
@@ -326,7 +366,8 @@ fn idle(r: &mut BufReader<TcpStream>, w: &mut TcpStream, mb: &Mailbox, mut seen:
             w.write_all(format!("* {count} EXISTS\r\n").as_bytes())?;
         }
     };
-    r.get_ref().set_read_timeout(Some(Duration::from_secs(1800)))?;
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(1800)))?;
     result
 }
 
@@ -337,7 +378,15 @@ mod tests {
     #[test]
     fn tokenizing() {
         let t = tokens(b"a1 LOGIN {4}\nuser\n \"p w\"");
-        assert_eq!(t, vec![b"a1".to_vec(), b"LOGIN".to_vec(), b"user".to_vec(), b"p w".to_vec()]);
+        assert_eq!(
+            t,
+            vec![
+                b"a1".to_vec(),
+                b"LOGIN".to_vec(),
+                b"user".to_vec(),
+                b"p w".to_vec()
+            ]
+        );
         let t = tokens(b"a FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
         assert_eq!(t.len(), 4);
     }

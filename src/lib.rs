@@ -1,6 +1,7 @@
-//! ringmail: an IMAP proxy engine on io_uring, a drop-in successor to the Zimbra Proxy.
+//! ringmail: an IMAP/POP3 proxy engine on io_uring, a drop-in successor to the Zimbra Proxy.
 //!
-//! Protocol logic is sans-I/O ([`imap`], [`lookup::codec`], [`sasl`], [`login`], [`route`]):
+//! Protocol logic is sans-I/O ([`imap`], [`pop3`], [`lookup::codec`], [`sasl`], [`login`],
+//! [`route`]):
 //! bytes in, actions out, time passed in. The I/O side ([`proxy`]) runs one compio io_uring
 //! runtime per core and drives them. See `docs/architecture.md`.
 pub mod config;
@@ -8,6 +9,8 @@ pub mod demo;
 pub mod imap;
 pub mod login;
 pub mod lookup;
+pub mod pop3;
 pub mod proxy;
 pub mod route;
 pub mod sasl;
+pub mod tls;

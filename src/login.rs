@@ -1,16 +1,101 @@
-//! What a pre-login state machine hands to the session once it has collected a login, and the
-//! failed-login policy (delay, retry, close) shared by IMAP and POP3. Sans-I/O: durations are
-//! computed here, the session sleeps.
+//! What every protocol's pre-login state machine has in common: the collected [`Credentials`],
+//! the [`Event`]s and [`Progress`] reports the session acts on, the [`ClientSide`] and
+//! [`BackendSide`] traits that let one I/O session driver serve IMAP and POP3, and the
+//! failed-login policy (delay, retry, close). Sans-I/O: durations are computed here, the
+//! session sleeps.
 #![forbid(unsafe_code)]
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::sasl::Secret;
 
+/// What the session does next, as told by a client-side state machine.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Send the replies, then read more client bytes.
+    NeedMore,
+    /// Send the replies, then close the connection.
+    Close,
+    /// Send the replies, discard any buffered input, then start TLS on the client connection.
+    StartTls,
+    /// Send the replies, then look up the route and log in to the backend. Input after the
+    /// consumed bytes stays buffered; it goes to the backend after a successful login.
+    Login(Credentials),
+}
+
+/// How a backend login replay is going.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Send what was written, read more backend bytes.
+    NeedMore,
+    /// Logged in: forward these bytes to the client, then relay.
+    Success { forward: Vec<u8> },
+    /// The backend refused the credentials with this answer.
+    Rejected { reply: Vec<u8> },
+    /// The backend answered something unexpected at `step`; `relay` is its line.
+    Failed {
+        step: &'static str,
+        relay: Option<Vec<u8>>,
+    },
+}
+
+/// What a backend replay needs besides the credentials, common to all protocols.
+#[derive(Debug, Clone)]
+pub struct ReplayParams<'a> {
+    /// Pass the client address first (IMAP `ID`, POP3 `XOIP`).
+    pub send_client_ip: bool,
+    /// IMAP: LOGIN with synchronising literals rather than quoted strings.
+    pub literal_auth: bool,
+    pub client_ip: IpAddr,
+    /// Proxy-side address of the client connection.
+    pub proxy_ip: IpAddr,
+    /// The account to log in as (Auth-User from the lookup, or the login).
+    pub account: &'a [u8],
+    /// A password from the lookup's Auth-Pass, replacing the client's.
+    pub password: Option<&'a [u8]>,
+}
+
+/// A protocol's pre-login state machine, as the session driver sees it.
+pub trait ClientSide {
+    fn greeting(&self, out: &mut Vec<u8>);
+    /// Process buffered client input; returns the bytes consumed and what to do next.
+    fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Event);
+    /// The lookup refused the login (`text`: stock-dialect Auth-Status text to show).
+    fn login_denied(
+        &mut self,
+        text: Option<&[u8]>,
+        wait: Option<Duration>,
+        out: &mut Vec<u8>,
+    ) -> Failure;
+    /// The backend rejected the credentials with `reply`.
+    fn login_rejected(&mut self, reply: &[u8], out: &mut Vec<u8>) -> Failure;
+    /// Lookup or backend infrastructure failed: reply, then close.
+    fn internal_error(&mut self, out: &mut Vec<u8>);
+    /// The backend answered unexpectedly with `line`: relay it, then close.
+    fn backend_failed(&mut self, line: &[u8], out: &mut Vec<u8>);
+    /// The client was silent for the pre-login timeout: reply (maybe nothing), then close.
+    fn timed_out(&mut self, out: &mut Vec<u8>);
+    /// After login, the idle timeout closes the session: what to say first.
+    fn idle_closing(&self, out: &mut Vec<u8>);
+    /// The TLS handshake after STARTTLS/STLS completed.
+    fn tls_started(&mut self);
+    /// The largest command accepted.
+    fn max_command(&self) -> usize;
+    /// The backend replay for a login this machine collected.
+    fn backend(&self, creds: &Credentials, params: &ReplayParams<'_>) -> Box<dyn BackendSide>;
+}
+
+/// A protocol's backend login replay.
+pub trait BackendSide {
+    /// Process backend bytes; bytes to send to the backend are appended to `out`.
+    fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress);
+}
+
 /// How the client authenticated; the backend login is replayed the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthKind {
-    /// IMAP `LOGIN` command.
+    /// IMAP `LOGIN` command, POP3 `USER`/`PASS`.
     Login,
     /// SASL PLAIN.
     SaslPlain,
@@ -128,14 +213,35 @@ mod tests {
         let p = FailurePolicy::default();
         let mut c = FailureCounter::default();
         let s = Duration::from_secs;
-        assert_eq!(c.fail(&p, None), Failure { delay: s(2), close: false });
-        assert_eq!(c.fail(&p, Some(s(1))), Failure { delay: s(1), close: false });
-        assert_eq!(c.fail(&p, None), Failure { delay: s(8), close: true });
+        assert_eq!(
+            c.fail(&p, None),
+            Failure {
+                delay: s(2),
+                close: false
+            }
+        );
+        assert_eq!(
+            c.fail(&p, Some(s(1))),
+            Failure {
+                delay: s(1),
+                close: false
+            }
+        );
+        assert_eq!(
+            c.fail(&p, None),
+            Failure {
+                delay: s(8),
+                close: true
+            }
+        );
         let mut c = FailureCounter::default();
         let p = FailurePolicy { limit: 10, ..p };
         let delays: Vec<_> = (0..6).map(|_| c.fail(&p, None).delay.as_secs()).collect();
         assert_eq!(delays, [2, 4, 8, 15, 15, 15]);
-        let p = FailurePolicy { close_at_once: true, ..p };
+        let p = FailurePolicy {
+            close_at_once: true,
+            ..p
+        };
         assert!(FailureCounter::default().fail(&p, None).close);
     }
 }

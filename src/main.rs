@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand};
 use ringmail::config::{FileConfig, Overrides};
 
 #[derive(Parser)]
-#[command(version, about = "IMAP proxy engine on io_uring (a drop-in successor to the Zimbra Proxy)")]
+#[command(
+    version,
+    about = "IMAP proxy engine on io_uring (a drop-in successor to the Zimbra Proxy)"
+)]
 struct Cli {
     /// Configuration file (TOML; see docs/configuration.md).
     #[arg(long, short, default_value = "/etc/ringmail/ringmail.toml")]
@@ -36,8 +39,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -52,7 +54,22 @@ fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
     if cli.check_config {
-        println!("configuration OK: {} worker(s), IMAP on {:?}", config.workers, config.imap_listen);
+        let listeners: Vec<String> = config
+            .listeners
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}{} {}",
+                    l.proto.name(),
+                    if l.tls { "S" } else { "" },
+                    l.addr
+                )
+            })
+            .collect();
+        println!(
+            "configuration OK: {} worker(s), listeners {listeners:?}",
+            config.workers
+        );
         return Ok(());
     }
     ringmail::proxy::worker::run(config)
@@ -63,6 +80,7 @@ fn demo_config(listen: SocketAddr) -> anyhow::Result<FileConfig> {
         .context("starting the demo mailbox")?;
     let mut file = FileConfig::default();
     file.imap.listen = vec![listen.to_string()];
+    file.pop3.listen = Vec::new();
     file.lookup.routes.insert("*".into(), mailbox.to_string());
     let (host, port) = (listen.ip(), listen.port());
     println!(

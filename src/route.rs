@@ -123,12 +123,18 @@ impl RouteCache {
         let expires = now + self.ttl;
         let mut login_esc = Vec::new();
         escape(&mut login_esc, login);
-        let account = route.account_raw.clone().unwrap_or_else(|| login_esc.clone());
+        let account = route
+            .account_raw
+            .clone()
+            .unwrap_or_else(|| login_esc.clone());
         let mut keys = SessionKeys::default();
         if route.cache_alias {
             // Zimbra: when the login already is the account, alias its local part instead
             let alias_login = if login_esc == account {
-                login_esc.iter().position(|&b| b == b'@').map(|p| login_esc[..p].to_vec())
+                login_esc
+                    .iter()
+                    .position(|&b| b == b'@')
+                    .map(|p| login_esc[..p].to_vec())
             } else {
                 Some(login_esc.clone())
             };
@@ -233,7 +239,10 @@ mod tests {
             route_key("imap", b"alice@example.com", ip),
             b"route:proto=imap;user=alice@example.com"
         );
-        assert_eq!(route_key("imap", b"alice@", ip), b"route:proto=imap;user=alice@@198.51.100.7");
+        assert_eq!(
+            route_key("imap", b"alice@", ip),
+            b"route:proto=imap;user=alice@@198.51.100.7"
+        );
     }
 
     #[test]
@@ -242,7 +251,13 @@ mod tests {
         let now = Instant::now();
         let mut c = RouteCache::new(100, Duration::from_secs(3600));
         assert_eq!(c.lookup(b"alice", ip, "imap", now).0, None);
-        let keys = c.store(b"alice", ip, "imap", &route("10.0.0.21:143", Some("alice@example.com"), true), now);
+        let keys = c.store(
+            b"alice",
+            ip,
+            "imap",
+            &route("10.0.0.21:143", Some("alice@example.com"), true),
+            now,
+        );
         assert_eq!(keys.alias, b"alias:user=alice;ip=198.51.100.7");
         assert_eq!(keys.route, b"route:proto=imap;user=alice@example.com");
         let (hit, used) = c.lookup(b"alice", ip, "imap", now);
@@ -257,7 +272,11 @@ mod tests {
         // another protocol is cached separately; the alias is shared
         assert_eq!(c.lookup(b"alice", ip, "pop3", now).0, None);
         // expired
-        assert_eq!(c.lookup(b"alice", ip, "imap", now + Duration::from_secs(3600)).0, None);
+        assert_eq!(
+            c.lookup(b"alice", ip, "imap", now + Duration::from_secs(3600))
+                .0,
+            None
+        );
     }
 
     #[test]
@@ -265,9 +284,25 @@ mod tests {
         let ip: IpAddr = "::1".parse().unwrap();
         let now = Instant::now();
         let mut c = RouteCache::new(100, Duration::from_secs(60));
-        c.store(b"bob", ip, "imap", &route("10.0.0.2:143", Some("bob@x.org"), false), now);
-        assert_eq!(c.lookup(b"bob", ip, "imap", now).0, None, "login differs from account");
-        let keys = c.store(b"bob@x.org", ip, "imap", &route("10.0.0.2:143", None, false), now);
+        c.store(
+            b"bob",
+            ip,
+            "imap",
+            &route("10.0.0.2:143", Some("bob@x.org"), false),
+            now,
+        );
+        assert_eq!(
+            c.lookup(b"bob", ip, "imap", now).0,
+            None,
+            "login differs from account"
+        );
+        let keys = c.store(
+            b"bob@x.org",
+            ip,
+            "imap",
+            &route("10.0.0.2:143", None, false),
+            now,
+        );
         let (hit, used) = c.lookup(b"bob@x.org", ip, "imap", now);
         assert_eq!(hit.unwrap().account, b"bob@x.org");
         assert_eq!(used.route, keys.route);
@@ -280,8 +315,17 @@ mod tests {
         let ip: IpAddr = "10.1.1.1".parse().unwrap();
         let now = Instant::now();
         let mut c = RouteCache::new(100, Duration::from_secs(60));
-        c.store(b"carol@x.org", ip, "imap", &route("10.0.0.3:143", Some("carol@x.org"), true), now);
-        assert_eq!(c.lookup(b"carol", ip, "imap", now).0.unwrap().account, b"carol@x.org");
+        c.store(
+            b"carol@x.org",
+            ip,
+            "imap",
+            &route("10.0.0.3:143", Some("carol@x.org"), true),
+            now,
+        );
+        assert_eq!(
+            c.lookup(b"carol", ip, "imap", now).0.unwrap().account,
+            b"carol@x.org"
+        );
     }
 
     #[test]
@@ -290,8 +334,14 @@ mod tests {
         assert!(s.is_empty());
         s.insert("alice@example.com", "10.0.0.1:143".parse().unwrap());
         s.insert("*@example.com", "10.0.0.2:143".parse().unwrap());
-        assert_eq!(s.get(b"Alice@Example.com"), Some("10.0.0.1:143".parse().unwrap()));
-        assert_eq!(s.get(b"bob@example.com"), Some("10.0.0.2:143".parse().unwrap()));
+        assert_eq!(
+            s.get(b"Alice@Example.com"),
+            Some("10.0.0.1:143".parse().unwrap())
+        );
+        assert_eq!(
+            s.get(b"bob@example.com"),
+            Some("10.0.0.2:143".parse().unwrap())
+        );
         assert_eq!(s.get(b"bob@other.org"), None);
         s.insert("*", "10.0.0.3:143".parse().unwrap());
         assert_eq!(s.get(b"bob"), Some("10.0.0.3:143".parse().unwrap()));

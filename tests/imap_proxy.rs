@@ -19,7 +19,10 @@ fn login_forms_reach_dovecot() {
         (b"a1 LOGIN alice@example.com alicepw\r\n", None),
         (b"a1 LOGIN \"alice@example.com\" \"alicepw\"\r\n", None),
         (b"a1 LOGIN {17}\r\n", Some("alice@example.com {7}\r\n")),
-        (b"a1 LOGIN {17+}\r\nalice@example.com {7+}\r\nalicepw\r\n", None),
+        (
+            b"a1 LOGIN {17+}\r\nalice@example.com {7+}\r\nalicepw\r\n",
+            None,
+        ),
     ];
     for (first, literal_rest) in forms {
         let mut c = Raw::greeted(port);
@@ -31,7 +34,10 @@ fn login_forms_reach_dovecot() {
             c.send(b"alicepw\r\n");
         }
         let lines = c.until("a1 ");
-        assert!(lines.last().unwrap().starts_with("a1 OK"), "{first:?}: {lines:?}");
+        assert!(
+            lines.last().unwrap().starts_with("a1 OK"),
+            "{first:?}: {lines:?}"
+        );
         c.send(b"a2 SELECT INBOX\r\n");
         let lines = c.until("a2 ");
         assert!(lines.last().unwrap().starts_with("a2 OK"), "{lines:?}");
@@ -166,7 +172,11 @@ fn fetch_of_a_1mib_message_is_byte_exact() {
         .arg(format!("imap://127.0.0.1:{}/INBOX;MAILINDEX=1", env.port()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout.len(), 1048576);
     assert!(out.stdout.starts_with(b"Subject: big\r\n\r\n0000000 xxx"));
 }
@@ -212,7 +222,11 @@ fn wrong_password_is_relayed_route_dropped_and_retry_succeeds() {
     // same connection: the dropped route means a new lookup, and the login works
     c.send(b"b LOGIN alice alicepw\r\n");
     assert!(c.until("b ").last().unwrap().starts_with("b OK"));
-    assert_eq!(env.lookup.requests(), 2, "the rejected session's route was dropped");
+    assert_eq!(
+        env.lookup.requests(),
+        2,
+        "the rejected session's route was dropped"
+    );
     c.send(b"c SELECT INBOX\r\n");
     assert!(c.until("c ").last().unwrap().starts_with("c OK"));
 }
@@ -237,7 +251,10 @@ fn unknown_user_gets_no_after_auth_wait() {
     let start = Instant::now();
     c.send(b"u1 LOGIN nobody@example.com pw\r\n");
     assert_eq!(c.line(), "u1 NO LOGIN failed\r\n");
-    assert!(start.elapsed() >= Duration::from_millis(950), "Auth-Wait: 1 honoured");
+    assert!(
+        start.elapsed() >= Duration::from_millis(950),
+        "Auth-Wait: 1 honoured"
+    );
     // still in the pre-login state
     c.send(b"u2 NOOP\r\n");
     assert_eq!(c.line(), "u2 OK completed\r\n");
@@ -439,14 +456,32 @@ fn curl_lists_and_fetches_through_the_proxy() {
     let env = Env::start();
     let url = format!("imap://127.0.0.1:{}/", env.port());
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-u", "bob@example.com:bobpw", &url])
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-u",
+            "bob@example.com:bobpw",
+            &url,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("INBOX"));
     // wrong password: curl reports a denied login
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-u", "bob@example.com:nope", &url])
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-u",
+            "bob@example.com:nope",
+            &url,
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(67), "curl: login denied");

@@ -6,9 +6,7 @@
 //! protocol violation). The connect, the timer and the relay belong to the session.
 #![forbid(unsafe_code)]
 
-use std::net::IpAddr;
-
-use crate::login::{AuthKind, Credentials};
+use crate::login::{AuthKind, BackendSide, Credentials, Progress, ReplayParams};
 use crate::sasl::encode_plain;
 
 /// Largest backend response block kept while logging in.
@@ -17,38 +15,13 @@ pub const MAX_RESPONSE: usize = 65536;
 /// Everything the replay needs besides the credentials.
 #[derive(Debug, Clone)]
 pub struct Replay<'a> {
-    /// Send `ID ("X-ORIGINATING-IP" ...)` before the login.
-    pub send_id: bool,
-    /// LOGIN with synchronising literals (Zimbra default) rather than quoted strings.
-    pub literal_auth: bool,
-    pub client_ip: IpAddr,
-    /// Proxy-side address of the client connection.
-    pub proxy_ip: IpAddr,
+    pub common: ReplayParams<'a>,
     /// The client's ID name and version, when it sent them.
     pub client_name: Option<&'a [u8]>,
     pub client_version: Option<&'a [u8]>,
     /// Our own ID NAME and VERSION.
     pub own_name: &'a str,
     pub own_version: &'a str,
-    /// The account to log in as (Auth-User from the lookup, or the login).
-    pub account: &'a [u8],
-    /// A password from the lookup's Auth-Pass, replacing the client's.
-    pub password: Option<&'a [u8]>,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Progress {
-    /// Send what was written, read more backend bytes.
-    NeedMore,
-    /// Logged in: forward these bytes to the client, then relay.
-    Success { forward: Vec<u8> },
-    /// The backend refused the credentials with this tagged answer (and preceding lines).
-    Rejected { reply: Vec<u8> },
-    /// The backend answered something unexpected at `step`; `relay` is its line.
-    Failed {
-        step: &'static str,
-        relay: Option<Vec<u8>>,
-    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -98,11 +71,12 @@ fn quote(out: &mut Vec<u8>, s: &[u8]) {
 impl BackendLogin {
     pub fn new(creds: &Credentials, r: &Replay<'_>) -> Self {
         let tag = creds.tag.clone();
-        let password = r.password.unwrap_or(&creds.password.0);
-        let mut user = r.account.to_vec();
+        let c = &r.common;
+        let password = c.password.unwrap_or(&creds.password.0);
+        let mut user = c.account.to_vec();
         user.extend_from_slice(creds.suffix);
 
-        let id_cmd = r.send_id.then(|| {
+        let id_cmd = c.send_client_ip.then(|| {
             let mut via = Vec::new();
             if let Some(name) = r.client_name {
                 via.extend_from_slice(name);
@@ -113,11 +87,11 @@ impl BackendLogin {
                 via.push(b',');
             }
             via.extend_from_slice(
-                format!("{}(ringmail/{})", r.proxy_ip, env!("CARGO_PKG_VERSION")).as_bytes(),
+                format!("{}(ringmail/{})", c.proxy_ip, env!("CARGO_PKG_VERSION")).as_bytes(),
             );
             let mut cmd = tag.clone();
             cmd.extend_from_slice(b" ID (\"X-ORIGINATING-IP\" ");
-            quote(&mut cmd, r.client_ip.to_string().as_bytes());
+            quote(&mut cmd, c.client_ip.to_string().as_bytes());
             cmd.extend_from_slice(b" \"name\" ");
             quote(&mut cmd, r.own_name.as_bytes());
             cmd.extend_from_slice(b" \"version\" ");
@@ -140,7 +114,7 @@ impl BackendLogin {
                 };
                 pending.push(format!("{ir}\r\n").into_bytes());
             }
-            AuthKind::Login | AuthKind::SaslLogin if r.literal_auth => {
+            AuthKind::Login | AuthKind::SaslLogin if c.literal_auth => {
                 login_cmd.extend_from_slice(format!(" LOGIN {{{}}}\r\n", user.len()).as_bytes());
                 let mut u = user.clone();
                 u.extend_from_slice(format!(" {{{}}}\r\n", password.len()).as_bytes());
@@ -166,45 +140,6 @@ impl BackendLogin {
             id_cmd,
             response: Vec::new(),
         }
-    }
-
-    fn is_tagged(&self, line: &[u8]) -> bool {
-        line.len() > self.tag.len() && line.starts_with(&self.tag) && line[self.tag.len()] == b' '
-    }
-
-    fn start_login(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.login_cmd);
-        self.state = if self.pending.is_empty() {
-            State::Final
-        } else if self.login_cmd.ends_with(b"PLAIN\r\n") {
-            State::PlainContinue
-        } else {
-            State::LiteralUser
-        };
-    }
-
-    /// Process the backend bytes at the start of `input`; bytes to send are appended to
-    /// `out`. Returns how much of `input` was consumed.
-    pub fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
-        let mut pos = 0;
-        while let Some(off) = input[pos..].iter().position(|&b| b == b'\n') {
-            let line = &input[pos..pos + off + 1];
-            pos += off + 1;
-            if let Some(progress) = self.line(line, out) {
-                return (pos, progress);
-            }
-        }
-        if input.len() - pos + self.response.len() > MAX_RESPONSE {
-            self.state = State::Done;
-            return (
-                input.len(),
-                Progress::Failed {
-                    step: "reading an over-long backend response",
-                    relay: None,
-                },
-            );
-        }
-        (pos, Progress::NeedMore)
     }
 
     fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Progress> {
@@ -276,6 +211,51 @@ impl BackendLogin {
             State::Done => None,
         }
     }
+
+    fn is_tagged(&self, line: &[u8]) -> bool {
+        line.len() > self.tag.len() && line.starts_with(&self.tag) && line[self.tag.len()] == b' '
+    }
+
+    fn start_login(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.login_cmd);
+        self.state = if self.pending.is_empty() {
+            State::Final
+        } else if self.login_cmd.ends_with(b"PLAIN\r\n") {
+            State::PlainContinue
+        } else {
+            State::LiteralUser
+        };
+    }
+
+    /// Process the backend bytes at the start of `input`; bytes to send are appended to
+    /// `out`. Returns how much of `input` was consumed.
+    pub fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
+        BackendSide::handle(self, input, out)
+    }
+}
+
+impl BackendSide for BackendLogin {
+    fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
+        let mut pos = 0;
+        while let Some(off) = input[pos..].iter().position(|&b| b == b'\n') {
+            let line = &input[pos..pos + off + 1];
+            pos += off + 1;
+            if let Some(progress) = self.line(line, out) {
+                return (pos, progress);
+            }
+        }
+        if input.len() - pos + self.response.len() > MAX_RESPONSE {
+            self.state = State::Done;
+            return (
+                input.len(),
+                Progress::Failed {
+                    step: "reading an over-long backend response",
+                    relay: None,
+                },
+            );
+        }
+        (pos, Progress::NeedMore)
+    }
 }
 
 #[cfg(test)]
@@ -298,16 +278,18 @@ mod tests {
 
     fn replay<'a>(account: &'a [u8]) -> Replay<'a> {
         Replay {
-            send_id: true,
-            literal_auth: true,
-            client_ip: "198.51.100.7".parse().unwrap(),
-            proxy_ip: "192.0.2.10".parse().unwrap(),
+            common: ReplayParams {
+                send_client_ip: true,
+                literal_auth: true,
+                client_ip: "198.51.100.7".parse().unwrap(),
+                proxy_ip: "192.0.2.10".parse().unwrap(),
+                account,
+                password: None,
+            },
             client_name: Some(b"Thunderbird"),
             client_version: Some(b"115.0"),
             own_name: "ringmail",
             own_version: "1.0",
-            account,
-            password: None,
         }
     }
 
@@ -351,8 +333,9 @@ mod tests {
         assert_eq!(
             p,
             Progress::Success {
-                forward: b"* CAPABILITY IMAP4rev1\r\na1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"
-                    .to_vec()
+                forward:
+                    b"* CAPABILITY IMAP4rev1\r\na1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"
+                        .to_vec()
             }
         );
     }
@@ -361,22 +344,26 @@ mod tests {
     fn quoted_login_without_id_rejected() {
         let c = creds(AuthKind::Login, "bob");
         let mut r = replay(b"bob");
-        r.send_id = false;
-        r.literal_auth = false;
+        r.common.send_client_ip = false;
+        r.common.literal_auth = false;
         let mut b = BackendLogin::new(&c, &r);
         let p = drive(
             &mut b,
             &[
                 (b"* OK ready\r\n", b"a1 LOGIN \"bob\" \"p\\\"w\"\r\n"),
                 (b"a10 OK not ours\r\n", b""),
-                (b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", b""),
+                (
+                    b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+                    b"",
+                ),
             ],
         );
         assert_eq!(
             p,
             Progress::Rejected {
-                reply: b"a10 OK not ours\r\na1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
-                    .to_vec()
+                reply:
+                    b"a10 OK not ours\r\na1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+                        .to_vec()
             }
         );
     }
@@ -385,7 +372,7 @@ mod tests {
     fn plain_login_and_bad_greeting() {
         let c = creds(AuthKind::SaslPlain, "carol");
         let mut r = replay(b"carol@x");
-        r.send_id = false;
+        r.common.send_client_ip = false;
         let mut b = BackendLogin::new(&c, &r);
         let ir = crate::sasl::encode_plain(b"", b"carol@x", b"p\"w");
         let p = drive(
@@ -396,7 +383,12 @@ mod tests {
                 (b"a1 OK done\r\n", b""),
             ],
         );
-        assert_eq!(p, Progress::Success { forward: b"a1 OK done\r\n".to_vec() });
+        assert_eq!(
+            p,
+            Progress::Success {
+                forward: b"a1 OK done\r\n".to_vec()
+            }
+        );
 
         let mut b = BackendLogin::new(&c, &r);
         let mut out = Vec::new();

@@ -9,14 +9,28 @@
 
 use std::time::Duration;
 
+use super::backend::{BackendLogin, Replay};
 use super::parser::{parse_command, sasl_line, Command, Parse};
 use crate::login::{
-    strip_suffix, AuthKind, Credentials, Failure, FailureCounter, FailurePolicy, MAX_PASSWORD,
-    MAX_USER,
+    strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
+    FailurePolicy, ReplayParams, MAX_PASSWORD, MAX_USER,
 };
 use crate::sasl::{decode_b64, decode_plain, Secret};
 
 pub const BYE: &[u8] = b"* BYE IMAP server terminating connection\r\n";
+
+/// STARTTLS / STLS policy of a plaintext listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartTls {
+    /// Not offered.
+    #[default]
+    Off,
+    /// Offered; logins allowed before it.
+    On,
+    /// Offered and required before any login.
+    Only,
+}
 pub const INTERNAL_ERROR: &[u8] = b"* BAD internal server error\r\n";
 
 /// Static settings of the IMAP pre-login protocol, built once from the config.
@@ -88,18 +102,26 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
 ];
 
 impl Settings {
-    /// The `* CAPABILITY` line (with CRLF).
-    pub fn capability_line(&self) -> Vec<u8> {
+    /// The `* CAPABILITY` line (with CRLF) for a connection in this state: `tls` is whether
+    /// the connection is already encrypted, `mode` the listener's STARTTLS policy.
+    pub fn capability_line(&self, tls: bool, mode: StartTls) -> Vec<u8> {
         let mut line = b"* CAPABILITY".to_vec();
         for c in &self.capabilities {
             line.push(b' ');
             line.extend_from_slice(c.as_bytes());
         }
-        if self.sasl_login {
+        let logins_allowed = tls || mode != StartTls::Only;
+        if logins_allowed && self.sasl_login {
             line.extend_from_slice(b" AUTH=LOGIN");
         }
-        if self.sasl_plain {
+        if logins_allowed && self.sasl_plain {
             line.extend_from_slice(b" AUTH=PLAIN");
+        }
+        if !tls && mode != StartTls::Off {
+            line.extend_from_slice(b" STARTTLS");
+        }
+        if !logins_allowed {
+            line.extend_from_slice(b" LOGINDISABLED");
         }
         line.extend_from_slice(b"\r\n");
         line
@@ -136,18 +158,6 @@ impl Settings {
     }
 }
 
-/// What the session does next.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Event {
-    /// Send `out`, then read more client bytes.
-    NeedMore,
-    /// Send `out`, then close the connection.
-    Close,
-    /// Send `out`, then look up the route and log in to the backend. Input after the
-    /// consumed bytes stays buffered; it is passed to the backend after a successful login.
-    Login(Credentials),
-}
-
 #[derive(Debug)]
 enum State {
     Commands,
@@ -162,8 +172,11 @@ enum State {
 #[derive(Debug)]
 pub struct ImapClient<'s> {
     settings: &'s Settings,
-    capability: &'s [u8],
+    /// CAPABILITY lines: [plaintext, TLS].
+    capability: [&'s [u8]; 2],
     id_line: &'s [u8],
+    tls: bool,
+    mode: StartTls,
     state: State,
     errors: u32,
     /// Synchronising literals of the current command already answered with `+ `.
@@ -179,24 +192,38 @@ pub struct ImapClient<'s> {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub settings: Settings,
-    capability: Vec<u8>,
+    /// CAPABILITY lines for plaintext connections, by mode (off, on, only), then for TLS.
+    capability: [Vec<u8>; 4],
     id_line: Vec<u8>,
 }
 
 impl Prepared {
     pub fn new(settings: Settings) -> Self {
         Prepared {
-            capability: settings.capability_line(),
+            capability: [
+                settings.capability_line(false, StartTls::Off),
+                settings.capability_line(false, StartTls::On),
+                settings.capability_line(false, StartTls::Only),
+                settings.capability_line(true, StartTls::Off),
+            ],
             id_line: settings.id_line(),
             settings,
         }
     }
 
-    pub fn client(&self) -> ImapClient<'_> {
+    /// A client on a plaintext listener with STARTTLS `mode`, or (`tls`) on an implicit-TLS one.
+    pub fn client(&self, tls: bool, mode: StartTls) -> ImapClient<'_> {
+        let plain = match mode {
+            StartTls::Off => &self.capability[0],
+            StartTls::On => &self.capability[1],
+            StartTls::Only => &self.capability[2],
+        };
         ImapClient {
             settings: &self.settings,
-            capability: &self.capability,
+            capability: [plain, &self.capability[3]],
             id_line: &self.id_line,
+            tls,
+            mode: if tls { StartTls::Off } else { mode },
             state: State::Commands,
             errors: 0,
             acked: 0,
@@ -225,57 +252,19 @@ fn sanitize(v: &[u8]) -> Vec<u8> {
 }
 
 impl<'s> ImapClient<'s> {
-    pub fn greeting(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.settings.greeting);
-        out.extend_from_slice(b"\r\n");
-    }
-
     /// The client's ID `name` and `version`, when it sent them (sanitised).
     pub fn client_id(&self) -> (Option<&[u8]>, Option<&[u8]>) {
         (self.client_name.as_deref(), self.client_version.as_deref())
     }
 
+    /// Plaintext on a listener that requires STARTTLS first.
+    fn privacy_required(&self) -> bool {
+        !self.tls && self.mode == StartTls::Only
+    }
+
     /// Whether the client sent at least one command.
     pub fn active(&self) -> bool {
         self.active
-    }
-
-    /// Process buffered client input. Returns the bytes consumed and what to do next.
-    pub fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Event) {
-        let mut pos = 0;
-        loop {
-            let rest = &input[pos..];
-            let step = match &self.state {
-                State::Closed | State::LoggingIn { .. } => return (pos, Event::NeedMore),
-                State::Commands => self.command(rest, out),
-                _ => self.sasl(rest, out),
-            };
-            match step {
-                Step::Consumed(n, None) => pos += n,
-                Step::Consumed(n, Some(event)) => {
-                    if event == Event::Close {
-                        self.state = State::Closed;
-                    }
-                    return (pos + n, event);
-                }
-                Step::More => {
-                    if rest.len() >= self.settings.max_command {
-                        let tag = match &self.state {
-                            State::Commands => tag_prefix(rest),
-                            State::SaslPlain { tag }
-                            | State::SaslLoginUser { tag }
-                            | State::SaslLoginPass { tag, .. } => tag.clone(),
-                            _ => b"*".to_vec(),
-                        };
-                        reply(out, &tag, b"BAD invalid command");
-                        out.extend_from_slice(BYE);
-                        self.state = State::Closed;
-                        return (input.len(), Event::Close);
-                    }
-                    return (pos, Event::NeedMore);
-                }
-            }
-        }
     }
 
     fn invalid(&mut self, tag: &[u8], out: &mut Vec<u8>, close: bool) -> Option<Event> {
@@ -322,7 +311,7 @@ impl<'s> ImapClient<'s> {
     fn execute(&mut self, tag: Vec<u8>, command: Command, out: &mut Vec<u8>) -> Option<Event> {
         match command {
             Command::Capability => {
-                out.extend_from_slice(self.capability);
+                out.extend_from_slice(self.capability[usize::from(self.tls)]);
                 reply(out, &tag, b"OK completed");
             }
             Command::Noop => reply(out, &tag, b"OK completed"),
@@ -331,8 +320,13 @@ impl<'s> ImapClient<'s> {
                 reply(out, &tag, b"OK completed");
                 return Some(Event::Close);
             }
-            // TLS is not configured on this listener: STARTTLS is not offered.
-            Command::StartTls => return self.invalid(&tag, out, false),
+            Command::StartTls => {
+                if self.tls || self.mode == StartTls::Off {
+                    return self.invalid(&tag, out, false);
+                }
+                reply(out, &tag, b"OK completed");
+                return Some(Event::StartTls);
+            }
             Command::Id(pairs) => {
                 for (field, value) in pairs.into_iter().flatten() {
                     let value = value.map(|v| sanitize(&v));
@@ -344,6 +338,13 @@ impl<'s> ImapClient<'s> {
                 }
                 out.extend_from_slice(self.id_line);
                 reply(out, &tag, b"OK completed");
+            }
+            Command::Login { .. } | Command::Authenticate { .. } if self.privacy_required() => {
+                reply(
+                    out,
+                    &tag,
+                    b"NO [PRIVACYREQUIRED] cleartext logins disabled, use STARTTLS",
+                );
             }
             Command::Login { user, pass } => {
                 if user.len() > MAX_USER || pass.len() > MAX_PASSWORD {
@@ -433,7 +434,13 @@ impl<'s> ImapClient<'s> {
             return None;
         }
         if plain.authzid.is_empty() {
-            Some(self.start_login(tag, &plain.authcid, None, plain.password, AuthKind::SaslPlain))
+            Some(self.start_login(
+                tag,
+                &plain.authcid,
+                None,
+                plain.password,
+                AuthKind::SaslPlain,
+            ))
         } else {
             Some(self.start_login(
                 tag,
@@ -491,9 +498,65 @@ impl<'s> ImapClient<'s> {
         }
     }
 
+    fn finish_failure(&mut self, wait: Option<Duration>, out: &mut Vec<u8>) -> Failure {
+        let failure = self.failures.fail(&self.settings.failures, wait);
+        if failure.close {
+            out.extend_from_slice(BYE);
+            self.state = State::Closed;
+        } else {
+            self.state = State::Commands;
+        }
+        failure
+    }
+}
+
+impl ClientSide for ImapClient<'_> {
+    fn greeting(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.settings.greeting);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Process buffered client input. Returns the bytes consumed and what to do next.
+    fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Event) {
+        let mut pos = 0;
+        loop {
+            let rest = &input[pos..];
+            let step = match &self.state {
+                State::Closed | State::LoggingIn { .. } => return (pos, Event::NeedMore),
+                State::Commands => self.command(rest, out),
+                _ => self.sasl(rest, out),
+            };
+            match step {
+                Step::Consumed(n, None) => pos += n,
+                Step::Consumed(n, Some(event)) => {
+                    if event == Event::Close {
+                        self.state = State::Closed;
+                    }
+                    return (pos + n, event);
+                }
+                Step::More => {
+                    if rest.len() >= self.settings.max_command {
+                        let tag = match &self.state {
+                            State::Commands => tag_prefix(rest),
+                            State::SaslPlain { tag }
+                            | State::SaslLoginUser { tag }
+                            | State::SaslLoginPass { tag, .. } => tag.clone(),
+                            _ => b"*".to_vec(),
+                        };
+                        reply(out, &tag, b"BAD invalid command");
+                        out.extend_from_slice(BYE);
+                        self.state = State::Closed;
+                        return (input.len(), Event::Close);
+                    }
+                    return (pos, Event::NeedMore);
+                }
+            }
+        }
+    }
+
     /// The route lookup refused the login. `text` is the stock-nginx dialect's Auth-Status text
     /// (None: Zimbra's fixed text). The reply goes to `out`; send it after `Failure::delay`.
-    pub fn login_denied(
+    fn login_denied(
         &mut self,
         text: Option<&[u8]>,
         wait: Option<Duration>,
@@ -514,34 +577,61 @@ impl<'s> ImapClient<'s> {
     }
 
     /// The backend rejected the credentials; its reply is relayed verbatim.
-    pub fn login_rejected(&mut self, backend_reply: &[u8], out: &mut Vec<u8>) -> Failure {
+    fn login_rejected(&mut self, backend_reply: &[u8], out: &mut Vec<u8>) -> Failure {
         out.extend_from_slice(backend_reply);
         self.finish_failure(None, out)
     }
 
-    fn finish_failure(&mut self, wait: Option<Duration>, out: &mut Vec<u8>) -> Failure {
-        let failure = self.failures.fail(&self.settings.failures, wait);
-        if failure.close {
-            out.extend_from_slice(BYE);
-            self.state = State::Closed;
-        } else {
-            self.state = State::Commands;
-        }
-        failure
-    }
-
     /// Lookup or backend infrastructure failed: reply and close.
-    pub fn internal_error(&mut self, out: &mut Vec<u8>) {
+    fn internal_error(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(INTERNAL_ERROR);
         self.state = State::Closed;
     }
 
     /// The client stayed silent for the pre-login timeout: BYE unless it never sent a command.
-    pub fn timed_out(&mut self, out: &mut Vec<u8>) {
+    fn timed_out(&mut self, out: &mut Vec<u8>) {
         if self.active {
             out.extend_from_slice(BYE);
         }
         self.state = State::Closed;
+    }
+
+    fn backend_failed(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(BYE);
+        self.state = State::Closed;
+    }
+
+    fn idle_closing(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(BYE);
+    }
+
+    fn tls_started(&mut self) {
+        // RFC 3501: a new session state; capabilities are asked again, no new greeting
+        self.tls = true;
+        self.state = State::Commands;
+        self.acked = 0;
+    }
+
+    fn max_command(&self) -> usize {
+        self.settings.max_command
+    }
+
+    fn backend(&self, creds: &Credentials, params: &ReplayParams<'_>) -> Box<dyn BackendSide> {
+        let (client_name, client_version) = self.client_id();
+        Box::new(BackendLogin::new(
+            creds,
+            &Replay {
+                common: params.clone(),
+                client_name,
+                client_version,
+                own_name: self.settings.own_id("NAME").unwrap_or("ringmail"),
+                own_version: self
+                    .settings
+                    .own_id("VERSION")
+                    .unwrap_or(env!("CARGO_PKG_VERSION")),
+            },
+        ))
     }
 }
 
@@ -569,6 +659,7 @@ fn tag_prefix(input: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::login::ClientSide;
 
     /// Feed a whole transcript and return the replies and the last event.
     fn run(client: &mut ImapClient<'_>, input: &[u8]) -> (String, Event, usize) {
@@ -581,10 +672,21 @@ mod tests {
         Prepared::new(Settings::default())
     }
 
+    /// A plaintext client without STARTTLS.
+    trait Plain {
+        fn plain(&self) -> ImapClient<'_>;
+    }
+
+    impl Plain for Prepared {
+        fn plain(&self) -> ImapClient<'_> {
+            self.client(false, StartTls::Off)
+        }
+    }
+
     #[test]
     fn greeting_capability_noop_logout() {
         let p = prepared();
-        let mut c = p.client();
+        let mut c = p.plain();
         let mut g = Vec::new();
         c.greeting(&mut g);
         assert_eq!(g, b"* OK IMAP4rev1 proxy server ready\r\n");
@@ -601,7 +703,7 @@ mod tests {
     #[test]
     fn id_is_answered_and_remembered() {
         let p = prepared();
-        let mut c = p.client();
+        let mut c = p.plain();
         let (out, ev, _) = run(
             &mut c,
             b"a ID (\"name\" \"Thunder\\\"bird\" \"version\" \"115.0\")\r\n",
@@ -622,7 +724,7 @@ mod tests {
             id: vec![],
             ..Settings::default()
         });
-        let (out, _, _) = run(&mut p.client(), b"a ID NIL\r\n");
+        let (out, _, _) = run(&mut p.plain(), b"a ID NIL\r\n");
         assert_eq!(out, "* ID NIL\r\na OK completed\r\n");
     }
 
@@ -641,7 +743,7 @@ mod tests {
     #[test]
     fn login_with_literals_and_continuation() {
         let p = prepared();
-        let mut c = p.client();
+        let mut c = p.plain();
         let (out, ev, n) = run(&mut c, b"a1 LOGIN {5}\r\n");
         assert_eq!((out.as_str(), &ev, n), ("+ \r\n", &Event::NeedMore, 0));
         // the same bytes again plus the literal: no second continuation for the same literal
@@ -649,39 +751,54 @@ mod tests {
         assert_eq!((out.as_str(), ev), ("+ \r\n", Event::NeedMore));
         let (out, ev, n) = run(&mut c, b"a1 LOGIN {5}\r\nalice {3}\r\npw1\r\nb2 NOOP\r\n");
         assert_eq!(out, "");
-        assert_eq!(ev, Event::Login(creds("a1", "alice", "pw1", AuthKind::Login)));
+        assert_eq!(
+            ev,
+            Event::Login(creds("a1", "alice", "pw1", AuthKind::Login))
+        );
         assert_eq!(n, 30, "pipelined NOOP stays buffered");
     }
 
     #[test]
     fn login_suffix_and_limits() {
         let p = prepared();
-        let (_, ev, _) = run(&mut p.client(), b"t LOGIN bob@x.org/tb secret\r\n");
+        let (_, ev, _) = run(&mut p.plain(), b"t LOGIN bob@x.org/tb secret\r\n");
         let Event::Login(c) = ev else { panic!() };
-        assert_eq!((c.user.as_slice(), c.suffix), (&b"bob@x.org"[..], &b"/tb"[..]));
+        assert_eq!(
+            (c.user.as_slice(), c.suffix),
+            (&b"bob@x.org"[..], &b"/tb"[..])
+        );
         let long = format!("t LOGIN {} pw\r\n", "u".repeat(257));
-        let (out, ev, _) = run(&mut p.client(), long.as_bytes());
-        assert_eq!((out.as_str(), ev), ("t NO LOGIN failed\r\n", Event::NeedMore));
+        let (out, ev, _) = run(&mut p.plain(), long.as_bytes());
+        assert_eq!(
+            (out.as_str(), ev),
+            ("t NO LOGIN failed\r\n", Event::NeedMore)
+        );
     }
 
     #[test]
     fn authenticate_plain_with_and_without_initial_response() {
         let p = prepared();
-        let (out, ev, _) = run(&mut p.client(), b"a AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n");
+        let (out, ev, _) = run(&mut p.plain(), b"a AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n");
         assert_eq!(out, "");
-        assert_eq!(ev, Event::Login(creds("a", "alice", "pw", AuthKind::SaslPlain)));
+        assert_eq!(
+            ev,
+            Event::Login(creds("a", "alice", "pw", AuthKind::SaslPlain))
+        );
 
-        let mut c = p.client();
+        let mut c = p.plain();
         let (out, ev, n) = run(&mut c, b"a AUTHENTICATE PLAIN\r\n");
         assert_eq!((out.as_str(), ev, n), ("+ \r\n", Event::NeedMore, 22));
         let (out, ev, _) = run(&mut c, b"AGFsaWNlAHB3\r\n");
         assert_eq!(out, "");
-        assert_eq!(ev, Event::Login(creds("a", "alice", "pw", AuthKind::SaslPlain)));
+        assert_eq!(
+            ev,
+            Event::Login(creds("a", "alice", "pw", AuthKind::SaslPlain))
+        );
 
         // with an authzid the route is for the authzid, the authcid is kept
         let ir = crate::sasl::encode_plain(b"shared@x", b"admin/wm", b"pw");
         let (_, ev, _) = run(
-            &mut p.client(),
+            &mut p.plain(),
             format!("a AUTHENTICATE PLAIN {ir}\r\n").as_bytes(),
         );
         let Event::Login(c) = ev else { panic!() };
@@ -692,17 +809,23 @@ mod tests {
     #[test]
     fn authenticate_login_abort_and_errors() {
         let p = prepared();
-        let mut c = p.client();
+        let mut c = p.plain();
         let (out, _, _) = run(&mut c, b"a AUTHENTICATE LOGIN\r\n");
         assert_eq!(out, "+ VXNlcm5hbWU6\r\n");
         let (out, _, _) = run(&mut c, b"YWxpY2U=\r\n");
         assert_eq!(out, "+ UGFzc3dvcmQ6\r\n");
         let (_, ev, _) = run(&mut c, b"cHc=\r\n");
-        assert_eq!(ev, Event::Login(creds("a", "alice", "pw", AuthKind::SaslLogin)));
+        assert_eq!(
+            ev,
+            Event::Login(creds("a", "alice", "pw", AuthKind::SaslLogin))
+        );
 
-        let mut c = p.client();
+        let mut c = p.plain();
         let (out, _, _) = run(&mut c, b"a AUTHENTICATE PLAIN\r\n*\r\nb NOOP\r\n");
-        assert_eq!(out, "+ \r\na BAD AUTHENTICATE aborted\r\nb OK completed\r\n");
+        assert_eq!(
+            out,
+            "+ \r\na BAD AUTHENTICATE aborted\r\nb OK completed\r\n"
+        );
         let (out, _, _) = run(&mut c, b"c AUTHENTICATE PLAIN =\r\n");
         assert_eq!(out, "c BAD invalid command\r\n");
         let (out, _, _) = run(&mut c, b"d AUTHENTICATE XOAUTH2 abc\r\n");
@@ -712,7 +835,7 @@ mod tests {
     #[test]
     fn errors_close_at_limit() {
         let p = prepared();
-        let mut c = p.client();
+        let mut c = p.plain();
         let input = b"a SELECT x\r\nb FOO\r\nc BAR\r\nd BAZ\r\ne QUX\r\nf NOOP\r\n";
         let (out, ev, n) = run(&mut c, input);
         assert_eq!(
@@ -728,7 +851,7 @@ mod tests {
     #[test]
     fn non_synchronising_literal_in_bad_line_closes() {
         let p = prepared();
-        let (out, ev, _) = run(&mut p.client(), b"a XYZZY {10+}\r\nb LOGIN x y\r\n");
+        let (out, ev, _) = run(&mut p.plain(), b"a XYZZY {10+}\r\nb LOGIN x y\r\n");
         assert_eq!(
             out,
             "a BAD invalid command\r\n* BYE IMAP server terminating connection\r\n"
@@ -742,7 +865,7 @@ mod tests {
             max_command: 64,
             ..Settings::default()
         });
-        let mut c = p.client();
+        let mut c = p.plain();
         let line = format!("abc LOGIN {}", "x".repeat(80));
         let (out, ev, _) = run(&mut c, line.as_bytes());
         assert_eq!(
@@ -755,14 +878,20 @@ mod tests {
     #[test]
     fn failed_logins_retry_then_close() {
         let p = prepared();
-        let mut c = p.client();
+        let mut c = p.plain();
         let (_, ev, _) = run(&mut c, b"a LOGIN alice bad\r\n");
         assert!(matches!(ev, Event::Login(_)));
         let mut out = Vec::new();
-        let f = c.login_rejected(b"a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n", &mut out);
+        let f = c.login_rejected(
+            b"a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+            &mut out,
+        );
         assert_eq!(f.delay, Duration::from_secs(2));
         assert!(!f.close);
-        assert_eq!(out, b"a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+        assert_eq!(
+            out,
+            b"a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+        );
         let (_, ev, _) = run(&mut c, b"b AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n");
         assert!(matches!(ev, Event::Login(_)));
         let mut out = Vec::new();
@@ -783,11 +912,11 @@ mod tests {
     #[test]
     fn timeout_is_silent_before_first_command() {
         let p = prepared();
-        let mut c = p.client();
+        let mut c = p.plain();
         let mut out = Vec::new();
         c.timed_out(&mut out);
         assert!(out.is_empty());
-        let mut c = p.client();
+        let mut c = p.plain();
         run(&mut c, b"a NOOP\r\n");
         c.timed_out(&mut out);
         assert_eq!(out, BYE);

@@ -486,7 +486,10 @@ mod tests {
 
     #[test]
     fn login_forms() {
-        assert_eq!(cmd(b"a LOGIN alice s3cret\r\n").1, login(b"alice", b"s3cret"));
+        assert_eq!(
+            cmd(b"a LOGIN alice s3cret\r\n").1,
+            login(b"alice", b"s3cret")
+        );
         assert_eq!(
             cmd(b"a LOGIN \"al ice\" \"p\\\"w\\\\\"\r\n").1,
             login(b"al ice", b"p\"w\\")
@@ -620,9 +623,17 @@ mod tests {
         // a multi-digit literal in a value position is read correctly (Zimbra nginx sums digits)
         assert_eq!(
             cmd(b"a ID (\"name\" {12}\r\nabcdefghijkl)\r\n").1,
-            Command::Id(Some(vec![(b"name".to_vec(), Some(b"abcdefghijkl".to_vec()))]))
+            Command::Id(Some(vec![(
+                b"name".to_vec(),
+                Some(b"abcdefghijkl".to_vec())
+            )]))
         );
-        for bad in [&b"a ID ()\r\n"[..], b"a ID (name x)\r\n", b"a ID\r\n", b"a ID  NIL\r\n"] {
+        for bad in [
+            &b"a ID ()\r\n"[..],
+            b"a ID (name x)\r\n",
+            b"a ID\r\n",
+            b"a ID  NIL\r\n",
+        ] {
             assert!(
                 matches!(parse_command(bad, 0, MAX), Parse::Invalid { .. }),
                 "{bad:?}"

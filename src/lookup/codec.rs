@@ -122,7 +122,9 @@ pub enum Answer {
         wait: Option<Duration>,
     },
     /// Stock dialect `Auth-Status: WAIT`: ask again after `wait`.
-    Retry { wait: Duration },
+    Retry {
+        wait: Duration,
+    },
 }
 
 /// A parsed response head.
@@ -165,7 +167,9 @@ pub fn parse_response(
             return Err(LookupError::TooLarge(max_head))
         }
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(LookupError::Malformed("too many headers")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(LookupError::Malformed("too many headers"))
+        }
         Err(_) => return Err(LookupError::Malformed("invalid HTTP head")),
     };
     if head_len > max_head {
@@ -196,7 +200,9 @@ pub fn parse_response(
         } else if name.eq_ignore_ascii_case("Auth-Port") {
             port = Some(v);
         } else if name.eq_ignore_ascii_case("Auth-Wait") {
-            wait = std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok());
+            wait = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
         } else if name.eq_ignore_ascii_case("Auth-User") {
             user = Some(v);
         } else if name.eq_ignore_ascii_case("Auth-Pass") {
@@ -255,8 +261,14 @@ pub fn parse_response(
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let end = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |p| p + 1);
-    let start = v[..end].iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(end);
+    let end = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |p| p + 1);
+    let start = v[..end]
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(end);
     &v[start..end]
 }
 
@@ -351,7 +363,9 @@ mod tests {
     #[test]
     fn parse_failures() {
         let denied = b"HTTP/1.1 200 OK\r\nAuth-Status: user not found:bob\r\nAuth-Wait: 10\r\n\r\n";
-        let r = parse_response(Dialect::Zimbra, denied, 4096).unwrap().unwrap();
+        let r = parse_response(Dialect::Zimbra, denied, 4096)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             r.answer,
             Answer::Denied {
@@ -379,7 +393,8 @@ mod tests {
             parse_response(Dialect::Zimbra, &[b'H'; 100], 64),
             Err(LookupError::Malformed("invalid HTTP head"))
         );
-        let partial = b"HTTP/1.1 200 OK\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let partial =
+            b"HTTP/1.1 200 OK\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         assert_eq!(
             parse_response(Dialect::Zimbra, partial, 64),
             Err(LookupError::TooLarge(64))
@@ -406,6 +421,11 @@ mod tests {
     fn stock_dialect_wait_and_status() {
         let buf = b"HTTP/1.0 404 whatever\r\nAuth-Status: WAIT\r\nAuth-Wait: 3\r\n\r\n";
         let r = parse_response(Dialect::Nginx, buf, 4096).unwrap().unwrap();
-        assert_eq!(r.answer, Answer::Retry { wait: Duration::from_secs(3) });
+        assert_eq!(
+            r.answer,
+            Answer::Retry {
+                wait: Duration::from_secs(3)
+            }
+        );
     }
 }

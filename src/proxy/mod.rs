@@ -1,7 +1,9 @@
-//! The I/O side: worker threads and listeners, the IMAP session that drives the sans-I/O state
-//! machines, route resolution over the lookup pool, and the zero-copy relay.
-pub mod imap;
+//! The I/O side: worker threads and listeners, connections (plaintext or TLS), the session that
+//! drives the sans-I/O state machines of any protocol, route resolution over the lookup pool,
+//! and the relay.
+pub mod conn;
 pub mod lookup;
 pub mod relay;
 pub mod resolve;
+pub mod session;
 pub mod worker;

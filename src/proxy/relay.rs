@@ -1,23 +1,24 @@
 //! After login: relay bytes both ways until either side closes.
 //!
-//! Reads use the worker's provided-buffer ring (`read_managed`): the kernel picks a buffer only
-//! when data arrives, so an idle session holds no buffer. The same buffer is written out and
-//! returned to the ring: no userspace copy. The client's EOF half-closes the backend, which may
-//! finish its answer; the backend's EOF ends the session. The idle timeout (no byte in either
-//! direction) ends it too. Protocol-agnostic.
+//! Reads take a buffer from the worker's provided-buffer ring only when data arrives, so an
+//! idle session holds no buffer; between two plaintext sockets the same buffer is written out
+//! and returned to the ring (no userspace copy). TLS sides decrypt/encrypt in [`super::conn`].
+//! The client's EOF half-closes the backend, which may finish its answer; the backend's EOF
+//! ends the session. A watchdog ends it when no byte moved either way for the idle timeout
+//! (reads are never cancelled otherwise, so no byte is lost to a timer). Protocol-agnostic.
 
 use std::cell::Cell;
 use std::io;
 use std::time::{Duration, Instant};
 
-use compio::io::{AsyncReadManaged, AsyncWrite, AsyncWriteExt};
-use compio::net::TcpStream;
 use futures_util::future::{select, Either};
+
+use super::conn::Conn;
 
 /// How a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    /// Both sides closed (or one closed and the other finished).
+    /// The backend closed (after the client, or on its own).
     Closed,
     /// No byte moved for the idle timeout.
     Idle,
@@ -34,25 +35,37 @@ pub struct Counts {
 
 /// Relay between `client` and `backend` until done.
 pub async fn relay(
-    client: &TcpStream,
-    backend: &TcpStream,
+    client: &Conn,
+    backend: &Conn,
     idle: Duration,
     buffer_size: usize,
 ) -> (End, Counts) {
     let last = Cell::new(Instant::now());
     let up = Cell::new(0u64);
     let down = Cell::new(0u64);
-    let a = std::pin::pin!(pump(client, backend, &last, idle, buffer_size, &up));
-    let b = std::pin::pin!(pump(backend, client, &last, idle, buffer_size, &down));
-    // The backend closing ends the session (flushing what it sent); the client closing its
-    // side lets the backend finish its answer, under the idle timer.
-    let end = match select(a, b).await {
-        Either::Left((Ok(()), down)) => match down.await {
-            Ok(()) => End::Closed,
-            Err(e) => classify(&e),
-        },
-        Either::Right((Ok(()), _)) => End::Closed,
-        Either::Left((Err(e), _)) | Either::Right((Err(e), _)) => classify(&e),
+    let both = async {
+        let a = std::pin::pin!(pump(client, backend, &last, buffer_size, &up));
+        let b = std::pin::pin!(pump(backend, client, &last, buffer_size, &down));
+        match select(a, b).await {
+            Either::Left((Ok(()), down)) => match down.await {
+                Ok(()) => End::Closed,
+                Err(_) => End::Error,
+            },
+            Either::Right((Ok(()), _)) => End::Closed,
+            Either::Left((Err(_), _)) | Either::Right((Err(_), _)) => End::Error,
+        }
+    };
+    let watchdog = async {
+        loop {
+            compio::time::sleep_until(last.get() + idle).await;
+            if last.get() + idle <= Instant::now() {
+                return;
+            }
+        }
+    };
+    let end = match select(std::pin::pin!(both), std::pin::pin!(watchdog)).await {
+        Either::Left((end, _)) => end,
+        Either::Right(((), _)) => End::Idle,
     };
     (
         end,
@@ -63,72 +76,27 @@ pub async fn relay(
     )
 }
 
-fn classify(e: &io::Error) -> End {
-    if e.kind() == io::ErrorKind::TimedOut {
-        End::Idle
-    } else {
-        End::Error
-    }
-}
-
-/// Read from `from` and write to `to` until EOF, then shut `to`'s write side.
+/// Read from `from` and write to `to` until EOF, then close `to`'s sending side.
 async fn pump(
-    from: &TcpStream,
-    to: &TcpStream,
+    from: &Conn,
+    to: &Conn,
     last: &Cell<Instant>,
-    idle: Duration,
     buffer_size: usize,
     count: &Cell<u64>,
 ) -> io::Result<()> {
-    let mut reader = from;
-    let mut writer = to;
     loop {
-        let deadline = last.get() + idle;
-        let read = match compio::time::timeout_at(deadline, reader.read_managed(buffer_size)).await
-        {
-            Ok(r) => r,
-            Err(_) => {
-                // the other direction may have moved bytes meanwhile
-                if last.get() + idle <= Instant::now() {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-                continue;
+        match from.read_chunk(buffer_size).await? {
+            Some(chunk) => {
+                let n = chunk.len() as u64;
+                last.set(Instant::now());
+                to.write_chunk(chunk).await?;
+                count.set(count.get() + n);
+                last.set(Instant::now());
             }
-        };
-        let n = match read {
-            Ok(Some(buf)) if !buf.is_empty() => {
-                let n = buf.len();
-                let (res, _buf) = writer.write_all(buf).await.into();
-                res?;
-                n
-            }
-            Ok(_) => {
-                let _ = writer.shutdown().await;
+            None => {
+                to.shutdown().await;
                 return Ok(());
             }
-            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
-                // the provided-buffer ring is empty: fall back to a one-off owned buffer
-                let (res, buf) = compio::io::AsyncRead::read(
-                    &mut reader,
-                    Vec::with_capacity(buffer_size.min(4096)),
-                )
-                .await
-                .into();
-                match res? {
-                    0 => {
-                        let _ = writer.shutdown().await;
-                        return Ok(());
-                    }
-                    n => {
-                        let (res, _) = writer.write_all(buf).await.into();
-                        res?;
-                        n
-                    }
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        count.set(count.get() + n as u64);
-        last.set(Instant::now());
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Thread-per-core process model: one worker thread per core, optionally pinned, each owning
 //! its compio io_uring runtime, provided-buffer ring, SO_REUSEPORT listeners, route cache and
-//! lookup pool. Nothing here is shared between workers except the read-only [`Config`].
+//! lookup pool. Nothing here is shared between workers except the read-only [`Config`] and
+//! the TLS certificate store, which a worker reads only after a reload (SIGHUP).
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -14,32 +15,62 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::lookup::LookupClient;
 use super::resolve::InFlight;
-use crate::config::Config;
-use crate::imap::client::Prepared;
+use crate::config::{BackendTls, Config, ListenerSpec, Proto};
+use crate::imap::client::Prepared as ImapPrepared;
+use crate::pop3::client::Prepared as Pop3Prepared;
 use crate::route::RouteCache;
+use crate::tls::{ServerConfigs, TlsStore};
 
 /// Everything one worker owns.
 pub struct Worker {
     pub id: usize,
     pub config: Arc<Config>,
-    pub imap: Prepared,
+    pub imap: ImapPrepared,
+    pub pop3: Pop3Prepared,
     pub routes: RefCell<RouteCache>,
     pub lookup: LookupClient,
     pub inflight: RefCell<InFlight>,
     pub connections: Cell<usize>,
+    /// TLS to backends, when `upstream.tls` is on.
+    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
+    tls_store: Arc<TlsStore>,
+    /// This worker's copy of the server TLS configs and the store generation it came from.
+    tls_local: RefCell<(u64, Option<ServerConfigs>)>,
 }
 
 impl Worker {
-    pub fn new(id: usize, config: Arc<Config>) -> Self {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        tls_store: Arc<TlsStore>,
+        backend_tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
         Worker {
             id,
-            imap: Prepared::new(config.imap.clone()),
+            imap: ImapPrepared::new(config.imap.clone()),
+            pop3: Pop3Prepared::new(config.pop3.clone()),
             routes: RefCell::new(RouteCache::new(config.cache_capacity, config.cache_ttl)),
             lookup: LookupClient::new(&config),
             inflight: RefCell::new(InFlight::default()),
             connections: Cell::new(0),
+            backend_tls,
+            tls_local: RefCell::new((0, None)),
+            tls_store,
             config,
         }
+    }
+
+    /// The server TLS config for `proto`, refreshed after a certificate reload.
+    pub fn server_tls(&self, proto: Proto) -> Option<Arc<rustls::ServerConfig>> {
+        let generation = self.tls_store.generation();
+        let mut local = self.tls_local.borrow_mut();
+        if local.0 != generation {
+            *local = (generation, self.tls_store.current());
+        }
+        local.1.as_ref().map(|c| match proto {
+            Proto::Imap => c.imap.clone(),
+            Proto::Pop3 => c.pop3.clone(),
+        })
     }
 }
 
@@ -90,15 +121,28 @@ pub fn listener(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::Tcp
 pub fn run(config: Config) -> anyhow::Result<()> {
     // probe once on this thread so a blocked io_uring gives one clear message
     build_runtime(&config).map_err(|e| anyhow::anyhow!(io_uring_help(&e)))?;
+    let tls_store = Arc::new(
+        TlsStore::new(config.tls_certificates.clone(), config.tls_session_cache)
+            .map_err(anyhow::Error::msg)?,
+    );
+    let backend_tls = match config.backend_tls {
+        BackendTls::Off => None,
+        BackendTls::On => Some(
+            crate::tls::client_config(config.backend_ca_file.as_ref(), config.backend_insecure)
+                .map_err(anyhow::Error::msg)?,
+        ),
+    };
+    reload_on_sighup(tls_store.clone())?;
     let config = Arc::new(config);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut threads = Vec::new();
     for id in 0..config.workers {
         let config = config.clone();
         let ready = ready_tx.clone();
+        let (store, backend_tls) = (tls_store.clone(), backend_tls.clone());
         let t = std::thread::Builder::new()
             .name(format!("ringmail-w{id}"))
-            .spawn(move || worker_main(id, config, ready))?;
+            .spawn(move || worker_main(id, config, store, backend_tls, ready))?;
         threads.push(t);
     }
     drop(ready_tx);
@@ -109,18 +153,48 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Err(_) => anyhow::bail!("a worker exited during start-up"),
         }
     }
-    tracing::info!(
-        workers = config.workers,
-        imap = ?config.imap_listen,
-        "ringmail ready"
-    );
+    let listening: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            format!(
+                "{}{} {}",
+                l.proto.name(),
+                if l.tls { "S" } else { "" },
+                l.addr
+            )
+        })
+        .collect();
+    tracing::info!(workers = config.workers, listeners = ?listening, "ringmail ready");
     for t in threads {
         let _ = t.join();
     }
     Ok(())
 }
 
-fn worker_main(id: usize, config: Arc<Config>, ready: mpsc::Sender<Result<usize, String>>) {
+/// Re-read the certificates on SIGHUP; live sessions keep their TLS state.
+fn reload_on_sighup(store: Arc<TlsStore>) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("ringmail-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match store.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: reloading TLS certificates failed; keeping the old ones"),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn worker_main(
+    id: usize,
+    config: Arc<Config>,
+    tls_store: Arc<TlsStore>,
+    backend_tls: Option<Arc<rustls::ClientConfig>>,
+    ready: mpsc::Sender<Result<usize, String>>,
+) {
     if let Some(cpus) = &config.cpus {
         let cpu = cpus[id];
         if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
@@ -135,14 +209,20 @@ fn worker_main(id: usize, config: Arc<Config>, ready: mpsc::Sender<Result<usize,
         }
     };
     rt.block_on(async move {
-        let worker = Rc::new(Worker::new(id, config.clone()));
+        let worker = Rc::new(Worker::new(id, config.clone(), tls_store, backend_tls));
         let mut listeners = Vec::new();
-        for addr in &config.imap_listen {
-            let l = listener(*addr, config.backlog)
+        for spec in &config.listeners {
+            let l = listener(spec.addr, config.backlog)
                 .and_then(TcpListener::from_std)
-                .map_err(|e| format!("cannot listen on {addr} (IMAP): {e}"));
+                .map_err(|e| {
+                    format!(
+                        "cannot listen on {} ({}): {e}",
+                        spec.addr,
+                        spec.proto.name()
+                    )
+                });
             match l {
-                Ok(l) => listeners.push(l),
+                Ok(l) => listeners.push((*spec, l)),
                 Err(e) => {
                     let _ = ready.send(Err(e));
                     return;
@@ -152,7 +232,7 @@ fn worker_main(id: usize, config: Arc<Config>, ready: mpsc::Sender<Result<usize,
         let _ = ready.send(Ok(id));
         let accepts: Vec<_> = listeners
             .into_iter()
-            .map(|l| compio::runtime::spawn(accept_loop(worker.clone(), l)))
+            .map(|(spec, l)| compio::runtime::spawn(accept_loop(worker.clone(), spec, l)))
             .collect();
         for a in accepts {
             let _ = a.await;
@@ -160,7 +240,7 @@ fn worker_main(id: usize, config: Arc<Config>, ready: mpsc::Sender<Result<usize,
     });
 }
 
-async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
+async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListener) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -172,22 +252,28 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
             }
         };
         if worker.connections.get() >= worker.config.max_connections {
-            compio::runtime::spawn(refuse(stream)).detach();
+            compio::runtime::spawn(refuse(stream, spec)).detach();
             continue;
         }
         let w = worker.clone();
         compio::runtime::spawn(async move {
             w.connections.set(w.connections.get() + 1);
-            super::imap::serve(&w, stream, peer).await;
+            super::session::serve(&w, spec, stream, peer).await;
             w.connections.set(w.connections.get() - 1);
         })
         .detach();
     }
 }
 
-async fn refuse(mut stream: TcpStream) {
+/// Over the connection limit: say so (in plaintext listeners' protocol) and close.
+async fn refuse(mut stream: TcpStream, spec: ListenerSpec) {
     use compio::io::AsyncWriteExt;
-    let _ = stream
-        .write_all(&b"* BYE Too many connections, try again later\r\n"[..])
-        .await;
+    if spec.tls {
+        return;
+    }
+    let msg: &'static [u8] = match spec.proto {
+        Proto::Imap => b"* BYE Too many connections, try again later\r\n",
+        Proto::Pop3 => b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+    };
+    let _ = stream.write_all(msg).await;
 }

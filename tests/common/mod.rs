@@ -212,7 +212,10 @@ impl LookupHandler {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/service/extension/nginx-lookup", self.port)
+        format!(
+            "http://127.0.0.1:{}/service/extension/nginx-lookup",
+            self.port
+        )
     }
 
     pub fn requests(&self) -> usize {
@@ -292,8 +295,23 @@ fn serve_lookup(stream: TcpStream, log: &LookupLog, rules: &Mutex<HashMap<String
 /// The real ringmail binary with a generated config.
 pub struct Ringmail {
     child: Child,
+    /// Plain IMAP port.
     pub port: u16,
+    /// Plain POP3 port.
+    pub pop3_port: u16,
     pub dir: PathBuf,
+}
+
+/// Extra config for [`Ringmail::start_opts`].
+#[derive(Default, Clone, Copy)]
+pub struct Opts<'a> {
+    /// Keys of the `[imap]` table.
+    pub imap: &'a str,
+    /// Keys of the `[pop3]` table.
+    pub pop3: &'a str,
+    /// Further tables.
+    pub extra: &'a str,
+    pub args: &'a [&'a str],
 }
 
 impl Ringmail {
@@ -308,18 +326,30 @@ impl Ringmail {
 
     /// `imap_extra` goes into the `[imap]` table, `extra` after it (other tables).
     pub fn start_full(imap_extra: &str, extra: &str, args: &[&str]) -> Ringmail {
+        Self::start_opts(Opts {
+            imap: imap_extra,
+            extra,
+            args,
+            ..Opts::default()
+        })
+    }
+
+    pub fn start_opts(o: Opts<'_>) -> Ringmail {
         let dir = tempdir("ringmail");
         let port = free_port();
+        let pop3_port = free_port();
         let conf = format!(
             "[workers]\ncount = 2\npin = false\nbuffers = 64\n\n[imap]\nlisten = [\"127.0.0.1:{port}\"]\n\
-             login_penalty = \"1s\"\nlogin_penalty_max = \"2s\"\n{imap_extra}\n{extra}\n"
+             login_penalty = \"1s\"\nlogin_penalty_max = \"2s\"\n{}\n\n[pop3]\n\
+             listen = [\"127.0.0.1:{pop3_port}\"]\nlogin_penalty = \"1s\"\n{}\n\n{}\n",
+            o.imap, o.pop3, o.extra
         );
         std::fs::write(dir.join("ringmail.toml"), &conf).unwrap();
         let log = std::fs::File::create(dir.join("ringmail.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
             .arg("--config")
             .arg(dir.join("ringmail.toml"))
-            .args(args)
+            .args(o.args)
             .env("RUST_LOG", "ringmail=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -327,7 +357,21 @@ impl Ringmail {
             .spawn()
             .expect("starting ringmail");
         wait_port(port, "ringmail");
-        Ringmail { child, port, dir }
+        Ringmail {
+            child,
+            port,
+            pop3_port,
+            dir,
+        }
+    }
+
+    /// Send a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     pub fn log(&self) -> String {
@@ -469,6 +513,16 @@ impl Env {
     }
 
     pub fn start_full(imap_extra: &str, extra: &str, args: &[&str]) -> Env {
+        Self::start_with_opts(Opts {
+            imap: imap_extra,
+            extra,
+            args,
+            ..Opts::default()
+        })
+    }
+
+    /// `o.extra` goes into the `[lookup]` table (after the handler).
+    pub fn start_with_opts(o: Opts<'_>) -> Env {
         let dovecot = Dovecot::start();
         let mut rules = HashMap::new();
         for (user, _) in USERS {
@@ -491,11 +545,8 @@ impl Env {
             },
         );
         let lookup = LookupHandler::start(rules);
-        let ringmail = Ringmail::start_full(
-            imap_extra,
-            &format!("[lookup]\nhandlers = [\"{}\"]\n{extra}", lookup.url()),
-            args,
-        );
+        let extra = format!("[lookup]\nhandlers = [\"{}\"]\n{}", lookup.url(), o.extra);
+        let ringmail = Ringmail::start_opts(Opts { extra: &extra, ..o });
         Env {
             ringmail,
             lookup,

@@ -1,0 +1,231 @@
+//! Replaying a collected login on the POP3 backend (sans-I/O), `spec/pop3-proxy.md` §6:
+//! greeting, `XOIP <client ip>` when enabled, then `USER`/`PASS` or `AUTH PLAIN`. The Zimbra
+//! client suffix is not re-appended for POP3.
+#![forbid(unsafe_code)]
+
+use crate::login::{AuthKind, BackendSide, Credentials, Progress, ReplayParams};
+use crate::sasl::encode_plain;
+
+/// Longest backend line accepted while logging in.
+pub const MAX_LINE: usize = 4096;
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Greeting,
+    Xoip,
+    /// Waiting for `+OK` to USER.
+    User,
+    /// Waiting for `+ ` to AUTH PLAIN.
+    PlainContinue,
+    Final,
+    Done,
+}
+
+pub struct Pop3Login {
+    state: State,
+    xoip: Option<Vec<u8>>,
+    first: Vec<u8>,
+    second: Vec<u8>,
+}
+
+impl std::fmt::Debug for Pop3Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pop3Login")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pop3Login {
+    pub fn new(creds: &Credentials, p: &ReplayParams<'_>) -> Self {
+        let password = p.password.unwrap_or(&creds.password.0);
+        let (first, second) = match creds.kind {
+            AuthKind::SaslPlain => {
+                let ir = match &creds.authcid {
+                    Some(authcid) => encode_plain(p.account, authcid, password),
+                    None => encode_plain(b"", p.account, password),
+                };
+                (b"AUTH PLAIN\r\n".to_vec(), format!("{ir}\r\n").into_bytes())
+            }
+            AuthKind::Login | AuthKind::SaslLogin => {
+                let mut user = b"USER ".to_vec();
+                user.extend_from_slice(p.account);
+                user.extend_from_slice(b"\r\n");
+                let mut pass = b"PASS ".to_vec();
+                pass.extend_from_slice(password);
+                pass.extend_from_slice(b"\r\n");
+                (user, pass)
+            }
+        };
+        Pop3Login {
+            state: State::Greeting,
+            xoip: p
+                .send_client_ip
+                .then(|| format!("XOIP {}\r\n", p.client_ip).into_bytes()),
+            first,
+            second,
+        }
+    }
+
+    fn start_login(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.first);
+        self.state = if self.first.starts_with(b"AUTH") {
+            State::PlainContinue
+        } else {
+            State::User
+        };
+    }
+
+    fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Progress> {
+        let ok = line.starts_with(b"+OK");
+        let failed = |step| {
+            Some(Progress::Failed {
+                step,
+                relay: Some(line.to_vec()),
+            })
+        };
+        let progress = match self.state {
+            State::Greeting if ok => {
+                match self.xoip.take() {
+                    Some(x) => {
+                        out.extend_from_slice(&x);
+                        self.state = State::Xoip;
+                    }
+                    None => self.start_login(out),
+                }
+                return None;
+            }
+            State::Greeting => failed("reading the backend greeting"),
+            State::Xoip if ok => {
+                self.start_login(out);
+                return None;
+            }
+            State::Xoip => failed("sending XOIP to the backend"),
+            State::User if ok => {
+                out.extend_from_slice(&self.second);
+                self.state = State::Final;
+                return None;
+            }
+            State::PlainContinue if line.starts_with(b"+ ") || line.starts_with(b"+\r") => {
+                out.extend_from_slice(&self.second);
+                self.state = State::Final;
+                return None;
+            }
+            State::User | State::PlainContinue | State::Final if line.starts_with(b"-ERR") => {
+                Some(Progress::Rejected {
+                    reply: line.to_vec(),
+                })
+            }
+            State::Final if ok => Some(Progress::Success {
+                forward: line.to_vec(),
+            }),
+            State::User | State::PlainContinue | State::Final => {
+                failed("logging in to the backend")
+            }
+            State::Done => None,
+        };
+        self.state = State::Done;
+        progress
+    }
+}
+
+impl BackendSide for Pop3Login {
+    fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
+        let mut pos = 0;
+        while let Some(off) = input[pos..].iter().position(|&b| b == b'\n') {
+            let line = &input[pos..pos + off + 1];
+            pos += off + 1;
+            if let Some(p) = self.line(line, out) {
+                return (pos, p);
+            }
+        }
+        if input.len() - pos > MAX_LINE {
+            self.state = State::Done;
+            return (
+                input.len(),
+                Progress::Failed {
+                    step: "reading an over-long backend line",
+                    relay: None,
+                },
+            );
+        }
+        (pos, Progress::NeedMore)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sasl::Secret;
+
+    fn params(account: &[u8], xoip: bool) -> ReplayParams<'_> {
+        ReplayParams {
+            send_client_ip: xoip,
+            literal_auth: true,
+            client_ip: "198.51.100.7".parse().unwrap(),
+            proxy_ip: "192.0.2.10".parse().unwrap(),
+            account,
+            password: None,
+        }
+    }
+
+    fn creds(kind: AuthKind) -> Credentials {
+        Credentials {
+            tag: vec![],
+            user: b"carol".to_vec(),
+            suffix: b"/tb",
+            authcid: None,
+            password: Secret(b"secret".to_vec()),
+            kind,
+        }
+    }
+
+    fn step(b: &mut Pop3Login, input: &[u8]) -> (String, Progress) {
+        let mut out = Vec::new();
+        let (n, p) = b.handle(input, &mut out);
+        assert_eq!(n, input.len());
+        (String::from_utf8(out).unwrap(), p)
+    }
+
+    #[test]
+    fn xoip_then_plain() {
+        let mut b = Pop3Login::new(
+            &creds(AuthKind::SaslPlain),
+            &params(b"carol@example.com", true),
+        );
+        assert_eq!(step(&mut b, b"+OK ready\r\n").0, "XOIP 198.51.100.7\r\n");
+        assert_eq!(step(&mut b, b"+OK\r\n").0, "AUTH PLAIN\r\n");
+        let ir = encode_plain(b"", b"carol@example.com", b"secret");
+        assert_eq!(step(&mut b, b"+ \r\n").0, format!("{ir}\r\n"));
+        assert_eq!(
+            step(&mut b, b"+OK Logged in.\r\n").1,
+            Progress::Success {
+                forward: b"+OK Logged in.\r\n".to_vec()
+            }
+        );
+    }
+
+    #[test]
+    fn user_pass_rejected_and_bad_greeting() {
+        let mut b = Pop3Login::new(
+            &creds(AuthKind::Login),
+            &params(b"carol@example.com", false),
+        );
+        assert_eq!(
+            step(&mut b, b"+OK ready\r\n").0,
+            "USER carol@example.com\r\n"
+        );
+        assert_eq!(step(&mut b, b"+OK\r\n").0, "PASS secret\r\n");
+        assert_eq!(
+            step(&mut b, b"-ERR [AUTH] Authentication failed.\r\n").1,
+            Progress::Rejected {
+                reply: b"-ERR [AUTH] Authentication failed.\r\n".to_vec()
+            }
+        );
+        let mut b = Pop3Login::new(&creds(AuthKind::Login), &params(b"c", false));
+        assert!(matches!(
+            step(&mut b, b"-ERR busy\r\n").1,
+            Progress::Failed { .. }
+        ));
+    }
+}

@@ -1,0 +1,554 @@
+//! The POP3 AUTHORIZATION state as seen by the client (sans-I/O), `spec/pop3-proxy.md` §4–§5.
+//!
+//! Same shape as [`crate::imap::client`]: bytes in, replies out, an [`Event`] for the session.
+//! Deliberate differences from Zimbra's nginx are in `docs/compatibility.md`.
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use super::backend::Pop3Login;
+use super::parser::{line, parse_command, Command, Parse};
+use crate::imap::client::StartTls;
+use crate::login::{
+    strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
+    FailurePolicy, ReplayParams, MAX_PASSWORD, MAX_USER,
+};
+use crate::sasl::{decode_b64, decode_plain, Secret};
+
+pub const INTERNAL_ERROR: &[u8] = b"-ERR internal server error\r\n";
+const INVALID: &[u8] = b"-ERR invalid command\r\n";
+const PRIVACY: &[u8] = b"-ERR [AUTH] cleartext logins disabled, use STLS\r\n";
+
+/// Static POP3 settings, built once from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Greeting line without CRLF.
+    pub greeting: Vec<u8>,
+    /// CAPA entries before the SASL line.
+    pub capabilities: Vec<String>,
+    pub sasl_plain: bool,
+    pub sasl_login: bool,
+    pub max_errors: u32,
+    pub max_command: usize,
+    pub failures: FailurePolicy,
+}
+
+/// Zimbra's default `zimbraReverseProxyPop3EnabledCapability`.
+pub const DEFAULT_CAPABILITIES: &[&str] = &["TOP", "USER", "UIDL", "EXPIRE 31 USER", "XOIP"];
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            greeting: b"+OK POP3 ready".to_vec(),
+            capabilities: DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect(),
+            sasl_plain: true,
+            sasl_login: true,
+            max_errors: 5,
+            max_command: 16384,
+            failures: FailurePolicy::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The CAPA answer for a connection: `tls` already encrypted, `mode` the STLS policy.
+    pub fn capa(&self, tls: bool, mode: StartTls) -> Vec<u8> {
+        let logins_allowed = tls || mode != StartTls::Only;
+        let mut out = b"+OK Capability list follows\r\n".to_vec();
+        for c in &self.capabilities {
+            if !logins_allowed && c.eq_ignore_ascii_case("USER") {
+                continue;
+            }
+            out.extend_from_slice(c.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if logins_allowed && (self.sasl_plain || self.sasl_login) {
+            out.extend_from_slice(b"SASL");
+            if self.sasl_plain {
+                out.extend_from_slice(b" PLAIN");
+            }
+            if self.sasl_login {
+                out.extend_from_slice(b" LOGIN");
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        if !tls && mode != StartTls::Off {
+            out.extend_from_slice(b"STLS\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+}
+
+/// Settings plus the CAPA answers, shared by every session of a worker.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub settings: Settings,
+    /// Plaintext by mode (off, on, only), then TLS.
+    capa: [Vec<u8>; 4],
+}
+
+impl Prepared {
+    pub fn new(settings: Settings) -> Self {
+        Prepared {
+            capa: [
+                settings.capa(false, StartTls::Off),
+                settings.capa(false, StartTls::On),
+                settings.capa(false, StartTls::Only),
+                settings.capa(true, StartTls::Off),
+            ],
+            settings,
+        }
+    }
+
+    pub fn client(&self, tls: bool, mode: StartTls) -> Pop3Client<'_> {
+        let plain = match mode {
+            StartTls::Off => &self.capa[0],
+            StartTls::On => &self.capa[1],
+            StartTls::Only => &self.capa[2],
+        };
+        Pop3Client {
+            settings: &self.settings,
+            capa: [plain, &self.capa[3]],
+            tls,
+            mode: if tls { StartTls::Off } else { mode },
+            state: State::Start,
+            errors: 0,
+            failures: FailureCounter::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Start,
+    AfterUser(Vec<u8>),
+    SaslPlain,
+    SaslLoginUser,
+    SaslLoginPass(Vec<u8>),
+    LoggingIn(AuthKind),
+    Closed,
+}
+
+#[derive(Debug)]
+pub struct Pop3Client<'s> {
+    settings: &'s Settings,
+    capa: [&'s [u8]; 2],
+    tls: bool,
+    mode: StartTls,
+    state: State,
+    errors: u32,
+    failures: FailureCounter,
+}
+
+impl Pop3Client<'_> {
+    fn privacy_required(&self) -> bool {
+        !self.tls && self.mode == StartTls::Only
+    }
+
+    /// An invalid command: `-ERR`, counted; closes at the limit.
+    fn invalid(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        self.errors += 1;
+        out.extend_from_slice(INVALID);
+        self.state = State::Start;
+        (self.errors >= self.settings.max_errors).then_some(Event::Close)
+    }
+
+    fn login(
+        &mut self,
+        user: &[u8],
+        authcid: Option<Vec<u8>>,
+        pass: Vec<u8>,
+        kind: AuthKind,
+    ) -> Event {
+        let (user, suffix) = strip_suffix(user);
+        self.state = State::LoggingIn(kind);
+        Event::Login(Credentials {
+            tag: Vec::new(),
+            user,
+            suffix,
+            authcid,
+            password: Secret(pass),
+            kind,
+        })
+    }
+
+    fn command(&mut self, command: Command, out: &mut Vec<u8>) -> Option<Event> {
+        let after_user = match std::mem::replace(&mut self.state, State::Start) {
+            State::AfterUser(u) => Some(u),
+            _ => None,
+        };
+        match command {
+            Command::Capa => {
+                out.extend_from_slice(self.capa[usize::from(self.tls)]);
+                if let Some(u) = after_user {
+                    self.state = State::AfterUser(u);
+                }
+            }
+            Command::Noop => {
+                out.extend_from_slice(b"+OK\r\n");
+                if let Some(u) = after_user {
+                    self.state = State::AfterUser(u);
+                }
+            }
+            Command::Quit => {
+                out.extend_from_slice(b"+OK\r\n");
+                return Some(Event::Close);
+            }
+            Command::User(_) if after_user.is_some() => return self.invalid(out),
+            Command::User(_) if self.privacy_required() => out.extend_from_slice(PRIVACY),
+            Command::User(name) if name.is_empty() => return self.invalid(out),
+            Command::User(name) => {
+                out.extend_from_slice(b"+OK\r\n");
+                self.state = State::AfterUser(name);
+            }
+            Command::Pass(pass) => {
+                let Some(user) = after_user else {
+                    return self.invalid(out);
+                };
+                if user.len() > MAX_USER || pass.len() > MAX_PASSWORD {
+                    out.extend_from_slice(b"-ERR invalid username/password\r\n");
+                    return None;
+                }
+                return Some(self.login(&user, None, pass, AuthKind::Login));
+            }
+            Command::Stls => {
+                if after_user.is_some() || self.tls || self.mode == StartTls::Off {
+                    return self.invalid(out);
+                }
+                out.extend_from_slice(b"+OK Begin TLS negotiation\r\n");
+                return Some(Event::StartTls);
+            }
+            Command::Apop => return self.invalid(out),
+            Command::Auth(_) if after_user.is_some() => return self.invalid(out),
+            Command::Auth(args) if args.is_empty() => return self.invalid(out),
+            Command::Auth(_) if self.privacy_required() => out.extend_from_slice(PRIVACY),
+            Command::Auth(mut args) => {
+                let initial = (args.len() > 1).then(|| args.swap_remove(1));
+                let mech = &args[0];
+                if mech.eq_ignore_ascii_case(b"PLAIN") && self.settings.sasl_plain {
+                    match initial {
+                        Some(ir) => return self.plain(&ir, out),
+                        None => {
+                            out.extend_from_slice(b"+ \r\n");
+                            self.state = State::SaslPlain;
+                        }
+                    }
+                } else if mech.eq_ignore_ascii_case(b"LOGIN") && self.settings.sasl_login {
+                    match initial {
+                        Some(ir) => return self.login_user(&ir, out),
+                        None => {
+                            out.extend_from_slice(b"+ VXNlcm5hbWU6\r\n");
+                            self.state = State::SaslLoginUser;
+                        }
+                    }
+                } else {
+                    out.extend_from_slice(b"-ERR mechanism not supported\r\n");
+                }
+            }
+        }
+        None
+    }
+
+    fn plain(&mut self, b64: &[u8], out: &mut Vec<u8>) -> Option<Event> {
+        let Ok(p) = decode_plain(b64) else {
+            return self.invalid(out);
+        };
+        if p.authzid.len() > MAX_USER
+            || p.authcid.len() > MAX_USER
+            || p.password.len() > MAX_PASSWORD
+        {
+            out.extend_from_slice(b"-ERR line is too long\r\n");
+            self.state = State::Start;
+            return None;
+        }
+        Some(if p.authzid.is_empty() {
+            self.login(&p.authcid, None, p.password, AuthKind::SaslPlain)
+        } else {
+            self.login(&p.authzid, Some(p.authcid), p.password, AuthKind::SaslPlain)
+        })
+    }
+
+    fn login_user(&mut self, b64: &[u8], out: &mut Vec<u8>) -> Option<Event> {
+        match decode_b64(b64) {
+            Ok(u) if !u.is_empty() && u.len() <= MAX_USER => {
+                out.extend_from_slice(b"+ UGFzc3dvcmQ6\r\n");
+                self.state = State::SaslLoginPass(u);
+                None
+            }
+            _ => self.invalid(out),
+        }
+    }
+
+    fn sasl(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+        let (data, consumed) = match line(input) {
+            None => return Step::More,
+            Some(Err(consumed)) => return Step::Consumed(consumed, self.invalid(out)),
+            Some(Ok((l, c))) => (l.split(|&b| b == b' ').next().unwrap_or(l).to_vec(), c),
+        };
+        let state = std::mem::replace(&mut self.state, State::Start);
+        if data == b"*" {
+            out.extend_from_slice(b"-ERR authentication aborted\r\n");
+            return Step::Consumed(consumed, None);
+        }
+        let event = match state {
+            State::SaslPlain => self.plain(&data, out),
+            State::SaslLoginUser => self.login_user(&data, out),
+            State::SaslLoginPass(user) => match decode_b64(&data) {
+                Ok(p) if p.len() <= MAX_PASSWORD => {
+                    Some(self.login(&user, None, p, AuthKind::SaslLogin))
+                }
+                Ok(_) => {
+                    out.extend_from_slice(b"-ERR line is too long\r\n");
+                    None
+                }
+                Err(_) => self.invalid(out),
+            },
+            _ => None,
+        };
+        Step::Consumed(consumed, event)
+    }
+
+    fn kind(&self) -> AuthKind {
+        match self.state {
+            State::LoggingIn(k) => k,
+            _ => AuthKind::Login,
+        }
+    }
+
+    fn finish_failure(&mut self, wait: Option<Duration>) -> Failure {
+        let f = self.failures.fail(&self.settings.failures, wait);
+        self.state = if f.close { State::Closed } else { State::Start };
+        f
+    }
+}
+
+enum Step {
+    More,
+    Consumed(usize, Option<Event>),
+}
+
+impl ClientSide for Pop3Client<'_> {
+    fn greeting(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.settings.greeting);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Event) {
+        let mut pos = 0;
+        loop {
+            let rest = &input[pos..];
+            let step = match &self.state {
+                State::Closed | State::LoggingIn(_) => return (pos, Event::NeedMore),
+                State::SaslPlain | State::SaslLoginUser | State::SaslLoginPass(_) => {
+                    self.sasl(rest, out)
+                }
+                State::Start | State::AfterUser(_) => match parse_command(rest) {
+                    Parse::Incomplete => Step::More,
+                    Parse::Invalid { consumed } => Step::Consumed(consumed, self.invalid(out)),
+                    Parse::Command { consumed, command } => {
+                        Step::Consumed(consumed, self.command(command, out))
+                    }
+                },
+            };
+            match step {
+                Step::Consumed(n, None) => pos += n,
+                Step::Consumed(n, Some(event)) => {
+                    if event == Event::Close {
+                        self.state = State::Closed;
+                    }
+                    return (pos + n, event);
+                }
+                Step::More if rest.len() >= self.settings.max_command => {
+                    out.extend_from_slice(INVALID);
+                    self.state = State::Closed;
+                    return (input.len(), Event::Close);
+                }
+                Step::More => return (pos, Event::NeedMore),
+            }
+        }
+    }
+
+    fn login_denied(
+        &mut self,
+        text: Option<&[u8]>,
+        wait: Option<Duration>,
+        out: &mut Vec<u8>,
+    ) -> Failure {
+        match (text, self.kind()) {
+            (Some(t), _) => {
+                out.extend_from_slice(b"-ERR ");
+                out.extend(t.iter().filter(|b| !matches!(b, b'\r' | b'\n')));
+                out.extend_from_slice(b"\r\n");
+            }
+            (None, AuthKind::Login) => out.extend_from_slice(b"-ERR LOGIN failed\r\n"),
+            (None, _) => out.extend_from_slice(b"-ERR authentication failed: LOGIN failed\r\n"),
+        }
+        self.finish_failure(wait)
+    }
+
+    fn login_rejected(&mut self, reply: &[u8], out: &mut Vec<u8>) -> Failure {
+        out.extend_from_slice(reply);
+        self.finish_failure(None)
+    }
+
+    fn internal_error(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(INTERNAL_ERROR);
+        self.state = State::Closed;
+    }
+
+    fn backend_failed(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(line);
+        self.state = State::Closed;
+    }
+
+    fn timed_out(&mut self, _out: &mut Vec<u8>) {
+        self.state = State::Closed;
+    }
+
+    fn idle_closing(&self, _out: &mut Vec<u8>) {}
+
+    fn tls_started(&mut self) {
+        self.tls = true;
+        self.state = State::Start;
+    }
+
+    fn max_command(&self) -> usize {
+        self.settings.max_command
+    }
+
+    fn backend(&self, creds: &Credentials, params: &ReplayParams<'_>) -> Box<dyn BackendSide> {
+        Box::new(Pop3Login::new(creds, params))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(c: &mut Pop3Client<'_>, input: &[u8]) -> (String, Event, usize) {
+        let mut out = Vec::new();
+        let (n, ev) = c.handle(input, &mut out);
+        (String::from_utf8(out).unwrap(), ev, n)
+    }
+
+    fn creds(user: &str, pass: &str, kind: AuthKind) -> Credentials {
+        let (user, suffix) = strip_suffix(user.as_bytes());
+        Credentials {
+            tag: vec![],
+            user,
+            suffix,
+            authcid: None,
+            password: Secret(pass.into()),
+            kind,
+        }
+    }
+
+    #[test]
+    fn capa_variants() {
+        let s = Settings::default();
+        assert_eq!(
+            String::from_utf8(s.capa(false, StartTls::Only)).unwrap(),
+            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nEXPIRE 31 USER\r\nXOIP\r\nSTLS\r\n.\r\n"
+        );
+        assert_eq!(
+            String::from_utf8(s.capa(true, StartTls::Off)).unwrap(),
+            "+OK Capability list follows\r\nTOP\r\nUSER\r\nUIDL\r\nEXPIRE 31 USER\r\nXOIP\r\nSASL PLAIN LOGIN\r\n.\r\n"
+        );
+        assert!(String::from_utf8(s.capa(false, StartTls::On))
+            .unwrap()
+            .ends_with("SASL PLAIN LOGIN\r\nSTLS\r\n.\r\n"));
+    }
+
+    #[test]
+    fn user_pass() {
+        let p = Prepared::new(Settings::default());
+        let mut c = p.client(false, StartTls::Off);
+        let mut g = Vec::new();
+        c.greeting(&mut g);
+        assert_eq!(g, b"+OK POP3 ready\r\n");
+        let (out, ev, _) = run(&mut c, b"USER alice/tb\r\nPASS pass word\r\n");
+        assert_eq!(out, "+OK\r\n");
+        assert_eq!(
+            ev,
+            Event::Login(creds("alice/tb", "pass word", AuthKind::Login))
+        );
+        let (out, ev, _) = run(
+            &mut p.client(false, StartTls::Off),
+            b"PASS x\r\nNOOP\r\nQUIT\r\n",
+        );
+        assert_eq!(out, "-ERR invalid command\r\n+OK\r\n+OK\r\n");
+        assert_eq!(ev, Event::Close);
+    }
+
+    #[test]
+    fn auth_plain_login_abort() {
+        let p = Prepared::new(Settings::default());
+        let (out, ev, _) = run(
+            &mut p.client(true, StartTls::Off),
+            b"AUTH PLAIN AGFsaWNlAHB3\r\n",
+        );
+        assert_eq!(out, "");
+        assert_eq!(ev, Event::Login(creds("alice", "pw", AuthKind::SaslPlain)));
+        let mut c = p.client(true, StartTls::Off);
+        let (out, _, _) = run(&mut c, b"AUTH PLAIN\r\n");
+        assert_eq!(out, "+ \r\n");
+        let (_, ev, _) = run(&mut c, b"AGFsaWNlAHB3\r\n");
+        assert_eq!(ev, Event::Login(creds("alice", "pw", AuthKind::SaslPlain)));
+        // SASL LOGIN with an initial response works (Zimbra decodes the wrong word)
+        let mut c = p.client(true, StartTls::Off);
+        let (out, _, _) = run(&mut c, b"AUTH LOGIN YWxpY2U=\r\n");
+        assert_eq!(out, "+ UGFzc3dvcmQ6\r\n");
+        let (_, ev, _) = run(&mut c, b"cHc=\r\n");
+        assert_eq!(ev, Event::Login(creds("alice", "pw", AuthKind::SaslLogin)));
+        let mut c = p.client(true, StartTls::Off);
+        let (out, ev, _) = run(&mut c, b"AUTH PLAIN\r\n*\r\nAUTH XOAUTH2\r\nAUTH\r\n");
+        assert_eq!(out, "+ \r\n-ERR authentication aborted\r\n-ERR mechanism not supported\r\n-ERR invalid command\r\n");
+        assert_eq!(ev, Event::NeedMore);
+    }
+
+    #[test]
+    fn only_mode_and_stls() {
+        let p = Prepared::new(Settings::default());
+        let mut c = p.client(false, StartTls::Only);
+        let (out, _, _) = run(&mut c, b"USER a\r\nAUTH PLAIN AGFsaWNlAHB3\r\n");
+        assert_eq!(out, String::from_utf8(PRIVACY.repeat(2)).unwrap());
+        let (out, ev, n) = run(&mut c, b"STLS\r\nCAPA\r\n");
+        assert_eq!(
+            (out.as_str(), ev, n),
+            ("+OK Begin TLS negotiation\r\n", Event::StartTls, 6)
+        );
+        c.tls_started();
+        let (out, _, _) = run(&mut c, b"STLS\r\n");
+        assert_eq!(out, "-ERR invalid command\r\n");
+    }
+
+    #[test]
+    fn errors_and_failures() {
+        let p = Prepared::new(Settings::default());
+        let mut c = p.client(false, StartTls::Off);
+        let (out, ev, _) = run(
+            &mut c,
+            b"STAT\r\nLIST\r\nRETR 1\r\nTOP 1 1\r\nUIDL\r\nNOOP\r\n",
+        );
+        assert_eq!(out, "-ERR invalid command\r\n".repeat(5));
+        assert_eq!(ev, Event::Close);
+        let mut c = p.client(false, StartTls::Off);
+        run(&mut c, b"USER a\r\nPASS b\r\n");
+        let mut out = Vec::new();
+        let f = c.login_denied(None, Some(Duration::from_secs(1)), &mut out);
+        assert_eq!(
+            (out.as_slice(), f.close),
+            (&b"-ERR LOGIN failed\r\n"[..], false)
+        );
+        run(&mut c, b"AUTH PLAIN AGFsaWNlAHB3\r\n");
+        let mut out = Vec::new();
+        c.login_denied(None, None, &mut out);
+        assert_eq!(out, b"-ERR authentication failed: LOGIN failed\r\n");
+        let (out, _, _) = run(
+            &mut c,
+            &[b"USER a\r\nPASS ", &b"x".repeat(1025)[..], b"\r\n"].concat(),
+        );
+        assert_eq!(out, "+OK\r\n-ERR invalid username/password\r\n");
+    }
+}

@@ -1,0 +1,272 @@
+//! A connection to a client or a backend: plaintext, or TLS driven by rustls over the same
+//! socket. Reads use the worker's provided-buffer ring, so a connection waiting for bytes holds
+//! no buffer; a plaintext read hands the ring buffer itself to the writer (no copy). TLS
+//! decrypts into a buffer sized to what arrived.
+//!
+//! Only this file knows whether a connection is encrypted; the session and the relay read and
+//! write [`Chunk`]s.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::ops::Deref;
+use std::sync::Arc;
+
+use compio::driver::BufferRef;
+use compio::io::{AsyncRead, AsyncReadManaged, AsyncWrite, AsyncWriteExt};
+use compio::net::TcpStream;
+use rustls::pki_types::ServerName;
+
+/// Bytes read from a connection.
+pub enum Chunk {
+    /// A buffer of the provided-buffer ring (returned to the ring when dropped).
+    Ring(BufferRef),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Chunk::Ring(b) => b,
+            Chunk::Owned(v) => v,
+        }
+    }
+}
+
+pub struct Conn {
+    stream: TcpStream,
+    tls: Option<Box<RefCell<rustls::Connection>>>,
+    /// A write is in flight (the relay reads and writes one connection from two tasks).
+    writing: Cell<bool>,
+    read_size: usize,
+}
+
+fn tls_err(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl Conn {
+    pub fn plain(stream: TcpStream, read_size: usize) -> Conn {
+        Conn {
+            stream,
+            tls: None,
+            writing: Cell::new(false),
+            read_size,
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The ALPN protocol and SNI name the client sent, for logs.
+    pub fn server_name(&self) -> Option<String> {
+        match self.tls.as_ref()?.borrow().deref() {
+            rustls::Connection::Server(s) => s.server_name().map(str::to_string),
+            rustls::Connection::Client(_) => None,
+        }
+    }
+
+    /// Start TLS as the server (implicit TLS, or after STARTTLS/STLS).
+    pub async fn accept_tls(mut self, cfg: Arc<rustls::ServerConfig>) -> io::Result<Conn> {
+        let c = rustls::ServerConnection::new(cfg).map_err(tls_err)?;
+        self.tls = Some(Box::new(RefCell::new(c.into())));
+        self.handshake().await?;
+        Ok(self)
+    }
+
+    /// Start TLS as the client (to a backend).
+    pub async fn connect_tls(
+        mut self,
+        cfg: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<Conn> {
+        let c = rustls::ClientConnection::new(cfg, name).map_err(tls_err)?;
+        self.tls = Some(Box::new(RefCell::new(c.into())));
+        self.handshake().await?;
+        Ok(self)
+    }
+
+    async fn handshake(&self) -> io::Result<()> {
+        let tls = self.tls.as_ref().expect("handshake on a TLS connection");
+        loop {
+            self.flush_tls().await?;
+            if !tls.borrow().is_handshaking() {
+                return Ok(());
+            }
+            let Some(raw) = self.read_raw(self.read_size).await? else {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed during the TLS handshake",
+                ));
+            };
+            if let Err(e) = feed(&mut tls.borrow_mut(), &raw) {
+                // send the alert rustls queued, then fail
+                let _ = self.flush_tls().await;
+                return Err(e);
+            }
+        }
+    }
+
+    /// Read from the socket: a ring buffer, or (ring empty) a one-off buffer. None is EOF.
+    async fn read_raw(&self, len: usize) -> io::Result<Option<Chunk>> {
+        let mut r = &self.stream;
+        match r.read_managed(len.max(1)).await {
+            Ok(Some(buf)) if !buf.is_empty() => Ok(Some(Chunk::Ring(buf))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                let (res, buf) = r.read(Vec::with_capacity(len.clamp(1, 4096))).await.into();
+                match res? {
+                    0 => Ok(None),
+                    _ => Ok(Some(Chunk::Owned(buf))),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Read some application bytes (at most about `len`). None is EOF.
+    pub async fn read_chunk(&self, len: usize) -> io::Result<Option<Chunk>> {
+        let Some(tls) = &self.tls else {
+            return self.read_raw(len).await;
+        };
+        loop {
+            if let Some(plain) = take_plaintext(&mut tls.borrow_mut(), len)? {
+                return Ok(if plain.is_empty() {
+                    None
+                } else {
+                    Some(Chunk::Owned(plain))
+                });
+            }
+            // handshake replies, tickets, key updates: sent here unless a write is in flight
+            // (which sends them itself)
+            if !self.writing.get() && tls.borrow().wants_write() {
+                self.flush_tls().await?;
+            }
+            let Some(raw) = self.read_raw(self.read_size).await? else {
+                return Ok(None);
+            };
+            feed(&mut tls.borrow_mut(), &raw)?;
+        }
+    }
+
+    /// Read into `into`, at most `room` bytes' worth. Ok(0) is EOF.
+    pub async fn read_into(&self, into: &mut Vec<u8>, room: usize) -> io::Result<usize> {
+        match self.read_chunk(room).await? {
+            Some(c) => {
+                into.extend_from_slice(&c);
+                Ok(c.len())
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Write a chunk: plaintext sockets write the very buffer (a ring buffer goes back to the
+    /// ring afterwards), TLS encrypts it first.
+    pub async fn write_chunk(&self, chunk: Chunk) -> io::Result<()> {
+        match &self.tls {
+            None => {
+                self.writing.set(true);
+                let mut w = &self.stream;
+                let res = match chunk {
+                    Chunk::Ring(b) => w.write_all(b).await.0,
+                    Chunk::Owned(v) => w.write_all(v).await.0,
+                };
+                self.writing.set(false);
+                res
+            }
+            Some(tls) => {
+                tls.borrow_mut().writer().write_all(&chunk)?;
+                drop(chunk);
+                self.flush_tls().await
+            }
+        }
+    }
+
+    /// Write `data` and clear it (keeping its capacity for plaintext writes).
+    pub async fn write_vec(&self, data: &mut Vec<u8>) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &self.tls {
+            None => {
+                self.writing.set(true);
+                let mut w = &self.stream;
+                let (res, mut buf) = w.write_all(std::mem::take(data)).await.into();
+                self.writing.set(false);
+                buf.clear();
+                *data = buf;
+                res
+            }
+            Some(tls) => {
+                tls.borrow_mut().writer().write_all(data)?;
+                data.clear();
+                self.flush_tls().await
+            }
+        }
+    }
+
+    /// Send everything rustls wants to send.
+    async fn flush_tls(&self) -> io::Result<()> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        self.writing.set(true);
+        let res = async {
+            loop {
+                let mut out = Vec::new();
+                {
+                    let mut c = tls.borrow_mut();
+                    while c.wants_write() {
+                        c.write_tls(&mut out)?;
+                    }
+                }
+                if out.is_empty() {
+                    return Ok(());
+                }
+                let mut w = &self.stream;
+                w.write_all(out).await.0?;
+            }
+        }
+        .await;
+        self.writing.set(false);
+        res
+    }
+
+    /// Close our sending side (TLS: close_notify first).
+    pub async fn shutdown(&self) {
+        if let Some(tls) = &self.tls {
+            tls.borrow_mut().send_close_notify();
+            let _ = self.flush_tls().await;
+        }
+        let mut w = &self.stream;
+        let _ = w.shutdown().await;
+    }
+}
+
+/// Give rustls the bytes of one socket read and process them.
+fn feed(c: &mut rustls::Connection, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        c.read_tls(&mut data)?;
+        c.process_new_packets().map_err(tls_err)?;
+    }
+    Ok(())
+}
+
+/// Decrypted bytes rustls holds: Some(empty) on close_notify, None if there are none yet.
+/// The buffer is sized to what is there.
+fn take_plaintext(c: &mut rustls::Connection, len: usize) -> io::Result<Option<Vec<u8>>> {
+    let state = c.process_new_packets().map_err(tls_err)?;
+    let ready = state.plaintext_bytes_to_read();
+    if ready == 0 {
+        return Ok(state.peer_has_closed().then(Vec::new));
+    }
+    let mut buf = vec![0; ready.min(len.max(1))];
+    let n = c.reader().read(&mut buf)?;
+    buf.truncate(n);
+    Ok(Some(buf))
+}

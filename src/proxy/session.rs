@@ -1,0 +1,319 @@
+//! One client connection, driven end to end, for any protocol: TLS (implicit or after
+//! STARTTLS/STLS), greeting and pre-login commands (a [`ClientSide`] state machine: IMAP or
+//! POP3), route resolution ([`super::resolve`]), backend connect (TLS when configured) and login
+//! replay (a [`BackendSide`]), failed-login delays, then the relay ([`super::relay`]).
+//!
+//! All protocol decisions are made by the sans-I/O state machines; this file reads, writes,
+//! sleeps and logs which step failed. Passwords are never logged.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use compio::net::TcpStream;
+use rustls::pki_types::ServerName;
+
+use super::conn::Conn;
+use super::relay::{relay, End};
+use super::resolve::{resolve, LoginContext, Resolution};
+use super::worker::Worker;
+use crate::config::{ListenerSpec, Proto};
+use crate::login::{BackendSide, ClientSide, Event, Progress, ReplayParams};
+
+enum After {
+    /// Back to the pre-login state (a failed login the client may retry).
+    Retry,
+    Close,
+}
+
+/// Serve one client connection until it closes.
+pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let proxy_ip = stream
+        .local_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let mut conn = Conn::plain(stream, w.config.buffer_size);
+    if spec.tls {
+        conn = match start_tls(w, spec.proto, conn, peer).await {
+            Some(c) => c,
+            None => return,
+        };
+    }
+    let mut client: Box<dyn ClientSide + '_> = match spec.proto {
+        Proto::Imap => Box::new(w.imap.client(spec.tls, spec.starttls)),
+        Proto::Pop3 => Box::new(w.pop3.client(spec.tls, spec.starttls)),
+    };
+    let times = *w.config.session(spec.proto);
+    let max = client.max_command();
+    let mut out = Vec::new();
+    let mut inbuf = Vec::new();
+    client.greeting(&mut out);
+    if conn.write_vec(&mut out).await.is_err() {
+        return;
+    }
+    let mut attempt = 0u32;
+    loop {
+        let (n, event) = client.handle(&inbuf, &mut out);
+        inbuf.drain(..n);
+        if inbuf.is_empty() && inbuf.capacity() > 0 {
+            inbuf = Vec::new();
+        }
+        if conn.write_vec(&mut out).await.is_err() {
+            return;
+        }
+        match event {
+            Event::NeedMore => {
+                let room = max.saturating_sub(inbuf.len()).min(w.config.buffer_size);
+                match compio::time::timeout(times.timeout, conn.read_into(&mut inbuf, room)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(_)) => {}
+                    Err(_) => {
+                        client.timed_out(&mut out);
+                        let _ = conn.write_vec(&mut out).await;
+                        return;
+                    }
+                }
+            }
+            Event::Close => return,
+            Event::StartTls => {
+                // plaintext pipelined after STARTTLS is discarded, never run inside TLS
+                inbuf = Vec::new();
+                conn = match start_tls(w, spec.proto, conn, peer).await {
+                    Some(c) => c,
+                    None => return,
+                };
+                client.tls_started();
+            }
+            Event::Login(creds) => {
+                attempt += 1;
+                let ctx = LoginContext {
+                    creds: &creds,
+                    client_ip: peer.ip(),
+                    proxy_ip,
+                    protocol: w.config.lookup_protocol(spec.proto),
+                    attempt,
+                };
+                match login(
+                    w,
+                    spec.proto,
+                    &conn,
+                    client.as_mut(),
+                    &ctx,
+                    &mut inbuf,
+                    &mut out,
+                )
+                .await
+                {
+                    After::Retry => {}
+                    After::Close => return,
+                }
+            }
+        }
+    }
+}
+
+/// The server-side TLS handshake, under the handshake timeout. None: close (logged).
+async fn start_tls(w: &Worker, proto: Proto, conn: Conn, peer: SocketAddr) -> Option<Conn> {
+    let Some(cfg) = w.server_tls(proto) else {
+        tracing::error!(client = %peer, "TLS requested but no certificate is configured");
+        return None;
+    };
+    match compio::time::timeout(w.config.handshake_timeout, conn.accept_tls(cfg)).await {
+        Ok(Ok(c)) => {
+            tracing::debug!(client = %peer, sni = ?c.server_name(), "TLS handshake done");
+            Some(c)
+        }
+        Ok(Err(e)) => {
+            tracing::info!(client = %peer, error = %e, "client TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(client = %peer, "client TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Connect to the backend: TCP under the connect timeout, then TLS when configured.
+async fn connect_backend(w: &Worker, server: SocketAddr) -> io::Result<Conn> {
+    let stream =
+        match compio::time::timeout(w.config.connect_timeout, TcpStream::connect(server)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+        };
+    let _ = stream.set_nodelay(true);
+    let conn = Conn::plain(stream, w.config.buffer_size);
+    let Some(cfg) = &w.backend_tls else {
+        return Ok(conn);
+    };
+    let name = match &w.config.backend_server_name {
+        Some(n) => ServerName::try_from(n.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        None => ServerName::IpAddress(server.ip().into()),
+    };
+    match compio::time::timeout(
+        w.config.connect_timeout,
+        conn.connect_tls(cfg.clone(), name),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
+}
+
+async fn login(
+    w: &Worker,
+    proto: Proto,
+    conn: &Conn,
+    client: &mut (dyn ClientSide + '_),
+    ctx: &LoginContext<'_>,
+    inbuf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> After {
+    let creds = ctx.creds;
+    let user = String::from_utf8_lossy(&creds.user).into_owned();
+    let (server, account, password, keys) = match resolve(w, ctx).await {
+        Resolution::Route {
+            server,
+            account,
+            password,
+            keys,
+            ..
+        } => (server, account, password, keys),
+        Resolution::Denied { text, wait } => {
+            let f = client.login_denied(text.as_deref(), wait, out);
+            compio::time::sleep(f.delay).await;
+            let _ = conn.write_vec(out).await;
+            return if f.close { After::Close } else { After::Retry };
+        }
+        Resolution::Failed(_) => {
+            client.internal_error(out);
+            let _ = conn.write_vec(out).await;
+            return After::Close;
+        }
+    };
+    let fail = |client: &mut (dyn ClientSide + '_),
+                out: &mut Vec<u8>,
+                step: &str,
+                error: &dyn std::fmt::Display| {
+        tracing::error!(%user, client = %ctx.client_ip, backend = %server, protocol = proto.name(), error = %error, "{step}");
+        client.internal_error(out);
+    };
+
+    let backend = match connect_backend(w, server).await {
+        Ok(b) => b,
+        Err(e) => {
+            fail(client, out, "connecting to the backend failed", &e);
+            let _ = conn.write_vec(out).await;
+            return After::Close;
+        }
+    };
+    let params = ReplayParams {
+        send_client_ip: w.config.session(proto).send_client_ip,
+        literal_auth: w.config.literal_auth,
+        client_ip: ctx.client_ip,
+        proxy_ip: ctx.proxy_ip,
+        account: &account,
+        password: password.as_deref(),
+    };
+    let mut replay = client.backend(creds, &params);
+    let outcome = compio::time::timeout(
+        w.config.login_timeout,
+        run_replay(&backend, replay.as_mut()),
+    )
+    .await;
+    let (progress, rest) = match outcome {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            fail(client, out, "logging in to the backend failed", &e);
+            let _ = conn.write_vec(out).await;
+            return After::Close;
+        }
+        Err(_) => {
+            fail(
+                client,
+                out,
+                "logging in to the backend timed out",
+                &"timeout",
+            );
+            let _ = conn.write_vec(out).await;
+            return After::Close;
+        }
+    };
+    match progress {
+        Progress::Success { mut forward } => {
+            forward.extend_from_slice(&rest);
+            tracing::debug!(%user, client = %ctx.client_ip, backend = %server, protocol = proto.name(), "logged in");
+            if conn.write_vec(&mut forward).await.is_err() {
+                return After::Close;
+            }
+            // commands the client pipelined after its login go to the backend
+            if backend.write_vec(inbuf).await.is_err() {
+                return After::Close;
+            }
+            *inbuf = Vec::new();
+            *out = Vec::new();
+            let times = w.config.session(proto);
+            let (end, counts) =
+                relay(conn, &backend, times.idle_timeout, w.config.buffer_size).await;
+            if end == End::Idle {
+                client.idle_closing(out);
+                let _ = conn.write_vec(out).await;
+            }
+            tracing::debug!(%user, client = %ctx.client_ip, ?end, up = counts.client_to_backend, down = counts.backend_to_client, "session closed");
+            After::Close
+        }
+        Progress::Rejected { reply } => {
+            tracing::info!(%user, client = %ctx.client_ip, backend = %server, protocol = proto.name(), "backend rejected the credentials");
+            if let Some(keys) = &keys {
+                w.routes.borrow_mut().forget(keys);
+            }
+            drop(backend);
+            let f = client.login_rejected(&reply, out);
+            compio::time::sleep(f.delay).await;
+            let _ = conn.write_vec(out).await;
+            if f.close {
+                After::Close
+            } else {
+                After::Retry
+            }
+        }
+        Progress::Failed { step, relay } => {
+            tracing::error!(%user, client = %ctx.client_ip, backend = %server, protocol = proto.name(), step, "unexpected answer from the backend");
+            match relay {
+                Some(line) => client.backend_failed(&line, out),
+                None => client.internal_error(out),
+            }
+            let _ = conn.write_vec(out).await;
+            After::Close
+        }
+        Progress::NeedMore => After::Close,
+    }
+}
+
+/// Run the replay until it finishes. Returns the result and the backend bytes after it.
+async fn run_replay(
+    backend: &Conn,
+    replay: &mut dyn BackendSide,
+) -> io::Result<(Progress, Vec<u8>)> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut to_backend = Vec::new();
+    loop {
+        let (n, progress) = replay.handle(&buf, &mut to_backend);
+        buf.drain(..n);
+        backend.write_vec(&mut to_backend).await?;
+        if progress != Progress::NeedMore {
+            return Ok((progress, buf));
+        }
+        if backend.read_into(&mut buf, 16384).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "backend closed the connection during login",
+            ));
+        }
+    }
+}
