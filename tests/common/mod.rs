@@ -48,11 +48,119 @@ pub fn wait_port(port: u16, what: &str) {
     }
 }
 
+/// A throw-away certificate authority made with the openssl command.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is not installed: run scripts/test.sh");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempdir("pki");
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=ringmail test CA",
+            ],
+            &dir,
+        );
+        let ca = dir.join("ca.pem");
+        Pki { dir, ca }
+    }
+
+    /// A server certificate for `name` (also valid for 127.0.0.1). Returns (cert, key) paths.
+    pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        let ext = format!(
+            "subjectAltName=DNS:{name},IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+        );
+        std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+            &self.dir,
+        );
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "30",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+            &self.dir,
+        );
+        (self.dir.join(pem), self.dir.join(key))
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 pub struct Dovecot {
     child: Child,
     pub dir: PathBuf,
     pub imap_port: u16,
     pub pop3_port: u16,
+    /// Implicit-TLS ports (0 unless started with a certificate).
+    pub imaps_port: u16,
+    pub pop3s_port: u16,
 }
 
 /// Test users: (login, password).
@@ -64,6 +172,11 @@ pub const USERS: &[(&str, &str)] = &[
 
 impl Dovecot {
     pub fn start() -> Dovecot {
+        Self::start_tls(None)
+    }
+
+    /// With `cert` (cert, key), Dovecot also listens with implicit TLS (imaps, pop3s).
+    pub fn start_tls(cert: Option<(PathBuf, PathBuf)>) -> Dovecot {
         let bin = ["/usr/sbin/dovecot", "/usr/bin/dovecot"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -74,6 +187,18 @@ impl Dovecot {
         }
         let imap_port = free_port();
         let pop3_port = free_port();
+        let (imaps_port, pop3s_port, ssl) = match &cert {
+            Some((c, k)) => (
+                free_port(),
+                free_port(),
+                format!(
+                    "ssl = yes\nssl_cert = <{}\nssl_key = <{}\n",
+                    c.display(),
+                    k.display()
+                ),
+            ),
+            None => (0, 0, "ssl = no\n".to_string()),
+        };
         let d = dir.display();
         let conf = format!(
             r#"base_dir = {d}/run
@@ -81,8 +206,7 @@ state_dir = {d}/state
 log_path = {d}/dovecot.log
 protocols = imap pop3
 listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
+{ssl}disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
 login_trusted_networks = 127.0.0.0/8
@@ -101,7 +225,8 @@ service imap-login {{
     port = {imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    port = {imaps_port}
+    ssl = yes
   }}
   process_min_avail = 2
 }}
@@ -110,7 +235,8 @@ service pop3-login {{
     port = {pop3_port}
   }}
   inet_listener pop3s {{
-    port = 0
+    port = {pop3s_port}
+    ssl = yes
   }}
 }}
 protocol imap {{
@@ -141,16 +267,30 @@ protocol imap {{
             .spawn()
             .expect("starting dovecot");
         wait_port(imap_port, "dovecot");
+        wait_port(pop3_port, "dovecot pop3");
         Dovecot {
             child,
             dir,
             imap_port,
             pop3_port,
+            imaps_port,
+            pop3s_port,
         }
     }
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.imap_port))
+    }
+
+    /// The backend address for an `Auth-Protocol` value.
+    pub fn addr_for(&self, protocol: &str) -> SocketAddr {
+        let port = match protocol {
+            "pop3" => self.pop3_port,
+            "imapssl" => self.imaps_port,
+            "pop3ssl" => self.pop3s_port,
+            _ => self.imap_port,
+        };
+        SocketAddr::from(([127, 0, 0, 1], port))
     }
 }
 
@@ -191,6 +331,8 @@ pub struct LookupHandler {
     pub port: u16,
     pub log: Arc<LookupLog>,
     pub rules: Arc<Mutex<HashMap<String, Rule>>>,
+    /// Per `Auth-Protocol` backend address, replacing a route's server (IMAP vs POP3 ports).
+    pub protocols: Arc<Mutex<HashMap<String, SocketAddr>>>,
 }
 
 impl LookupHandler {
@@ -200,15 +342,21 @@ impl LookupHandler {
         let port = listener.local_addr().unwrap().port();
         let log = Arc::new(LookupLog::default());
         let rules = Arc::new(Mutex::new(rules));
-        let (l2, r2) = (log.clone(), rules.clone());
+        let protocols = Arc::new(Mutex::new(HashMap::new()));
+        let (l2, r2, p2) = (log.clone(), rules.clone(), protocols.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 l2.connections.fetch_add(1, Ordering::SeqCst);
-                let (log, rules) = (l2.clone(), r2.clone());
-                std::thread::spawn(move || serve_lookup(stream, &log, &rules));
+                let (log, rules, protocols) = (l2.clone(), r2.clone(), p2.clone());
+                std::thread::spawn(move || serve_lookup(stream, &log, &rules, &protocols));
             }
         });
-        LookupHandler { port, log, rules }
+        LookupHandler {
+            port,
+            log,
+            rules,
+            protocols,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -227,7 +375,12 @@ impl LookupHandler {
     }
 }
 
-fn serve_lookup(stream: TcpStream, log: &LookupLog, rules: &Mutex<HashMap<String, Rule>>) {
+fn serve_lookup(
+    stream: TcpStream,
+    log: &LookupLog,
+    rules: &Mutex<HashMap<String, Rule>>,
+    protocols: &Mutex<HashMap<String, SocketAddr>>,
+) {
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     loop {
@@ -250,6 +403,11 @@ fn serve_lookup(stream: TcpStream, log: &LookupLog, rules: &Mutex<HashMap<String
             .find_map(|l| l.strip_prefix("Auth-User: "))
             .unwrap_or("")
             .to_string();
+        let protocol = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Auth-Protocol: "))
+            .unwrap_or("")
+            .to_string();
         let mut rule = rules
             .lock()
             .unwrap()
@@ -266,6 +424,12 @@ fn serve_lookup(stream: TcpStream, log: &LookupLog, rules: &Mutex<HashMap<String
                 account,
                 alias,
             } => {
+                let server = protocols
+                    .lock()
+                    .unwrap()
+                    .get(&protocol)
+                    .copied()
+                    .unwrap_or(server);
                 let mut s = format!(
                     "HTTP/1.1 200 OK\r\nAuth-Status: OK\r\nAuth-Server: {}\r\nAuth-Port: {}\r\n",
                     server.ip(),
@@ -312,6 +476,8 @@ pub struct Opts<'a> {
     /// Further tables.
     pub extra: &'a str,
     pub args: &'a [&'a str],
+    /// Start Dovecot with TLS ports, with a certificate from this CA.
+    pub backend_pki: Option<&'a Pki>,
 }
 
 impl Ringmail {
@@ -523,7 +689,7 @@ impl Env {
 
     /// `o.extra` goes into the `[lookup]` table (after the handler).
     pub fn start_with_opts(o: Opts<'_>) -> Env {
-        let dovecot = Dovecot::start();
+        let dovecot = Dovecot::start_tls(o.backend_pki.map(|p| p.issue("backend.example.test")));
         let mut rules = HashMap::new();
         for (user, _) in USERS {
             rules.insert(
@@ -545,6 +711,13 @@ impl Env {
             },
         );
         let lookup = LookupHandler::start(rules);
+        for p in ["imap", "pop3", "imapssl", "pop3ssl"] {
+            lookup
+                .protocols
+                .lock()
+                .unwrap()
+                .insert(p.into(), dovecot.addr_for(p));
+        }
         let extra = format!("[lookup]\nhandlers = [\"{}\"]\n{}", lookup.url(), o.extra);
         let ringmail = Ringmail::start_opts(Opts { extra: &extra, ..o });
         Env {
