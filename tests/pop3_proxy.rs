@@ -136,11 +136,11 @@ fn lookup_and_backend_down() {
     assert!(c.closed());
 
     let env = Env::start();
-    env.lookup
-        .protocols
-        .lock()
-        .unwrap()
-        .insert("pop3".into(), ([127, 0, 0, 1], free_port()).into());
+    env.lookup.port_for(
+        env.dovecot.addr(),
+        "pop3",
+        ([127, 0, 0, 1], free_port()).into(),
+    );
     let mut c = pop3(&env);
     c.send(b"USER alice@example.com\r\nPASS alicepw\r\n");
     assert_eq!(c.line(), "+OK\r\n");

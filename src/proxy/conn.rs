@@ -6,7 +6,7 @@
 //! Only this file knows whether a connection is encrypted; the session and the relay read and
 //! write [`Chunk`]s.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::ops::Deref;
 use std::sync::Arc;
@@ -35,10 +35,16 @@ impl Deref for Chunk {
 
 pub struct Conn {
     stream: TcpStream,
-    tls: Option<Box<RefCell<rustls::Connection>>>,
-    /// A write is in flight (the relay reads and writes one connection from two tasks).
-    writing: Cell<bool>,
+    tls: Option<Box<Tls>>,
     read_size: usize,
+}
+
+/// rustls state plus a task-local lock that keeps TLS flushes whole: the relay reads a
+/// connection in one task (which may have handshake or key-update records to send) and writes
+/// it in another. Never shared between threads.
+struct Tls {
+    conn: RefCell<rustls::Connection>,
+    flushing: futures_util::lock::Mutex<()>,
 }
 
 fn tls_err(e: rustls::Error) -> io::Error {
@@ -50,7 +56,6 @@ impl Conn {
         Conn {
             stream,
             tls: None,
-            writing: Cell::new(false),
             read_size,
         }
     }
@@ -65,7 +70,7 @@ impl Conn {
 
     /// The ALPN protocol and SNI name the client sent, for logs.
     pub fn server_name(&self) -> Option<String> {
-        match self.tls.as_ref()?.borrow().deref() {
+        match self.tls.as_ref()?.conn.borrow().deref() {
             rustls::Connection::Server(s) => s.server_name().map(str::to_string),
             rustls::Connection::Client(_) => None,
         }
@@ -74,7 +79,7 @@ impl Conn {
     /// Start TLS as the server (implicit TLS, or after STARTTLS/STLS).
     pub async fn accept_tls(mut self, cfg: Arc<rustls::ServerConfig>) -> io::Result<Conn> {
         let c = rustls::ServerConnection::new(cfg).map_err(tls_err)?;
-        self.tls = Some(Box::new(RefCell::new(c.into())));
+        self.tls = Some(Box::new(Tls::new(c.into())));
         self.handshake().await?;
         Ok(self)
     }
@@ -86,16 +91,22 @@ impl Conn {
         name: ServerName<'static>,
     ) -> io::Result<Conn> {
         let c = rustls::ClientConnection::new(cfg, name).map_err(tls_err)?;
-        self.tls = Some(Box::new(RefCell::new(c.into())));
+        self.tls = Some(Box::new(Tls::new(c.into())));
         self.handshake().await?;
         Ok(self)
     }
 
     async fn handshake(&self) -> io::Result<()> {
-        let tls = self.tls.as_ref().expect("handshake on a TLS connection");
+        // invariant: only called right after `tls` was set by accept_tls/connect_tls
+        let tls = &self
+            .tls
+            .as_ref()
+            .expect("handshake on a TLS connection")
+            .conn;
         loop {
             self.flush_tls().await?;
-            if !tls.borrow().is_handshaking() {
+            let handshaking = tls.borrow().is_handshaking();
+            if !handshaking {
                 return Ok(());
             }
             let Some(raw) = self.read_raw(self.read_size).await? else {
@@ -104,7 +115,8 @@ impl Conn {
                     "peer closed during the TLS handshake",
                 ));
             };
-            if let Err(e) = feed(&mut tls.borrow_mut(), &raw) {
+            let fed = feed(&mut tls.borrow_mut(), &raw);
+            if let Err(e) = fed {
                 // send the alert rustls queued, then fail
                 let _ = self.flush_tls().await;
                 return Err(e);
@@ -131,26 +143,33 @@ impl Conn {
 
     /// Read some application bytes (at most about `len`). None is EOF.
     pub async fn read_chunk(&self, len: usize) -> io::Result<Option<Chunk>> {
-        let Some(tls) = &self.tls else {
+        let Some(t) = &self.tls else {
             return self.read_raw(len).await;
         };
+        let tls = &t.conn;
         loop {
-            if let Some(plain) = take_plaintext(&mut tls.borrow_mut(), len)? {
+            let plain = take_plaintext(&mut tls.borrow_mut(), len)?;
+            if let Some(plain) = plain {
                 return Ok(if plain.is_empty() {
                     None
                 } else {
                     Some(Chunk::Owned(plain))
                 });
             }
-            // handshake replies, tickets, key updates: sent here unless a write is in flight
-            // (which sends them itself)
-            if !self.writing.get() && tls.borrow().wants_write() {
-                self.flush_tls().await?;
+            // handshake replies, tickets, key updates: sent here unless a flush is under way
+            // (which sends them itself before it ends)
+            let wants_write = tls.borrow().wants_write();
+            if wants_write {
+                if let Some(guard) = t.flushing.try_lock() {
+                    drop(guard);
+                    self.flush_tls().await?;
+                }
             }
             let Some(raw) = self.read_raw(self.read_size).await? else {
                 return Ok(None);
             };
-            feed(&mut tls.borrow_mut(), &raw)?;
+            let fed = feed(&mut tls.borrow_mut(), &raw);
+            fed?;
         }
     }
 
@@ -170,17 +189,15 @@ impl Conn {
     pub async fn write_chunk(&self, chunk: Chunk) -> io::Result<()> {
         match &self.tls {
             None => {
-                self.writing.set(true);
                 let mut w = &self.stream;
-                let res = match chunk {
+                match chunk {
                     Chunk::Ring(b) => w.write_all(b).await.0,
                     Chunk::Owned(v) => w.write_all(v).await.0,
-                };
-                self.writing.set(false);
-                res
+                }
             }
             Some(tls) => {
-                tls.borrow_mut().writer().write_all(&chunk)?;
+                let written = tls.conn.borrow_mut().writer().write_all(&chunk);
+                written?;
                 drop(chunk);
                 self.flush_tls().await
             }
@@ -194,57 +211,62 @@ impl Conn {
         }
         match &self.tls {
             None => {
-                self.writing.set(true);
                 let mut w = &self.stream;
                 let (res, mut buf) = w.write_all(std::mem::take(data)).await.into();
-                self.writing.set(false);
                 buf.clear();
                 *data = buf;
                 res
             }
             Some(tls) => {
-                tls.borrow_mut().writer().write_all(data)?;
+                let written = tls.conn.borrow_mut().writer().write_all(data);
+                written?;
                 data.clear();
                 self.flush_tls().await
             }
         }
     }
 
-    /// Send everything rustls wants to send.
+    /// Send everything rustls wants to send, one flush at a time.
     async fn flush_tls(&self) -> io::Result<()> {
-        let Some(tls) = &self.tls else {
+        let Some(t) = &self.tls else {
             return Ok(());
         };
-        self.writing.set(true);
-        let res = async {
-            loop {
-                let mut out = Vec::new();
-                {
-                    let mut c = tls.borrow_mut();
-                    while c.wants_write() {
-                        c.write_tls(&mut out)?;
-                    }
+        let _flushing = t.flushing.lock().await;
+        loop {
+            let mut out = Vec::new();
+            {
+                let mut c = t.conn.borrow_mut();
+                while c.wants_write() {
+                    c.write_tls(&mut out)?;
                 }
-                if out.is_empty() {
-                    return Ok(());
-                }
-                let mut w = &self.stream;
-                w.write_all(out).await.0?;
             }
+            if out.is_empty() {
+                return Ok(());
+            }
+            let mut w = &self.stream;
+            w.write_all(out).await.0?;
         }
-        .await;
-        self.writing.set(false);
-        res
     }
 
     /// Close our sending side (TLS: close_notify first).
     pub async fn shutdown(&self) {
         if let Some(tls) = &self.tls {
-            tls.borrow_mut().send_close_notify();
+            {
+                tls.conn.borrow_mut().send_close_notify();
+            }
             let _ = self.flush_tls().await;
         }
         let mut w = &self.stream;
         let _ = w.shutdown().await;
+    }
+}
+
+impl Tls {
+    fn new(conn: rustls::Connection) -> Tls {
+        Tls {
+            conn: RefCell::new(conn),
+            flushing: futures_util::lock::Mutex::new(()),
+        }
     }
 }
 

@@ -257,8 +257,13 @@ async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListen
         }
         let w = worker.clone();
         compio::runtime::spawn(async move {
+            use futures_util::FutureExt;
             w.connections.set(w.connections.get() + 1);
-            super::session::serve(&w, spec, stream, peer).await;
+            // a bug in one session must not take the worker and its other sessions down
+            let session = std::panic::AssertUnwindSafe(super::session::serve(&w, spec, stream, peer));
+            if session.catch_unwind().await.is_err() {
+                tracing::error!(worker = w.id, client = %peer, "session panicked; connection dropped");
+            }
             w.connections.set(w.connections.get() - 1);
         })
         .detach();

@@ -331,8 +331,9 @@ pub struct LookupHandler {
     pub port: u16,
     pub log: Arc<LookupLog>,
     pub rules: Arc<Mutex<HashMap<String, Rule>>>,
-    /// Per `Auth-Protocol` backend address, replacing a route's server (IMAP vs POP3 ports).
-    pub protocols: Arc<Mutex<HashMap<String, SocketAddr>>>,
+    /// (route server, `Auth-Protocol`) → the address to answer instead: a backend host has
+    /// one port per protocol, as the Zimbra servlet picks them.
+    pub protocols: Arc<Mutex<HashMap<(SocketAddr, String), SocketAddr>>>,
 }
 
 impl LookupHandler {
@@ -370,6 +371,14 @@ impl LookupHandler {
         self.log.requests.load(Ordering::SeqCst)
     }
 
+    /// Routes to `server` for `protocol` go to `addr` instead.
+    pub fn port_for(&self, server: SocketAddr, protocol: &str, addr: SocketAddr) {
+        self.protocols
+            .lock()
+            .unwrap()
+            .insert((server, protocol.into()), addr);
+    }
+
     pub fn set(&self, user: &str, rule: Rule) {
         self.rules.lock().unwrap().insert(user.into(), rule);
     }
@@ -379,7 +388,7 @@ fn serve_lookup(
     stream: TcpStream,
     log: &LookupLog,
     rules: &Mutex<HashMap<String, Rule>>,
-    protocols: &Mutex<HashMap<String, SocketAddr>>,
+    protocols: &Mutex<HashMap<(SocketAddr, String), SocketAddr>>,
 ) {
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
@@ -427,7 +436,7 @@ fn serve_lookup(
                 let server = protocols
                     .lock()
                     .unwrap()
-                    .get(&protocol)
+                    .get(&(server, protocol.clone()))
                     .copied()
                     .unwrap_or(server);
                 let mut s = format!(
@@ -711,12 +720,8 @@ impl Env {
             },
         );
         let lookup = LookupHandler::start(rules);
-        for p in ["imap", "pop3", "imapssl", "pop3ssl"] {
-            lookup
-                .protocols
-                .lock()
-                .unwrap()
-                .insert(p.into(), dovecot.addr_for(p));
+        for p in ["pop3", "imapssl", "pop3ssl"] {
+            lookup.port_for(dovecot.addr(), p, dovecot.addr_for(p));
         }
         let extra = format!("[lookup]\nhandlers = [\"{}\"]\n{}", lookup.url(), o.extra);
         let ringmail = Ringmail::start_opts(Opts { extra: &extra, ..o });
