@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-# Install what the tests need on a fresh Debian machine (Dovecot, memcached, curl, python3,
 # openssl),
 # then run every test of the workspace. Used by the README and by .ci/run.
 set -euo pipefail
@@ -7,7 +6,6 @@ cd "$(dirname "$0")/.."
 
 need=()
 command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd dovecot-pop3d)
-command -v memcached >/dev/null 2>&1 || [ -x /usr/bin/memcached ] || need+=(memcached)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
