@@ -86,14 +86,29 @@ impl Client {
                 .await
                 .map_err(|e| Failure(ErrorKind::Tls, e.to_string()))?;
         }
-        let mut c = Client { conn, buf: Vec::new(), received: 0 };
+        let mut c = Client {
+            conn,
+            buf: Vec::new(),
+            received: 0,
+        };
         let greeting = c.line().await?;
-        let ok = if t.pop3 { greeting.starts_with(b"+OK") } else { greeting.starts_with(b"* OK") };
+        let ok = if t.pop3 {
+            greeting.starts_with(b"+OK")
+        } else {
+            greeting.starts_with(b"* OK")
+        };
         if !ok {
-            return Err(Failure(ErrorKind::Greeting, String::from_utf8_lossy(&greeting).into()));
+            return Err(Failure(
+                ErrorKind::Greeting,
+                String::from_utf8_lossy(&greeting).into(),
+            ));
         }
         if t.tls == TlsMode::Starttls {
-            let (cmd, ok): (&[u8], &[u8]) = if t.pop3 { (b"STLS\r\n", b"+OK") } else { (b"S STARTTLS\r\n", b"S OK") };
+            let (cmd, ok): (&[u8], &[u8]) = if t.pop3 {
+                (b"STLS\r\n", b"+OK")
+            } else {
+                (b"S STARTTLS\r\n", b"S OK")
+            };
             c.send(cmd).await?;
             let l = c.line().await?;
             if !l.starts_with(ok) {
@@ -174,7 +189,10 @@ impl Client {
         if l[tag.len() + 1..].starts_with(b"OK") {
             Ok(())
         } else {
-            Err(Failure(ErrorKind::Refused, String::from_utf8_lossy(&l).trim_end().into()))
+            Err(Failure(
+                ErrorKind::Refused,
+                String::from_utf8_lossy(&l).trim_end().into(),
+            ))
         }
     }
 
@@ -185,7 +203,10 @@ impl Client {
         if l.starts_with(b"+OK") {
             Ok(l)
         } else {
-            Err(Failure(ErrorKind::Refused, String::from_utf8_lossy(&l).trim_end().into()))
+            Err(Failure(
+                ErrorKind::Refused,
+                String::from_utf8_lossy(&l).trim_end().into(),
+            ))
         }
     }
 
@@ -211,14 +232,21 @@ fn literal_len(line: &[u8]) -> Option<usize> {
     let l = line.strip_suffix(b"\r\n")?;
     let l = l.strip_suffix(b"}")?;
     let open = l.iter().rposition(|&b| b == b'{')?;
-    std::str::from_utf8(&l[open + 1..]).ok()?.trim_end_matches('+').parse().ok()
+    std::str::from_utf8(&l[open + 1..])
+        .ok()?
+        .trim_end_matches('+')
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn literals() {
-        assert_eq!(super::literal_len(b"* 1 FETCH (BODY[] {1048576}\r\n"), Some(1048576));
+        assert_eq!(
+            super::literal_len(b"* 1 FETCH (BODY[] {1048576}\r\n"),
+            Some(1048576)
+        );
         assert_eq!(super::literal_len(b"a OK done\r\n"), None);
     }
 }

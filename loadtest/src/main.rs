@@ -123,12 +123,17 @@ fn runtime() -> std::io::Result<compio::runtime::Runtime> {
     p.capacity(4096)
         .buffer_pool_size(std::num::NonZero::new(1024).unwrap_or(std::num::NonZero::<u16>::MIN))
         .buffer_pool_buffer_len(65536);
-    compio::runtime::RuntimeBuilder::new().with_proactor(p).build()
+    compio::runtime::RuntimeBuilder::new()
+        .with_proactor(p)
+        .build()
 }
 
 /// Raise the open-files soft limit to the hard one; refuse a plan that still cannot fit.
 fn check_fds(needed: u64) -> anyhow::Result<()> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
@@ -156,8 +161,14 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async move {
                 let imap = servers::listener(a.imap)?;
                 let pop3 = servers::listener(a.pop3)?;
-                eprintln!("loadtest backend: IMAP {} POP3 {} (message {} bytes)", a.imap, a.pop3, a.message_size);
-                let b = Rc::new(servers::Backend { password: a.password, message: servers::make_message(a.message_size) });
+                eprintln!(
+                    "loadtest backend: IMAP {} POP3 {} (message {} bytes)",
+                    a.imap, a.pop3, a.message_size
+                );
+                let b = Rc::new(servers::Backend {
+                    password: a.password,
+                    message: servers::make_message(a.message_size),
+                });
                 servers::serve_backend(Some(imap), Some(pop3), b).await;
                 anyhow::Ok(())
             })
@@ -166,8 +177,18 @@ fn main() -> anyhow::Result<()> {
             let rt = runtime()?;
             rt.block_on(async move {
                 let l = servers::listener(a.listen)?;
-                eprintln!("loadtest lookup: {} -> IMAP {} POP3 {}", a.listen, a.imap_backend, a.pop3_backend);
-                servers::serve_lookup(l, Rc::new(servers::Routes { imap: a.imap_backend, pop3: a.pop3_backend })).await;
+                eprintln!(
+                    "loadtest lookup: {} -> IMAP {} POP3 {}",
+                    a.listen, a.imap_backend, a.pop3_backend
+                );
+                servers::serve_lookup(
+                    l,
+                    Rc::new(servers::Routes {
+                        imap: a.imap_backend,
+                        pop3: a.pop3_backend,
+                    }),
+                )
+                .await;
                 anyhow::Ok(())
             })
         }
@@ -233,13 +254,20 @@ struct Plan {
 
 impl Plan {
     fn login(&self, n: u64) -> (String, String) {
-        let user = self.args.user.replace("{n}", &(n % self.args.users.max(1)).to_string());
+        let user = self
+            .args
+            .user
+            .replace("{n}", &(n % self.args.users.max(1)).to_string());
         let pass = self.args.password.replace("{user}", &user);
         (user, pass)
     }
 
     fn done(&self, shared: &Shared) -> bool {
-        Instant::now() >= self.deadline || self.args.count.is_some_and(|c| shared.ops.load(Ordering::Relaxed) >= c)
+        Instant::now() >= self.deadline
+            || self
+                .args
+                .count
+                .is_some_and(|c| shared.ops.load(Ordering::Relaxed) >= c)
     }
 }
 
@@ -250,13 +278,19 @@ async fn logged_in(p: &Plan, n: u64) -> Res<Client> {
         c.pop3_ok(&format!("USER {user}")).await?;
         c.pop3_ok(&format!("PASS {pass}")).await?;
     } else {
-        c.imap_ok("L", &format!("LOGIN \"{user}\" \"{pass}\"")).await?;
+        c.imap_ok("L", &format!("LOGIN \"{user}\" \"{pass}\""))
+            .await?;
     }
     Ok(c)
 }
 
 /// One connection slot of a loop scenario.
-async fn looping(p: Rc<Plan>, slot: u64, shared: Arc<Shared>, stats: Rc<std::cell::RefCell<ThreadStats>>) {
+async fn looping(
+    p: Rc<Plan>,
+    slot: u64,
+    shared: Arc<Shared>,
+    stats: Rc<std::cell::RefCell<ThreadStats>>,
+) {
     let mut n = slot;
     // sessions that stay logged in
     let mut session: Option<Client> = None;
@@ -318,7 +352,12 @@ async fn looping(p: Rc<Plan>, slot: u64, shared: Arc<Shared>, stats: Rc<std::cel
 }
 
 /// One idle session: LOGIN, SELECT, IDLE, hold until the deadline, DONE, LOGOUT.
-async fn idle_session(p: Rc<Plan>, n: u64, shared: Arc<Shared>, stats: Rc<std::cell::RefCell<ThreadStats>>) {
+async fn idle_session(
+    p: Rc<Plan>,
+    n: u64,
+    shared: Arc<Shared>,
+    stats: Rc<std::cell::RefCell<ThreadStats>>,
+) {
     let t = Instant::now();
     let r: Res<Client> = async {
         let mut c = logged_in(&p, n).await?;
@@ -326,14 +365,20 @@ async fn idle_session(p: Rc<Plan>, n: u64, shared: Arc<Shared>, stats: Rc<std::c
         c.send(b"I IDLE\r\n").await?;
         let l = c.line().await?;
         if !l.starts_with(b"+") {
-            return Err(Failure(ErrorKind::Protocol, String::from_utf8_lossy(&l).into()));
+            return Err(Failure(
+                ErrorKind::Protocol,
+                String::from_utf8_lossy(&l).into(),
+            ));
         }
         Ok(c)
     }
     .await;
     match r {
         Ok(mut c) => {
-            let _ = stats.borrow_mut().hist.record((t.elapsed().as_micros() as u64).max(1));
+            let _ = stats
+                .borrow_mut()
+                .hist
+                .record((t.elapsed().as_micros() as u64).max(1));
             shared.established.fetch_add(1, Ordering::Relaxed);
             shared.ops.fetch_add(1, Ordering::Relaxed);
             compio::time::sleep_until(p.deadline).await;
@@ -381,7 +426,9 @@ async fn thread_main(idx: usize, p: Rc<Plan>, shared: Arc<Shared>) -> ThreadStat
     for t in tasks {
         let _ = t.await;
     }
-    Rc::try_unwrap(stats).map(|s| s.into_inner()).unwrap_or_else(|_| ThreadStats::new())
+    Rc::try_unwrap(stats)
+        .map(|s| s.into_inner())
+        .unwrap_or_else(|_| ThreadStats::new())
 }
 
 #[derive(serde::Serialize)]
@@ -417,7 +464,12 @@ fn run(scenario: Scenario, args: RunArgs) -> anyhow::Result<()> {
         TlsMode::Off => None,
         _ => Some(client::tls_config(args.ca.as_deref())?),
     };
-    let target = Target { addr: args.target, tls: args.tls, tls_config, pop3: scenario == Scenario::Pop3 };
+    let target = Target {
+        addr: args.target,
+        tls: args.tls,
+        tls_config,
+        pop3: scenario == Scenario::Pop3,
+    };
     let open_time = Duration::from_secs_f64(args.sessions as f64 / args.rate.max(0.001));
     let start = Instant::now();
     let deadline = match scenario {
@@ -430,12 +482,21 @@ fn run(scenario: Scenario, args: RunArgs) -> anyhow::Result<()> {
     let mut handles = Vec::new();
     for idx in 0..args.threads.max(1) {
         let (shared, args, target) = (shared.clone(), args.clone(), target.clone());
-        handles.push(std::thread::Builder::new().name(format!("loadtest-{idx}")).spawn(move || {
-            let rt = runtime().expect("io_uring runtime for the load generator");
-            let plan = Rc::new(Plan { scenario, target, args, deadline });
-            let s = rt.block_on(thread_main(idx, plan, shared));
-            (s.hist, s.errors, s.first_errors)
-        })?);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("loadtest-{idx}"))
+                .spawn(move || {
+                    let rt = runtime().expect("io_uring runtime for the load generator");
+                    let plan = Rc::new(Plan {
+                        scenario,
+                        target,
+                        args,
+                        deadline,
+                    });
+                    let s = rt.block_on(thread_main(idx, plan, shared));
+                    (s.hist, s.errors, s.first_errors)
+                })?,
+        );
     }
     // progress, and for idle the memory sample once every session is open
     let mut loaded = None;
@@ -443,7 +504,9 @@ fn run(scenario: Scenario, args: RunArgs) -> anyhow::Result<()> {
     while handles.iter().any(|h| !h.is_finished()) {
         std::thread::sleep(Duration::from_millis(200));
         if scenario == Scenario::Idle && loaded.is_none() {
-            let all_open = shared.established.load(Ordering::Relaxed) + shared.errors.load(Ordering::Relaxed) >= args.sessions;
+            let all_open = shared.established.load(Ordering::Relaxed)
+                + shared.errors.load(Ordering::Relaxed)
+                >= args.sessions;
             if all_open || Instant::now() + args.hold >= deadline {
                 std::thread::sleep(Duration::from_secs(2));
                 loaded = Some(procstat::sample_all(&args.pid));
@@ -469,7 +532,9 @@ fn run(scenario: Scenario, args: RunArgs) -> anyhow::Result<()> {
     let mut errors = BTreeMap::new();
     let mut first_errors = Vec::new();
     for h in handles {
-        let (hh, e, f) = h.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))?;
+        let (hh, e, f) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))?;
         hist.add(hh)?;
         for (k, v) in e {
             *errors.entry(format!("{k:?}")).or_default() += v;
@@ -523,8 +588,14 @@ fn run(scenario: Scenario, args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn print_table(r: &Report) {
-    println!("scenario   {:?} {} -> {} (tls {:?})", r.scenario, r.label, r.target, r.tls);
-    println!("ops        {} in {:.1} s = {:.0}/s", r.ops, r.seconds, r.ops_per_s);
+    println!(
+        "scenario   {:?} {} -> {} (tls {:?})",
+        r.scenario, r.label, r.target, r.tls
+    );
+    println!(
+        "ops        {} in {:.1} s = {:.0}/s",
+        r.ops, r.seconds, r.ops_per_s
+    );
     let l = &r.latency_us;
     println!(
         "latency µs p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
@@ -546,7 +617,11 @@ fn print_table(r: &Report) {
         println!("cpu/GB     {v:.2} s");
     }
     if let Some(v) = r.bytes_per_session {
-        println!("memory     {v:.0} bytes of RSS per idle session ({} -> {} bytes)", r.rss_before.unwrap_or(0), r.rss_loaded.unwrap_or(0));
+        println!(
+            "memory     {v:.0} bytes of RSS per idle session ({} -> {} bytes)",
+            r.rss_before.unwrap_or(0),
+            r.rss_loaded.unwrap_or(0)
+        );
     }
     if r.errors.is_empty() {
         println!("errors     none");

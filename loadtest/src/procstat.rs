@@ -14,7 +14,11 @@ pub struct Sample {
 fn ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions; it only reads a system constant.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
 }
 
 /// Read /proc/<pid>/stat and /proc/<pid>/status.
@@ -39,10 +43,12 @@ pub fn sample(pid: u32) -> std::io::Result<Sample> {
 
 /// Sum over several processes.
 pub fn sample_all(pids: &[u32]) -> Sample {
-    pids.iter().filter_map(|p| sample(*p).ok()).fold(Sample::default(), |a, s| Sample {
-        cpu: a.cpu + s.cpu,
-        rss: a.rss + s.rss,
-    })
+    pids.iter()
+        .filter_map(|p| sample(*p).ok())
+        .fold(Sample::default(), |a, s| Sample {
+            cpu: a.cpu + s.cpu,
+            rss: a.rss + s.rss,
+        })
 }
 
 #[cfg(test)]

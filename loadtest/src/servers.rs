@@ -20,7 +20,10 @@ pub struct Backend {
 
 impl Backend {
     fn password_ok(&self, user: &[u8], pass: &[u8]) -> bool {
-        self.password.replace("{user}", &String::from_utf8_lossy(user)).as_bytes() == pass
+        self.password
+            .replace("{user}", &String::from_utf8_lossy(user))
+            .as_bytes()
+            == pass
     }
 }
 
@@ -48,11 +51,15 @@ pub fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve_backend(imap: Option<TcpListener>, pop3: Option<TcpListener>, b: Rc<Backend>) {
     let imap = imap.map(|l| {
         let b = b.clone();
-        compio::runtime::spawn(accept(l, move |s| compio::runtime::spawn(imap_session(s, b.clone())).detach()))
+        compio::runtime::spawn(accept(l, move |s| {
+            compio::runtime::spawn(imap_session(s, b.clone())).detach()
+        }))
     });
     let pop3 = pop3.map(|l| {
         let b = b.clone();
-        compio::runtime::spawn(accept(l, move |s| compio::runtime::spawn(pop3_session(s, b.clone())).detach()))
+        compio::runtime::spawn(accept(l, move |s| {
+            compio::runtime::spawn(pop3_session(s, b.clone())).detach()
+        }))
     });
     if let Some(t) = imap {
         let _ = t.await;
@@ -90,7 +97,8 @@ impl Lines {
                 }
                 return Some(l);
             }
-            if self.buf.len() > 65536 || self.conn.read_into(&mut self.buf, 16384).await.ok()? == 0 {
+            if self.buf.len() > 65536 || self.conn.read_into(&mut self.buf, 16384).await.ok()? == 0
+            {
                 return None;
             }
         }
@@ -121,7 +129,11 @@ async fn imap_command(io: &mut Lines) -> Option<Vec<Vec<u8>>> {
     let mut tokens = Vec::new();
     loop {
         let line = io.line().await?;
-        let line = line.strip_suffix(b"\r\n").or(line.strip_suffix(b"\n")).unwrap_or(&line).to_vec();
+        let line = line
+            .strip_suffix(b"\r\n")
+            .or(line.strip_suffix(b"\n"))
+            .unwrap_or(&line)
+            .to_vec();
         let mut rest: &[u8] = &line;
         let mut literal = None;
         while !rest.is_empty() {
@@ -132,7 +144,10 @@ async fn imap_command(io: &mut Lines) -> Option<Vec<Vec<u8>>> {
                 break;
             }
             if rest[0] == b'"' {
-                let end = rest[1..].iter().position(|&b| b == b'"').map_or(rest.len(), |p| p + 1);
+                let end = rest[1..]
+                    .iter()
+                    .position(|&b| b == b'"')
+                    .map_or(rest.len(), |p| p + 1);
                 tokens.push(rest[1..end.min(rest.len())].to_vec());
                 rest = &rest[(end + 1).min(rest.len())..];
             } else if rest[0] == b'{' && rest.ends_with(b"}") {
@@ -141,7 +156,10 @@ async fn imap_command(io: &mut Lines) -> Option<Vec<Vec<u8>>> {
                     Some(d) => (d, false),
                     None => (spec, true),
                 };
-                literal = Some((std::str::from_utf8(digits).ok()?.parse::<usize>().ok()?, sync));
+                literal = Some((
+                    std::str::from_utf8(digits).ok()?.parse::<usize>().ok()?,
+                    sync,
+                ));
                 rest = &[];
             } else {
                 let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
@@ -165,13 +183,17 @@ async fn imap_command(io: &mut Lines) -> Option<Vec<Vec<u8>>> {
 }
 
 async fn imap_session(stream: TcpStream, b: Rc<Backend>) {
-    let mut io = Lines { conn: Conn::plain(stream, 16384), buf: Vec::new() };
+    let mut io = Lines {
+        conn: Conn::plain(stream, 16384),
+        buf: Vec::new(),
+    };
     let _ = imap_loop(&mut io, &b).await;
     io.conn.shutdown().await;
 }
 
 async fn imap_loop(io: &mut Lines, b: &Backend) -> Option<()> {
-    io.send(b"* OK [CAPABILITY IMAP4rev1 ID IDLE LITERAL+ AUTH=PLAIN] loadtest backend ready\r\n").await?;
+    io.send(b"* OK [CAPABILITY IMAP4rev1 ID IDLE LITERAL+ AUTH=PLAIN] loadtest backend ready\r\n")
+        .await?;
     let mut logged_in = false;
     loop {
         let t = imap_command(io).await?;
@@ -242,7 +264,10 @@ async fn imap_loop(io: &mut Lines, b: &Backend) -> Option<()> {
 }
 
 async fn pop3_session(stream: TcpStream, b: Rc<Backend>) {
-    let mut io = Lines { conn: Conn::plain(stream, 16384), buf: Vec::new() };
+    let mut io = Lines {
+        conn: Conn::plain(stream, 16384),
+        buf: Vec::new(),
+    };
     let _ = pop3_loop(&mut io, &b).await;
     io.conn.shutdown().await;
 }
@@ -265,7 +290,12 @@ async fn pop3_loop(io: &mut Lines, b: &Backend) -> Option<()> {
             }
             b"PASS" => {
                 logged_in = b.password_ok(&user, arg);
-                io.send(if logged_in { b"+OK Logged in.\r\n".as_slice() } else { b"-ERR [AUTH] Authentication failed.\r\n" }).await?
+                io.send(if logged_in {
+                    b"+OK Logged in.\r\n".as_slice()
+                } else {
+                    b"-ERR [AUTH] Authentication failed.\r\n"
+                })
+                .await?
             }
             b"AUTH" => {
                 let ir = match arg.split(|&b| b == b' ').nth(1) {
@@ -276,15 +306,30 @@ async fn pop3_loop(io: &mut Lines, b: &Backend) -> Option<()> {
                     }
                 };
                 logged_in = matches!(ringmail::sasl::decode_plain(&ir), Ok(p) if b.password_ok(&p.authcid, &p.password));
-                io.send(if logged_in { b"+OK Logged in.\r\n".as_slice() } else { b"-ERR [AUTH] Authentication failed.\r\n" }).await?
+                io.send(if logged_in {
+                    b"+OK Logged in.\r\n".as_slice()
+                } else {
+                    b"-ERR [AUTH] Authentication failed.\r\n"
+                })
+                .await?
             }
             b"XOIP" | b"NOOP" => io.send(b"+OK\r\n").await?,
-            b"CAPA" => io.send(b"+OK\r\nUSER\r\nSASL PLAIN\r\nTOP\r\nUIDL\r\n.\r\n").await?,
-            b"STAT" if logged_in => io.send(format!("+OK 1 {}\r\n", b.message.len()).as_bytes()).await?,
-            b"LIST" if logged_in => io.send(format!("+OK 1 messages\r\n1 {}\r\n.\r\n", b.message.len()).as_bytes()).await?,
+            b"CAPA" => {
+                io.send(b"+OK\r\nUSER\r\nSASL PLAIN\r\nTOP\r\nUIDL\r\n.\r\n")
+                    .await?
+            }
+            b"STAT" if logged_in => {
+                io.send(format!("+OK 1 {}\r\n", b.message.len()).as_bytes())
+                    .await?
+            }
+            b"LIST" if logged_in => {
+                io.send(format!("+OK 1 messages\r\n1 {}\r\n.\r\n", b.message.len()).as_bytes())
+                    .await?
+            }
             b"UIDL" if logged_in => io.send(b"+OK\r\n1 msg1\r\n.\r\n").await?,
             b"RETR" if logged_in => {
-                io.send(format!("+OK {} octets\r\n", b.message.len()).as_bytes()).await?;
+                io.send(format!("+OK {} octets\r\n", b.message.len()).as_bytes())
+                    .await?;
                 io.send_static(b.message).await?;
                 io.send(b".\r\n").await?;
             }
@@ -304,11 +349,17 @@ pub struct Routes {
 }
 
 pub async fn serve_lookup(l: TcpListener, routes: Rc<Routes>) {
-    accept(l, move |s| compio::runtime::spawn(lookup_session(s, routes.clone())).detach()).await
+    accept(l, move |s| {
+        compio::runtime::spawn(lookup_session(s, routes.clone())).detach()
+    })
+    .await
 }
 
 async fn lookup_session(stream: TcpStream, routes: Rc<Routes>) {
-    let mut io = Lines { conn: Conn::plain(stream, 4096), buf: Vec::new() };
+    let mut io = Lines {
+        conn: Conn::plain(stream, 4096),
+        buf: Vec::new(),
+    };
     loop {
         let mut head = Vec::new();
         loop {
@@ -329,7 +380,11 @@ async fn lookup_session(stream: TcpStream, routes: Rc<Routes>) {
             })
         };
         let proto = header("Auth-Protocol").unwrap_or_default();
-        let server = if proto.starts_with("pop3") { routes.pop3 } else { routes.imap };
+        let server = if proto.starts_with("pop3") {
+            routes.pop3
+        } else {
+            routes.imap
+        };
         let mut resp = format!(
             "HTTP/1.{} 200 OK\r\nAuth-Status: OK\r\nAuth-Server: {}\r\nAuth-Port: {}\r\n",
             if http10 { 0 } else { 1 },
@@ -339,7 +394,11 @@ async fn lookup_session(stream: TcpStream, routes: Rc<Routes>) {
         if let Some(user) = header("Auth-User") {
             resp.push_str(&format!("Auth-User: {user}\r\nAuth-Cache-Alias: FALSE\r\n"));
         }
-        resp.push_str(if http10 { "Connection: close\r\n\r\n" } else { "Content-Length: 0\r\n\r\n" });
+        resp.push_str(if http10 {
+            "Connection: close\r\n\r\n"
+        } else {
+            "Content-Length: 0\r\n\r\n"
+        });
         if io.send(resp.as_bytes()).await.is_none() || http10 {
             io.conn.shutdown().await;
             return;

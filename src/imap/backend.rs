@@ -4,6 +4,11 @@
 //! whether the login succeeded (the backend's answer to forward to the client), was rejected
 //! (the answer to relay before the failed-login delay), or failed (an unexpected reply or a
 //! protocol violation). The connect, the timer and the relay belong to the session.
+//!
+//! When the greeting advertises `LITERAL+` (for LOGIN) or `SASL-IR` (for AUTHENTICATE PLAIN),
+//! the ID and the whole login go out in one write, with no continuation round trips; otherwise
+//! each step waits for its answer, as Zimbra's nginx does. ID carries its own tag
+//! (`<client tag>-ID`) so that its answer can never be taken for the login's.
 #![forbid(unsafe_code)]
 
 use crate::login::{AuthKind, BackendSide, Credentials, Progress, ReplayParams};
@@ -28,6 +33,8 @@ pub struct Replay<'a> {
 enum State {
     Greeting,
     IdAnswer,
+    /// ID and login were sent together; skip the ID answer, then the login's.
+    IdAnswerPipelined,
     /// Waiting for `+` after `LOGIN {n}` (user) or after the user literal (password).
     LiteralUser,
     LiteralPass,
@@ -45,7 +52,10 @@ pub struct BackendLogin {
     pending: Vec<Vec<u8>>,
     /// The first command after the greeting (and ID).
     login_cmd: Vec<u8>,
+    /// The whole login in one write, and the capability the backend must advertise for it.
+    oneshot: (Vec<u8>, &'static [u8]),
     id_cmd: Option<Vec<u8>>,
+    id_tag: Vec<u8>,
     response: Vec<u8>,
 }
 
@@ -90,7 +100,7 @@ impl BackendLogin {
                 format!("{}(ringmail/{})", c.proxy_ip, env!("CARGO_PKG_VERSION")).as_bytes(),
             );
             let mut cmd = tag.clone();
-            cmd.extend_from_slice(b" ID (\"X-ORIGINATING-IP\" ");
+            cmd.extend_from_slice(b"-ID ID (\"X-ORIGINATING-IP\" ");
             quote(&mut cmd, c.client_ip.to_string().as_bytes());
             cmd.extend_from_slice(b" \"name\" ");
             quote(&mut cmd, r.own_name.as_bytes());
@@ -103,8 +113,9 @@ impl BackendLogin {
         });
 
         let mut login_cmd = tag.clone();
+        let mut oneshot = tag.clone();
         let mut pending = Vec::new();
-        match creds.kind {
+        let needs: &'static [u8] = match creds.kind {
             AuthKind::SaslPlain => {
                 login_cmd.extend_from_slice(b" AUTHENTICATE PLAIN\r\n");
                 let ir = match &creds.authcid {
@@ -112,16 +123,25 @@ impl BackendLogin {
                     Some(authcid) => encode_plain(&user, authcid, password),
                     None => encode_plain(b"", &user, password),
                 };
+                oneshot.extend_from_slice(format!(" AUTHENTICATE PLAIN {ir}\r\n").as_bytes());
                 pending.push(format!("{ir}\r\n").into_bytes());
+                b"SASL-IR"
             }
             AuthKind::Login | AuthKind::SaslLogin if c.literal_auth => {
-                login_cmd.extend_from_slice(format!(" LOGIN {{{}}}\r\n", user.len()).as_bytes());
-                let mut u = user.clone();
-                u.extend_from_slice(format!(" {{{}}}\r\n", password.len()).as_bytes());
-                pending.push(u);
-                let mut p = password.to_vec();
-                p.extend_from_slice(b"\r\n");
-                pending.push(p);
+                let (u, p) = (user.len(), password.len());
+                login_cmd.extend_from_slice(format!(" LOGIN {{{u}}}\r\n").as_bytes());
+                oneshot.extend_from_slice(format!(" LOGIN {{{u}+}}\r\n").as_bytes());
+                oneshot.extend_from_slice(&user);
+                oneshot.extend_from_slice(format!(" {{{p}+}}\r\n").as_bytes());
+                oneshot.extend_from_slice(password);
+                oneshot.extend_from_slice(b"\r\n");
+                let mut lu = user.clone();
+                lu.extend_from_slice(format!(" {{{p}}}\r\n").as_bytes());
+                pending.push(lu);
+                let mut lp = password.to_vec();
+                lp.extend_from_slice(b"\r\n");
+                pending.push(lp);
+                b"LITERAL+"
             }
             AuthKind::Login | AuthKind::SaslLogin => {
                 login_cmd.extend_from_slice(b" LOGIN ");
@@ -129,17 +149,27 @@ impl BackendLogin {
                 login_cmd.push(b' ');
                 quote(&mut login_cmd, password);
                 login_cmd.extend_from_slice(b"\r\n");
+                oneshot = login_cmd.clone();
+                b""
             }
-        }
+        };
         pending.reverse();
+        let mut id_tag = tag.clone();
+        id_tag.extend_from_slice(b"-ID");
         BackendLogin {
             tag,
             state: State::Greeting,
             pending,
             login_cmd,
+            oneshot: (oneshot, needs),
             id_cmd,
+            id_tag,
             response: Vec::new(),
         }
+    }
+
+    fn tagged_by(tag: &[u8], line: &[u8]) -> bool {
+        line.len() > tag.len() && line.starts_with(tag) && line[tag.len()] == b' '
     }
 
     fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Progress> {
@@ -155,22 +185,44 @@ impl BackendLogin {
                     self.state = State::Done;
                     return failed("reading the backend greeting");
                 }
-                match self.id_cmd.take() {
-                    Some(id) => {
+                let (oneshot, needs) = &self.oneshot;
+                let pipelined = needs.is_empty() || advertises(line, needs);
+                match (self.id_cmd.take(), pipelined) {
+                    (Some(id), true) => {
+                        out.extend_from_slice(&id);
+                        out.extend_from_slice(oneshot);
+                        self.state = State::IdAnswerPipelined;
+                    }
+                    (None, true) => {
+                        out.extend_from_slice(oneshot);
+                        self.state = State::Final;
+                    }
+                    (Some(id), false) => {
                         out.extend_from_slice(&id);
                         self.state = State::IdAnswer;
                     }
-                    None => self.start_login(out),
+                    (None, false) => self.start_login(out),
                 }
                 None
             }
             State::IdAnswer => {
                 // untagged ID data is skipped; any tagged answer (a backend without ID says
                 // BAD) lets the login go on
-                if self.is_tagged(line) {
+                if Self::tagged_by(&self.id_tag, line) {
                     self.start_login(out);
                 }
                 None
+            }
+            State::IdAnswerPipelined => {
+                if Self::tagged_by(&self.id_tag, line) {
+                    self.state = State::Final;
+                    None
+                } else if self.is_tagged(line) {
+                    self.state = State::Final;
+                    self.line(line, out)
+                } else {
+                    None
+                }
             }
             State::LiteralUser | State::LiteralPass | State::PlainContinue => {
                 if line.starts_with(b"+") {
@@ -213,7 +265,7 @@ impl BackendLogin {
     }
 
     fn is_tagged(&self, line: &[u8]) -> bool {
-        line.len() > self.tag.len() && line.starts_with(&self.tag) && line[self.tag.len()] == b' '
+        Self::tagged_by(&self.tag, line)
     }
 
     fn start_login(&mut self, out: &mut Vec<u8>) {
@@ -256,6 +308,21 @@ impl BackendSide for BackendLogin {
         }
         (pos, Progress::NeedMore)
     }
+}
+
+/// Whether a greeting's `[CAPABILITY ...]` code lists `cap`.
+fn advertises(greeting: &[u8], cap: &[u8]) -> bool {
+    let Some(start) = greeting
+        .windows(12)
+        .position(|w| w.eq_ignore_ascii_case(b"[CAPABILITY "))
+    else {
+        return false;
+    };
+    let rest = &greeting[start + 12..];
+    let end = rest.iter().position(|&b| b == b']').unwrap_or(rest.len());
+    rest[..end]
+        .split(|&b| b == b' ')
+        .any(|c| c.eq_ignore_ascii_case(cap))
 }
 
 #[cfg(test)]
@@ -318,10 +385,10 @@ mod tests {
             &[
                 (
                     b"* OK Dovecot ready.\r\n",
-                    b"a1 ID (\"X-ORIGINATING-IP\" \"198.51.100.7\" \"name\" \"ringmail\" \
+                    b"a1-ID ID (\"X-ORIGINATING-IP\" \"198.51.100.7\" \"name\" \"ringmail\" \
                       \"version\" \"1.0\" \"X-VIA\" \"Thunderbird/115.0,192.0.2.10(ringmail/0.1.0)\")\r\n",
                 ),
-                (b"* ID NIL\r\na1 OK ID completed.\r\n", b"a1 LOGIN {20}\r\n"),
+                (b"* ID NIL\r\na1-ID OK ID completed.\r\n", b"a1 LOGIN {20}\r\n"),
                 (b"+ OK\r\n", b"alice@example.com/tb {3}\r\n"),
                 (b"+ OK\r\n", b"p\"w\r\n"),
                 (b"* CAPABILITY IMAP4rev1\r\n", b""),
@@ -400,6 +467,59 @@ mod tests {
                 relay: Some(b"* BYE too busy\r\n".to_vec())
             }
         );
+    }
+
+    #[test]
+    fn one_write_when_the_backend_has_literal_plus_or_sasl_ir() {
+        let c = creds(AuthKind::Login, "alice");
+        let mut r = replay(b"alice@x");
+        r.common.send_client_ip = false;
+        let mut b = BackendLogin::new(&c, &r);
+        let p = drive(
+            &mut b,
+            &[(
+                b"* OK [CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID] Dovecot ready.\r\n",
+                b"a1 LOGIN {7+}\r\nalice@x {3+}\r\np\"w\r\n",
+            )],
+        );
+        assert_eq!(p, Progress::NeedMore);
+        let mut out = Vec::new();
+        let (_, p) = b.handle(b"a1 OK Logged in\r\n", &mut out);
+        assert_eq!(
+            p,
+            Progress::Success {
+                forward: b"a1 OK Logged in\r\n".to_vec()
+            }
+        );
+
+        // with ID: ID and AUTHENTICATE PLAIN with an initial response in one write
+        let c = creds(AuthKind::SaslPlain, "alice");
+        let mut b = BackendLogin::new(&c, &replay(b"alice@x"));
+        let mut out = Vec::new();
+        b.handle(
+            b"* OK [CAPABILITY IMAP4rev1 SASL-IR ID] ready\r\n",
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        let ir = encode_plain(b"", b"alice@x", b"p\"w");
+        assert!(text.starts_with("a1-ID ID (\"X-ORIGINATING-IP\""), "{text}");
+        assert!(
+            text.ends_with(&format!(")\r\na1 AUTHENTICATE PLAIN {ir}\r\n")),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        let (_, p) = b.handle(
+            b"* ID NIL\r\na1-ID OK ID done\r\na1 NO [AUTHENTICATIONFAILED] no\r\n",
+            &mut out,
+        );
+        assert!(out.is_empty());
+        assert_eq!(
+            p,
+            Progress::Rejected {
+                reply: b"a1 NO [AUTHENTICATIONFAILED] no\r\n".to_vec()
+            }
+        );
+        assert!(!advertises(b"* OK LITERAL+ ready\r\n", b"LITERAL+"));
     }
 
     #[test]

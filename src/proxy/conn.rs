@@ -131,7 +131,10 @@ impl Conn {
             Ok(Some(buf)) if !buf.is_empty() => Ok(Some(Chunk::Ring(buf))),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
-                let (res, buf) = r.read(Vec::with_capacity(len.clamp(1, 4096))).await.into();
+                // rare (ring empty): boxed so idle reads stay small
+                let (res, buf) = Box::pin(r.read(Vec::with_capacity(len.clamp(1, 4096))))
+                    .await
+                    .into();
                 match res? {
                     0 => Ok(None),
                     _ => Ok(Some(Chunk::Owned(buf))),
@@ -162,7 +165,7 @@ impl Conn {
             if wants_write {
                 if let Some(guard) = t.flushing.try_lock() {
                     drop(guard);
-                    self.flush_tls().await?;
+                    Box::pin(self.flush_tls()).await?;
                 }
             }
             let Some(raw) = self.read_raw(self.read_size).await? else {
@@ -245,6 +248,16 @@ impl Conn {
             }
             let mut w = &self.stream;
             w.write_all(out).await.0?;
+        }
+    }
+
+    /// TLS: send close_notify (the socket is closed by the caller). Plaintext: nothing.
+    pub async fn close_notify(&self) {
+        if let Some(tls) = &self.tls {
+            {
+                tls.conn.borrow_mut().send_close_notify();
+            }
+            let _ = self.flush_tls().await;
         }
     }
 

@@ -44,8 +44,8 @@ pub async fn relay(
     let up = Cell::new(0u64);
     let down = Cell::new(0u64);
     let both = async {
-        let a = std::pin::pin!(pump(client, backend, &last, buffer_size, &up));
-        let b = std::pin::pin!(pump(backend, client, &last, buffer_size, &down));
+        let a = std::pin::pin!(pump(client, backend, &last, buffer_size, &up, true));
+        let b = std::pin::pin!(pump(backend, client, &last, buffer_size, &down, false));
         match select(a, b).await {
             Either::Left((Ok(()), down)) => match down.await {
                 Ok(()) => End::Closed,
@@ -76,25 +76,34 @@ pub async fn relay(
     )
 }
 
-/// Read from `from` and write to `to` until EOF, then close `to`'s sending side.
+/// Read from `from` and write to `to` until EOF, then (`half_close`) close `to`'s sending
+/// side. Without `half_close` the session ends at once and closing the socket says it all
+/// (TLS still sends its close_notify).
 async fn pump(
     from: &Conn,
     to: &Conn,
     last: &Cell<Instant>,
     buffer_size: usize,
     count: &Cell<u64>,
+    half_close: bool,
 ) -> io::Result<()> {
+    // An idle session waits in `read_chunk`; the write and close futures are boxed so that
+    // their state is not part of what every idle session keeps.
     loop {
         match from.read_chunk(buffer_size).await? {
             Some(chunk) => {
                 let n = chunk.len() as u64;
                 last.set(Instant::now());
-                to.write_chunk(chunk).await?;
+                Box::pin(to.write_chunk(chunk)).await?;
                 count.set(count.get() + n);
                 last.set(Instant::now());
             }
             None => {
-                to.shutdown().await;
+                if half_close {
+                    Box::pin(to.shutdown()).await;
+                } else {
+                    Box::pin(to.close_notify()).await;
+                }
                 return Ok(());
             }
         }

@@ -33,8 +33,10 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let mut conn = Conn::plain(stream, w.config.buffer_size);
+    // Phases that are not waiting for the client (handshakes, lookup, backend login) are
+    // boxed: every connection's task only keeps what its current wait needs.
     if spec.tls {
-        conn = match start_tls(w, spec.proto, conn, peer).await {
+        conn = match Box::pin(start_tls(w, spec.proto, conn, peer)).await {
             Some(c) => c,
             None => return,
         };
@@ -48,7 +50,7 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
     let mut out = Vec::new();
     let mut inbuf = Vec::new();
     client.greeting(&mut out);
-    if conn.write_vec(&mut out).await.is_err() {
+    if Box::pin(conn.write_vec(&mut out)).await.is_err() {
         return;
     }
     let mut attempt = 0u32;
@@ -58,18 +60,19 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
         if inbuf.is_empty() && inbuf.capacity() > 0 {
             inbuf = Vec::new();
         }
-        if conn.write_vec(&mut out).await.is_err() {
+        if Box::pin(conn.write_vec(&mut out)).await.is_err() {
             return;
         }
         match event {
             Event::NeedMore => {
                 let room = max.saturating_sub(inbuf.len()).min(w.config.buffer_size);
-                match compio::time::timeout(times.timeout, conn.read_into(&mut inbuf, room)).await {
+                let read = compio::time::timeout(times.timeout, conn.read_into(&mut inbuf, room));
+                match Box::pin(read).await {
                     Ok(Ok(0)) | Ok(Err(_)) => return,
                     Ok(Ok(_)) => {}
                     Err(_) => {
                         client.timed_out(&mut out);
-                        let _ = conn.write_vec(&mut out).await;
+                        let _ = Box::pin(conn.write_vec(&mut out)).await;
                         return;
                     }
                 }
@@ -78,7 +81,7 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
             Event::StartTls => {
                 // plaintext pipelined after STARTTLS is discarded, never run inside TLS
                 inbuf = Vec::new();
-                conn = match start_tls(w, spec.proto, conn, peer).await {
+                conn = match Box::pin(start_tls(w, spec.proto, conn, peer)).await {
                     Some(c) => c,
                     None => return,
                 };
@@ -93,7 +96,7 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
                     protocol: w.config.lookup_protocol(spec.proto),
                     attempt,
                 };
-                match login(
+                let session = login(
                     w,
                     spec.proto,
                     &conn,
@@ -101,9 +104,8 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
                     &ctx,
                     &mut inbuf,
                     &mut out,
-                )
-                .await
-                {
+                );
+                match Box::pin(session).await {
                     After::Retry => {}
                     After::Close => return,
                 }
@@ -176,7 +178,7 @@ async fn login(
 ) -> After {
     let creds = ctx.creds;
     let user = String::from_utf8_lossy(&creds.user).into_owned();
-    let (server, account, password, keys) = match resolve(w, ctx).await {
+    let (server, account, password, keys) = match Box::pin(resolve(w, ctx)).await {
         Resolution::Route {
             server,
             account,
@@ -187,7 +189,7 @@ async fn login(
         Resolution::Denied { text, wait } => {
             let f = client.login_denied(text.as_deref(), wait, out);
             compio::time::sleep(f.delay).await;
-            let _ = conn.write_vec(out).await;
+            let _ = Box::pin(conn.write_vec(out)).await;
             return if f.close { After::Close } else { After::Retry };
         }
         Resolution::Failed(_) => {
@@ -204,7 +206,7 @@ async fn login(
         client.internal_error(out);
     };
 
-    let backend = match connect_backend(w, server).await {
+    let backend = match Box::pin(connect_backend(w, server)).await {
         Ok(b) => b,
         Err(e) => {
             fail(client, out, "connecting to the backend failed", &e);
@@ -315,5 +317,41 @@ async fn run_replay(
                 "backend closed the connection during login",
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size<F: std::future::Future>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every connection's task keeps its future's largest state for as long as it lives, so the
+    /// transient phases are boxed; this guards the idle footprint (see docs/benchmarks.md).
+    #[test]
+    fn idle_session_futures_stay_small() {
+        let rt = compio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let cfg = crate::config::FileConfig::from_toml(
+                "[lookup]\nroutes = { \"*\" = \"127.0.0.1:1\" }",
+            )
+            .unwrap()
+            .validate()
+            .unwrap();
+            let store = std::sync::Arc::new(crate::tls::TlsStore::new(vec![], 1).unwrap());
+            let w = Worker::new(0, std::sync::Arc::new(cfg), store, None);
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let a = Conn::plain(TcpStream::connect(addr).await.unwrap(), 1024);
+            let b = Conn::plain(TcpStream::connect(addr).await.unwrap(), 1024);
+            let spec = w.config.listeners[0];
+            let serve = serve(&w, spec, TcpStream::connect(addr).await.unwrap(), addr);
+            let relay = relay(&a, &b, std::time::Duration::from_secs(1), 1024);
+            let (serve, relay) = (size(&serve), size(&relay));
+            assert!(serve <= 1024, "serve future grew to {serve} bytes");
+            assert!(relay <= 2048, "relay future grew to {relay} bytes");
+        });
     }
 }

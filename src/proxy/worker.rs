@@ -79,6 +79,12 @@ pub fn build_runtime(config: &Config) -> std::io::Result<compio::runtime::Runtim
     let mut proactor = ProactorBuilder::new();
     proactor
         .capacity(config.ring_entries)
+        // one thread submits to each ring: completions are run when the worker waits for
+        // them, not by interrupting it (fewer context switches per request)
+        .single_issuer(true)
+        .defer_taskrun(true)
+        .coop_taskrun(true)
+        .taskrun_flag(true)
         .buffer_pool_size(NonZero::new(config.buffers).unwrap_or(NonZero::<u16>::MIN))
         .buffer_pool_buffer_len(config.buffer_size);
     let rt = compio::runtime::RuntimeBuilder::new()
