@@ -214,20 +214,24 @@ async fn login(
             return After::Close;
         }
     };
-    let params = ReplayParams {
-        send_client_ip: w.config.session(proto).send_client_ip,
-        literal_auth: w.config.literal_auth,
-        client_ip: ctx.client_ip,
-        proxy_ip: ctx.proxy_ip,
-        account: &account,
-        password: password.as_deref(),
+    // what only the replay needs is dropped before the relay, so an idle session keeps none
+    let outcome = {
+        let params = ReplayParams {
+            send_client_ip: w.config.session(proto).send_client_ip,
+            literal_auth: w.config.literal_auth,
+            client_ip: ctx.client_ip,
+            proxy_ip: ctx.proxy_ip,
+            account: &account,
+            password: password.as_deref(),
+        };
+        let mut replay = client.backend(creds, &params);
+        let replayed = compio::time::timeout(
+            w.config.login_timeout,
+            run_replay(&backend, replay.as_mut()),
+        );
+        Box::pin(replayed).await
     };
-    let mut replay = client.backend(creds, &params);
-    let outcome = compio::time::timeout(
-        w.config.login_timeout,
-        run_replay(&backend, replay.as_mut()),
-    )
-    .await;
+    drop((account, password));
     let (progress, rest) = match outcome {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
@@ -249,10 +253,12 @@ async fn login(
     match progress {
         Progress::Success { mut forward } => {
             forward.extend_from_slice(&rest);
+            drop((rest, keys));
             tracing::debug!(%user, client = %ctx.client_ip, backend = %server, protocol = proto.name(), "logged in");
             if conn.write_vec(&mut forward).await.is_err() {
                 return After::Close;
             }
+            drop(forward);
             // commands the client pipelined after its login go to the backend
             if backend.write_vec(inbuf).await.is_err() {
                 return After::Close;
