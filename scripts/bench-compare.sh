@@ -33,6 +33,8 @@ OUT=$(cd "$OUT" && pwd)
 # 9000 idle sessions through a proxy use 18000 loopback connections per run
 sysctl -qw net.ipv4.ip_local_port_range="1024 65000" 2>/dev/null || echo "note: could not widen the local port range"
 sysctl -qw net.ipv4.tcp_tw_reuse=1 2>/dev/null || true
+# keep the listening ports out of the (now wide) ephemeral range
+sysctl -qw net.ipv4.ip_local_reserved_ports=7072,10110,10143,21110,21143,21993,22110,22143,22993 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
