@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::imap::client::{Settings as ImapSettings, StartTls, DEFAULT_CAPABILITIES};
+use crate::imap::client::{Settings as ImapSettings, DEFAULT_CAPABILITIES};
 use crate::login::FailurePolicy;
+use crate::login::StartTls;
 use crate::lookup::codec::Dialect;
 use crate::pop3::client::{Settings as Pop3Settings, DEFAULT_CAPABILITIES as POP3_CAPABILITIES};
 use crate::route::StaticRoutes;
@@ -476,6 +477,13 @@ pub struct ListenerSpec {
     pub tls: bool,
     /// STARTTLS/STLS policy (plaintext listeners).
     pub starttls: StartTls,
+}
+
+impl std::fmt::Display for ListenerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tls = if self.tls { "S" } else { "" };
+        write!(f, "{}{tls} {}", self.proto.name(), self.addr)
+    }
 }
 
 /// Per-protocol session timers and options.

@@ -10,6 +10,46 @@ use std::time::Duration;
 
 use crate::sasl::Secret;
 
+/// STARTTLS / STLS policy of a plaintext listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartTls {
+    /// Not offered.
+    #[default]
+    Off,
+    /// Offered; logins allowed before it.
+    On,
+    /// Offered and required before any login.
+    Only,
+}
+
+/// A reply that depends on the connection's TLS state (CAPABILITY, CAPA): one per STARTTLS
+/// mode for plaintext connections, and one for TLS connections. Built once per worker.
+#[derive(Debug, Clone)]
+pub struct TlsVariants<T> {
+    plain: [T; 3],
+    tls: T,
+}
+
+impl<T> TlsVariants<T> {
+    /// `build(tls, mode)` for every combination.
+    pub fn build(build: impl Fn(bool, StartTls) -> T) -> Self {
+        TlsVariants {
+            plain: [
+                build(false, StartTls::Off),
+                build(false, StartTls::On),
+                build(false, StartTls::Only),
+            ],
+            tls: build(true, StartTls::Off),
+        }
+    }
+
+    /// The variants a listener with `mode` needs: [before TLS, after TLS].
+    pub fn pick(&self, mode: StartTls) -> [&T; 2] {
+        [&self.plain[mode as usize], &self.tls]
+    }
+}
+
 /// What the session does next, as told by a client-side state machine.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {

@@ -54,18 +54,7 @@ fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
     if cli.check_config {
-        let listeners: Vec<String> = config
-            .listeners
-            .iter()
-            .map(|l| {
-                format!(
-                    "{}{} {}",
-                    l.proto.name(),
-                    if l.tls { "S" } else { "" },
-                    l.addr
-                )
-            })
-            .collect();
+        let listeners: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
         println!(
             "configuration OK: {} worker(s), listeners {listeners:?}",
             config.workers

@@ -13,24 +13,13 @@ use super::backend::{BackendLogin, Replay};
 use super::parser::{parse_command, sasl_line, Command, Parse};
 use crate::login::{
     strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
-    FailurePolicy, ReplayParams, MAX_PASSWORD, MAX_USER,
+    FailurePolicy, ReplayParams, TlsVariants, MAX_PASSWORD, MAX_USER,
 };
 use crate::sasl::{decode_b64, decode_plain, Secret};
 
 pub const BYE: &[u8] = b"* BYE IMAP server terminating connection\r\n";
 
-/// STARTTLS / STLS policy of a plaintext listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StartTls {
-    /// Not offered.
-    #[default]
-    Off,
-    /// Offered; logins allowed before it.
-    On,
-    /// Offered and required before any login.
-    Only,
-}
+pub use crate::login::StartTls;
 pub const INTERNAL_ERROR: &[u8] = b"* BAD internal server error\r\n";
 
 /// Static settings of the IMAP pre-login protocol, built once from the config.
@@ -192,20 +181,14 @@ pub struct ImapClient<'s> {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub settings: Settings,
-    /// CAPABILITY lines for plaintext connections, by mode (off, on, only), then for TLS.
-    capability: [Vec<u8>; 4],
+    capability: TlsVariants<Vec<u8>>,
     id_line: Vec<u8>,
 }
 
 impl Prepared {
     pub fn new(settings: Settings) -> Self {
         Prepared {
-            capability: [
-                settings.capability_line(false, StartTls::Off),
-                settings.capability_line(false, StartTls::On),
-                settings.capability_line(false, StartTls::Only),
-                settings.capability_line(true, StartTls::Off),
-            ],
+            capability: TlsVariants::build(|tls, mode| settings.capability_line(tls, mode)),
             id_line: settings.id_line(),
             settings,
         }
@@ -213,14 +196,9 @@ impl Prepared {
 
     /// A client on a plaintext listener with STARTTLS `mode`, or (`tls`) on an implicit-TLS one.
     pub fn client(&self, tls: bool, mode: StartTls) -> ImapClient<'_> {
-        let plain = match mode {
-            StartTls::Off => &self.capability[0],
-            StartTls::On => &self.capability[1],
-            StartTls::Only => &self.capability[2],
-        };
         ImapClient {
             settings: &self.settings,
-            capability: [plain, &self.capability[3]],
+            capability: self.capability.pick(mode).map(Vec::as_slice),
             id_line: &self.id_line,
             tls,
             mode: if tls { StartTls::Off } else { mode },

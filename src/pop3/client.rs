@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use super::backend::Pop3Login;
 use super::parser::{line, parse_command, Command, Parse};
-use crate::imap::client::StartTls;
+use crate::login::StartTls;
 use crate::login::{
     strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
-    FailurePolicy, ReplayParams, MAX_PASSWORD, MAX_USER,
+    FailurePolicy, ReplayParams, TlsVariants, MAX_PASSWORD, MAX_USER,
 };
 use crate::sasl::{decode_b64, decode_plain, Secret};
 
@@ -84,32 +84,21 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub settings: Settings,
-    /// Plaintext by mode (off, on, only), then TLS.
-    capa: [Vec<u8>; 4],
+    capa: TlsVariants<Vec<u8>>,
 }
 
 impl Prepared {
     pub fn new(settings: Settings) -> Self {
         Prepared {
-            capa: [
-                settings.capa(false, StartTls::Off),
-                settings.capa(false, StartTls::On),
-                settings.capa(false, StartTls::Only),
-                settings.capa(true, StartTls::Off),
-            ],
+            capa: TlsVariants::build(|tls, mode| settings.capa(tls, mode)),
             settings,
         }
     }
 
     pub fn client(&self, tls: bool, mode: StartTls) -> Pop3Client<'_> {
-        let plain = match mode {
-            StartTls::Off => &self.capa[0],
-            StartTls::On => &self.capa[1],
-            StartTls::Only => &self.capa[2],
-        };
         Pop3Client {
             settings: &self.settings,
-            capa: [plain, &self.capa[3]],
+            capa: self.capa.pick(mode).map(Vec::as_slice),
             tls,
             mode: if tls { StartTls::Off } else { mode },
             state: State::Start,

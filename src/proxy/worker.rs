@@ -159,18 +159,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Err(_) => anyhow::bail!("a worker exited during start-up"),
         }
     }
-    let listening: Vec<String> = config
-        .listeners
-        .iter()
-        .map(|l| {
-            format!(
-                "{}{} {}",
-                l.proto.name(),
-                if l.tls { "S" } else { "" },
-                l.addr
-            )
-        })
-        .collect();
+    let listening: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
     tracing::info!(workers = config.workers, listeners = ?listening, "ringmail ready");
     for t in threads {
         let _ = t.join();
