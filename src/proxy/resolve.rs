@@ -111,7 +111,7 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
                 .unwrap_or_else(|_| Resolution::Failed("shared lookup was cancelled".into()));
         }
         // If this future is dropped mid-lookup, the guard wakes the waiters with a failure.
-        let guard = InFlightGuard { w, key };
+        let guard = InFlightGuard { w, key: Some(key) };
         let res = ask(w, ctx).await;
         guard.finish(&res);
         res
@@ -121,14 +121,19 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
     }
 }
 
+/// Removes the in-flight entry whether the lookup finishes (`finish`, which also answers the
+/// waiters) or its future is dropped (the waiters then see their channel closed: a failure).
 struct InFlightGuard<'a> {
     w: &'a Worker,
-    key: Vec<u8>,
+    key: Option<Vec<u8>>,
 }
 
 impl InFlightGuard<'_> {
-    fn finish(self, res: &Resolution) {
-        let waiters = self.w.inflight.borrow_mut().waiting.remove(&self.key);
+    fn finish(mut self, res: &Resolution) {
+        let Some(key) = self.key.take() else {
+            return;
+        };
+        let waiters = self.w.inflight.borrow_mut().waiting.remove(&key);
         for tx in waiters.into_iter().flatten() {
             let mut shared = res.clone();
             if let Resolution::Route { looked_up, .. } = &mut shared {
@@ -136,14 +141,14 @@ impl InFlightGuard<'_> {
             }
             let _ = tx.send(shared);
         }
-        std::mem::forget(self);
     }
 }
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        // dropping the senders makes the waiters see a failure
-        self.w.inflight.borrow_mut().waiting.remove(&self.key);
+        if let Some(key) = self.key.take() {
+            self.w.inflight.borrow_mut().waiting.remove(&key);
+        }
     }
 }
 
