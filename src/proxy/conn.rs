@@ -145,17 +145,10 @@ impl Conn {
     }
 
     /// Read some application bytes (at most about `len`). None is EOF.
-    ///
-    /// The TLS path is boxed: a plaintext connection waiting for bytes (the idle case) keeps
-    /// only the receive operation's state, not the TLS loop's.
     pub async fn read_chunk(&self, len: usize) -> io::Result<Option<Chunk>> {
-        match &self.tls {
-            None => self.read_raw(len).await,
-            Some(t) => Box::pin(self.read_tls(t, len)).await,
-        }
-    }
-
-    async fn read_tls(&self, t: &Tls, len: usize) -> io::Result<Option<Chunk>> {
+        let Some(t) = &self.tls else {
+            return self.read_raw(len).await;
+        };
         let tls = &t.conn;
         loop {
             let plain = take_plaintext(&mut tls.borrow_mut(), len)?;
