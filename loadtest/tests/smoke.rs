@@ -17,13 +17,20 @@ impl Drop for Kill {
 }
 
 fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait(port: u16) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "nothing listens on {port}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nothing listens on {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -35,7 +42,11 @@ fn loadtest() -> Command {
 /// Run a scenario with --json and return the report.
 fn run(args: &[&str]) -> serde_json::Value {
     let out = loadtest().args(args).arg("--json").output().unwrap();
-    assert!(out.status.success(), "loadtest {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "loadtest {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -44,7 +55,13 @@ fn every_scenario_reports() {
     let (imap, pop3, lookup) = (port(), port(), port());
     let _backend = Kill(
         loadtest()
-            .args(["backend", "--imap", &format!("127.0.0.1:{imap}"), "--pop3", &format!("127.0.0.1:{pop3}")])
+            .args([
+                "backend",
+                "--imap",
+                &format!("127.0.0.1:{imap}"),
+                "--pop3",
+                &format!("127.0.0.1:{pop3}"),
+            ])
             .args(["--message-size", "100k"])
             .stderr(Stdio::null())
             .spawn()
@@ -53,7 +70,12 @@ fn every_scenario_reports() {
     let _lookup = Kill(
         loadtest()
             .args(["lookup", "--listen", &format!("127.0.0.1:{lookup}")])
-            .args(["--imap-backend", &format!("127.0.0.1:{imap}"), "--pop3-backend", &format!("127.0.0.1:{pop3}")])
+            .args([
+                "--imap-backend",
+                &format!("127.0.0.1:{imap}"),
+                "--pop3-backend",
+                &format!("127.0.0.1:{pop3}"),
+            ])
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
@@ -62,22 +84,65 @@ fn every_scenario_reports() {
     wait(lookup);
 
     let target = format!("127.0.0.1:{imap}");
-    let r = run(&["login", "--target", &target, "--count", "50", "--concurrency", "5"]);
+    let r = run(&[
+        "login",
+        "--target",
+        &target,
+        "--count",
+        "50",
+        "--concurrency",
+        "5",
+    ]);
     assert!(r["ops"].as_u64().unwrap() >= 50);
     assert!(r["errors"].as_object().unwrap().is_empty(), "{r}");
     assert!(r["latency_us"]["p99"].as_u64().unwrap() > 0);
-    let r = run(&["fetch", "--target", &target, "--count", "10", "--concurrency", "2"]);
+    let r = run(&[
+        "fetch",
+        "--target",
+        &target,
+        "--count",
+        "10",
+        "--concurrency",
+        "2",
+    ]);
     assert!(r["bytes"].as_u64().unwrap() >= 10 * 100 * 1024, "{r}");
-    let r = run(&["pop3", "--target", &format!("127.0.0.1:{pop3}"), "--count", "10", "--concurrency", "2"]);
+    let r = run(&[
+        "pop3",
+        "--target",
+        &format!("127.0.0.1:{pop3}"),
+        "--count",
+        "10",
+        "--concurrency",
+        "2",
+    ]);
     assert!(r["bytes"].as_u64().unwrap() >= 10 * 100 * 1024, "{r}");
     // a wrong password is counted as a refusal, not hidden
-    let r = run(&["login", "--target", &target, "--count", "3", "--concurrency", "1", "--password", "nope", "--duration", "2s"]);
+    let r = run(&[
+        "login",
+        "--target",
+        &target,
+        "--count",
+        "3",
+        "--concurrency",
+        "1",
+        "--password",
+        "nope",
+        "--duration",
+        "2s",
+    ]);
     assert!(r["errors"]["Refused"].as_u64().unwrap() >= 1, "{r}");
 
     // through ringmail, if the workspace built it next to loadtest
     let ringmail = PathBuf::from(env!("CARGO_BIN_EXE_loadtest")).with_file_name("ringmail");
-    assert!(ringmail.exists(), "ringmail binary next to loadtest: {}", ringmail.display());
-    let (rm_port, dir) = (port(), std::env::temp_dir().join(format!("loadtest-smoke-{}", std::process::id())));
+    assert!(
+        ringmail.exists(),
+        "ringmail binary next to loadtest: {}",
+        ringmail.display()
+    );
+    let (rm_port, dir) = (
+        port(),
+        std::env::temp_dir().join(format!("loadtest-smoke-{}", std::process::id())),
+    );
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("ringmail.toml");
     std::fs::write(
@@ -88,16 +153,57 @@ fn every_scenario_reports() {
         ),
     )
     .unwrap();
-    let proxy = Kill(Command::new(&ringmail).arg("--config").arg(&conf).stderr(Stdio::null()).spawn().unwrap());
+    let proxy = Kill(
+        Command::new(&ringmail)
+            .arg("--config")
+            .arg(&conf)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait(rm_port);
     let pid = proxy.0.id().to_string();
     let target = format!("127.0.0.1:{rm_port}");
-    let r = run(&["login", "--target", &target, "--count", "100", "--concurrency", "5", "--pid", &pid]);
+    let r = run(&[
+        "login",
+        "--target",
+        &target,
+        "--count",
+        "100",
+        "--concurrency",
+        "5",
+        "--pid",
+        &pid,
+    ]);
     assert!(r["errors"].as_object().unwrap().is_empty(), "{r}");
     assert!(r["cpu_us_per_op"].as_f64().unwrap() > 0.0, "{r}");
-    let r = run(&["command", "--target", &target, "--sessions", "20", "--rate", "200", "--duration", "1s", "--pid", &pid]);
+    let r = run(&[
+        "command",
+        "--target",
+        &target,
+        "--sessions",
+        "20",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+        "--pid",
+        &pid,
+    ]);
     assert!(r["ops"].as_u64().unwrap() > 20, "{r}");
-    let r = run(&["idle", "--target", &target, "--sessions", "50", "--rate", "500", "--hold", "1s", "--pid", &pid]);
+    let r = run(&[
+        "idle",
+        "--target",
+        &target,
+        "--sessions",
+        "50",
+        "--rate",
+        "500",
+        "--hold",
+        "1s",
+        "--pid",
+        &pid,
+    ]);
     assert_eq!(r["sessions"].as_u64().unwrap(), 50, "{r}");
     assert!(r["rss_loaded"].as_u64().unwrap() > 0, "{r}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -110,5 +216,9 @@ fn refuses_a_plan_over_the_open_files_limit() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("open files"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("open files"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
