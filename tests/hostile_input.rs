@@ -1,0 +1,271 @@
+//! Hostile input against the sans-I/O protocol machines, without sockets: random bytes and
+//! mutated valid transcripts, split at random points, fed to the IMAP and POP3 pre-login state
+//! machines, the backend login replays and the lookup response parser. They must never panic,
+//! never claim more bytes than they were given, keep their replies bounded, and end a session
+//! that keeps sending garbage. Deterministic (seeded), a few thousand cases, well under a second.
+
+use std::net::IpAddr;
+
+use ringmail::imap::client::{Prepared as ImapPrepared, Settings as ImapSettings, StartTls};
+use ringmail::login::{AuthKind, ClientSide, Credentials, Event, ReplayParams};
+use ringmail::lookup::codec::{parse_response, Dialect};
+use ringmail::pop3::client::{Prepared as Pop3Prepared, Settings as Pop3Settings};
+use ringmail::sasl::Secret;
+
+/// xorshift64*: small, deterministic, good enough to shuffle bytes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const IMAP_SEEDS: &[&[u8]] = &[
+    b"a1 LOGIN {5}\r\nalice {3}\r\npw1\r\n",
+    b"a2 LOGIN \"al\\\"ice\" \"p w\"\r\n",
+    b"a3 AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n",
+    b"a4 AUTHENTICATE LOGIN\r\nYWxpY2U=\r\ncHc=\r\n",
+    b"a5 ID (\"name\" {3+}\r\nabc \"version\" NIL)\r\n",
+    b"a6 CAPABILITY\r\na7 NOOP x\r\na8 STARTTLS\r\n",
+    b"a9 AUTHENTICATE PLAIN\r\n*\r\n",
+];
+
+const POP3_SEEDS: &[&[u8]] = &[
+    b"USER alice\r\nPASS secret word\r\n",
+    b"AUTH PLAIN AGFsaWNlAHB3\r\n",
+    b"AUTH LOGIN\r\nYWxpY2U=\r\ncHc=\r\n",
+    b"CAPA\r\nNOOP\r\nSTLS\r\nQUIT\r\n",
+];
+
+/// Random bytes, biased towards protocol punctuation, or a mutated seed.
+fn input(rng: &mut Rng, seeds: &[&[u8]]) -> Vec<u8> {
+    const ALPHABET: &[u8] = b" \r\n{}+\"\\()*0123456789aAlLoOgGiInN=/";
+    if rng.below(3) == 0 {
+        let len = rng.below(400);
+        return (0..len)
+            .map(|_| {
+                if rng.below(4) == 0 {
+                    rng.next() as u8
+                } else {
+                    ALPHABET[rng.below(ALPHABET.len())]
+                }
+            })
+            .collect();
+    }
+    let mut v = seeds[rng.below(seeds.len())].to_vec();
+    for _ in 0..rng.below(8) {
+        let at = rng.below(v.len() + 1);
+        match rng.below(4) {
+            0 if at < v.len() => v[at] = rng.next() as u8,
+            1 if at < v.len() => {
+                v.remove(at);
+            }
+            2 => v.insert(at, ALPHABET[rng.below(ALPHABET.len())]),
+            _ => {
+                let dup = v[..at].to_vec();
+                v.extend_from_slice(&dup);
+            }
+        }
+    }
+    v
+}
+
+/// Feed `data` in random chunks like a socket would; returns the events seen.
+fn drive(client: &mut dyn ClientSide, data: &[u8], rng: &mut Rng) -> Vec<Event> {
+    let max = client.max_command();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut events = Vec::new();
+    let mut fed = 0;
+    for _ in 0..10_000 {
+        let room = max.saturating_sub(buf.len());
+        let n = (1 + rng.below(64)).min(data.len() - fed).min(room);
+        buf.extend_from_slice(&data[fed..fed + n]);
+        fed += n;
+        let mut out = Vec::new();
+        let (consumed, event) = client.handle(&buf, &mut out);
+        assert!(
+            consumed <= buf.len(),
+            "consumed {consumed} of {}",
+            buf.len()
+        );
+        assert!(out.len() <= 64 * 1024, "reply of {} bytes", out.len());
+        buf.drain(..consumed);
+        match event {
+            Event::NeedMore if fed == data.len() => break,
+            Event::NeedMore => {}
+            Event::Close => {
+                events.push(Event::Close);
+                break;
+            }
+            Event::StartTls => {
+                buf.clear();
+                client.tls_started();
+                events.push(Event::StartTls);
+            }
+            Event::Login(creds) => {
+                assert!(creds.user.len() <= 256 && creds.password.0.len() <= 1024);
+                // the lookup refuses; the machine must be usable again (or close)
+                let mut out = Vec::new();
+                let f = client.login_denied(None, None, &mut out);
+                assert!(!out.is_empty());
+                events.push(Event::Login(creds));
+                if f.close {
+                    break;
+                }
+            }
+        }
+    }
+    events
+}
+
+#[test]
+fn imap_client_survives_hostile_input() {
+    let prepared = ImapPrepared::new(ImapSettings {
+        max_command: 2048,
+        ..ImapSettings::default()
+    });
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let (mut logins, mut closes) = (0, 0);
+    for case in 0..3000 {
+        let data = input(&mut rng, IMAP_SEEDS);
+        let mode = [StartTls::Off, StartTls::On, StartTls::Only][case % 3];
+        let mut client = prepared.client(case % 5 == 0, mode);
+        for e in drive(&mut client, &data, &mut rng) {
+            match e {
+                Event::Login(_) => logins += 1,
+                Event::Close => closes += 1,
+                _ => {}
+            }
+        }
+    }
+    // the generator must reach the interesting paths, or this test proves nothing
+    assert!(
+        logins > 100 && closes > 50,
+        "logins {logins}, closes {closes}"
+    );
+}
+
+#[test]
+fn pop3_client_survives_hostile_input() {
+    let prepared = Pop3Prepared::new(Pop3Settings {
+        max_command: 2048,
+        ..Pop3Settings::default()
+    });
+    let mut rng = Rng(0x5eed_1234_abcd_0002);
+    let (mut logins, mut closes) = (0, 0);
+    for case in 0..3000 {
+        let data = input(&mut rng, POP3_SEEDS);
+        let mode = [StartTls::Off, StartTls::On, StartTls::Only][case % 3];
+        let mut client = prepared.client(case % 5 == 0, mode);
+        for e in drive(&mut client, &data, &mut rng) {
+            match e {
+                Event::Login(_) => logins += 1,
+                Event::Close => closes += 1,
+                _ => {}
+            }
+        }
+    }
+    // the generator must reach the interesting paths, or this test proves nothing
+    assert!(
+        logins > 100 && closes > 50,
+        "logins {logins}, closes {closes}"
+    );
+}
+
+#[test]
+fn garbage_forever_is_cut_off() {
+    // a client that never stops sending invalid lines is closed, in both protocols
+    let imap = ImapPrepared::new(ImapSettings::default());
+    let pop3 = Pop3Prepared::new(Pop3Settings::default());
+    let garbage = b"x y z\r\n".repeat(1000);
+    let mut rng = Rng(7);
+    for client in [
+        &mut imap.client(false, StartTls::Off) as &mut dyn ClientSide,
+        &mut pop3.client(false, StartTls::Off),
+    ] {
+        assert_eq!(drive(client, &garbage, &mut rng), vec![Event::Close]);
+    }
+}
+
+#[test]
+fn backend_replays_survive_hostile_backends() {
+    let imap = ImapPrepared::new(ImapSettings::default());
+    let pop3 = Pop3Prepared::new(Pop3Settings::default());
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    let mut rng = Rng(0x5eed_1234_abcd_0003);
+    let seeds: &[&[u8]] = &[
+        b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR] ready\r\nt-ID OK\r\nt OK done\r\n",
+        b"* OK ready\r\n+ go\r\n+ go\r\nt NO [AUTHENTICATIONFAILED] no\r\n",
+        b"+OK ready\r\n+OK\r\n+OK\r\n-ERR [AUTH] failed\r\n",
+        b"+OK ready\r\n+ \r\n+OK logged in\r\n",
+    ];
+    for case in 0..3000 {
+        let creds = Credentials {
+            tag: b"t".to_vec(),
+            user: b"alice".to_vec(),
+            suffix: b"",
+            authcid: None,
+            password: Secret(b"pw".to_vec()),
+            kind: [AuthKind::Login, AuthKind::SaslPlain, AuthKind::SaslLogin][case % 3],
+        };
+        let params = ReplayParams {
+            send_client_ip: case % 2 == 0,
+            literal_auth: case % 4 < 2,
+            client_ip: ip,
+            proxy_ip: ip,
+            account: b"alice@example.com",
+            password: None,
+        };
+        let client: &dyn ClientSide = if case % 2 == 0 {
+            &imap.client(false, StartTls::Off)
+        } else {
+            &pop3.client(false, StartTls::Off)
+        };
+        let mut replay = client.backend(&creds, &params);
+        let data = input(&mut rng, seeds);
+        let mut buf = Vec::new();
+        let mut fed = 0;
+        for _ in 0..10_000 {
+            let n = (1 + rng.below(64)).min(data.len() - fed);
+            buf.extend_from_slice(&data[fed..fed + n]);
+            fed += n;
+            let mut out = Vec::new();
+            let (consumed, progress) = replay.handle(&buf, &mut out);
+            assert!(consumed <= buf.len());
+            assert!(out.len() <= 4096);
+            buf.drain(..consumed);
+            if progress != ringmail::login::Progress::NeedMore || fed == data.len() {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn lookup_parser_survives_hostile_handlers() {
+    let mut rng = Rng(0x5eed_1234_abcd_0004);
+    let seeds: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\nAuth-Status: OK\r\nAuth-Server: 10.0.0.1\r\nAuth-Port: 143\r\nAuth-User: a%40b\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nAuth-Status: nope\r\nAuth-Wait: 99999999999999999999\r\n\r\n",
+    ];
+    for case in 0..5000 {
+        let data = input(&mut rng, seeds);
+        let dialect = if case % 2 == 0 {
+            Dialect::Zimbra
+        } else {
+            Dialect::Nginx
+        };
+        for cut in [data.len() / 3, data.len()] {
+            if let Ok(Some(r)) = parse_response(dialect, &data[..cut], 1024) {
+                assert!(r.head_len <= cut);
+            }
+        }
+    }
+}
