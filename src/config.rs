@@ -296,6 +296,9 @@ pub enum BackendTls {
     Off,
     /// Implicit TLS (backend ports 993/995); the lookup asks for `imapssl`/`pop3ssl`.
     On,
+    /// STARTTLS / STLS on the backend's plaintext port (143/110) before the login; the lookup
+    /// asks for `imap`/`pop3`.
+    Starttls,
 }
 
 impl Default for UpstreamFile {
@@ -508,9 +511,9 @@ impl Config {
     /// `Auth-Protocol` for a protocol: with TLS to the backends, `imapssl`/`pop3ssl`.
     pub fn lookup_protocol(&self, proto: Proto) -> &'static str {
         match (proto, self.backend_tls) {
-            (Proto::Imap, BackendTls::Off) => "imap",
+            (Proto::Imap, BackendTls::Off | BackendTls::Starttls) => "imap",
             (Proto::Imap, BackendTls::On) => "imapssl",
-            (Proto::Pop3, BackendTls::Off) => "pop3",
+            (Proto::Pop3, BackendTls::Off | BackendTls::Starttls) => "pop3",
             (Proto::Pop3, BackendTls::On) => "pop3ssl",
         }
     }
@@ -772,8 +775,11 @@ impl FileConfig {
             },
         };
         let u = &self.upstream;
-        if u.tls == BackendTls::On && u.ca_file.is_none() && !u.insecure_skip_verify {
-            return Err("upstream.tls = \"on\" needs upstream.ca_file (or upstream.insecure_skip_verify = true)".into());
+        if u.tls != BackendTls::Off && u.ca_file.is_none() && !u.insecure_skip_verify {
+            return Err(
+                "upstream.tls needs upstream.ca_file (or upstream.insecure_skip_verify = true)"
+                    .into(),
+            );
         }
 
         let l = &self.lookup;

@@ -69,6 +69,9 @@ pub enum Event {
 pub enum Progress {
     /// Send what was written, read more backend bytes.
     NeedMore,
+    /// The backend accepted STARTTLS/STLS: discard any buffered backend bytes, do the TLS
+    /// handshake, then call [`BackendSide::tls_started`].
+    StartTls,
     /// Logged in: forward these bytes to the client, then relay.
     Success { forward: Vec<u8> },
     /// The backend refused the credentials with this answer.
@@ -87,6 +90,8 @@ pub struct ReplayParams<'a> {
     pub send_client_ip: bool,
     /// IMAP: LOGIN with synchronising literals rather than quoted strings.
     pub literal_auth: bool,
+    /// Ask the backend for STARTTLS (IMAP) / STLS (POP3) right after its greeting.
+    pub starttls: bool,
     pub client_ip: IpAddr,
     /// Proxy-side address of the client connection.
     pub proxy_ip: IpAddr,
@@ -130,6 +135,8 @@ pub trait ClientSide {
 pub trait BackendSide {
     /// Process backend bytes; bytes to send to the backend are appended to `out`.
     fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress);
+    /// TLS is up after [`Progress::StartTls`]: the commands that follow go to `out`.
+    fn tls_started(&mut self, out: &mut Vec<u8>);
 }
 
 /// How the client authenticated; the backend login is replayed the same way.

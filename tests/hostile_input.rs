@@ -218,6 +218,7 @@ fn backend_replays_survive_hostile_backends() {
         let params = ReplayParams {
             send_client_ip: case % 2 == 0,
             literal_auth: case % 4 < 2,
+            starttls: case % 7 == 0,
             client_ip: ip,
             proxy_ip: ip,
             account: b"alice@example.com",
@@ -241,8 +242,14 @@ fn backend_replays_survive_hostile_backends() {
             assert!(consumed <= buf.len());
             assert!(out.len() <= 4096);
             buf.drain(..consumed);
-            if progress != ringmail::login::Progress::NeedMore || fed == data.len() {
-                break;
+            match progress {
+                ringmail::login::Progress::NeedMore if fed < data.len() => {}
+                ringmail::login::Progress::StartTls => {
+                    buf.clear();
+                    let mut out = Vec::new();
+                    replay.tls_started(&mut out);
+                }
+                _ => break,
             }
         }
     }

@@ -21,7 +21,9 @@ struct TlsEnv {
     mail_key: std::path::PathBuf,
 }
 
-fn tls_env(mode: &str, backend_tls: bool) -> TlsEnv {
+/// `backend`: `off`, `on` (implicit TLS to Dovecot's TLS ports) or `starttls`.
+fn tls_env(mode: &str, backend: &str) -> TlsEnv {
+    let backend_tls = backend != "off";
     let pki = Pki::new();
     let (mail_cert, mail_key) = pki.issue("mail.example.test");
     let (other_cert, other_key) = pki.issue("other.example.test");
@@ -30,7 +32,7 @@ fn tls_env(mode: &str, backend_tls: bool) -> TlsEnv {
     let pop3 = format!("listen_tls = [\"127.0.0.1:{pop3s}\"]\nstarttls = \"{mode}\"");
     let upstream = if backend_tls {
         format!(
-            "[upstream]\ntls = \"on\"\nca_file = \"{}\"\nserver_name = \"backend.example.test\"\n",
+            "[upstream]\ntls = \"{backend}\"\nca_file = \"{}\"\nserver_name = \"backend.example.test\"\n",
             pki.ca.display()
         )
     } else {
@@ -113,7 +115,7 @@ print("ok")
 
 #[test]
 fn real_clients_over_implicit_tls_and_starttls_with_sni_and_alpn() {
-    let t = tls_env("on", false);
+    let t = tls_env("on", "off");
     let out = python(
         PY_TLS,
         &[
@@ -143,7 +145,7 @@ fn curl_ok(args: &[&str]) -> String {
 
 #[test]
 fn curl_and_openssl_s_client() {
-    let t = tls_env("only", false);
+    let t = tls_env("only", "off");
     let ca = t.pki.ca.to_str().unwrap();
     let resolve = |p: u16| format!("mail.example.test:{p}:127.0.0.1");
     let list = curl_ok(&[
@@ -228,7 +230,7 @@ fn curl_and_openssl_s_client() {
 
 #[test]
 fn only_mode_refuses_logins_before_starttls() {
-    let t = tls_env("only", false);
+    let t = tls_env("only", "off");
     let mut c = Raw::greeted(t.env.port());
     c.send(b"a CAPABILITY\r\n");
     let caps = c.line();
@@ -291,7 +293,7 @@ print("ok")
 
 #[test]
 fn plaintext_pipelined_after_starttls_is_discarded() {
-    let t = tls_env("on", false);
+    let t = tls_env("on", "off");
     let ca = t.pki.ca.to_str().unwrap();
     for (port, proto) in [(t.env.port(), "imap"), (t.env.ringmail.pop3_port, "pop3")] {
         assert_eq!(
@@ -303,7 +305,7 @@ fn plaintext_pipelined_after_starttls_is_discarded() {
 
 #[test]
 fn bad_handshakes_leave_other_sessions_working() {
-    let t = tls_env("on", false);
+    let t = tls_env("on", "off");
     // garbage instead of a ClientHello
     let mut g = Raw::connect(t.imaps);
     g.send(b"a LOGIN plaintext on the TLS port\r\n");
@@ -359,7 +361,7 @@ print("ok")
 
 #[test]
 fn sighup_reloads_certificates_without_dropping_sessions() {
-    let t = tls_env("on", false);
+    let t = tls_env("on", "off");
     let ca = t.pki.ca.to_str().unwrap().to_string();
     let flag = t.pki.dir.join("flag");
     std::fs::write(&flag, "").unwrap();
@@ -400,7 +402,7 @@ with socket.create_connection(("127.0.0.1", int(sys.argv[2]))) as raw:
 
 #[test]
 fn tls_to_a_real_dovecot_backend() {
-    let t = tls_env("on", true);
+    let t = tls_env("on", "on");
     let out = python(
         r#"
 import imaplib, poplib, ssl, sys
@@ -432,6 +434,37 @@ print("ok")
         .any(|h| h.contains("Auth-Protocol: pop3ssl\r\n")));
     let log = std::fs::read_to_string(t.env.dovecot.dir.join("dovecot.log")).unwrap_or_default();
     assert!(log.contains("TLS"), "Dovecot saw TLS logins: {log}");
+}
+
+#[test]
+fn starttls_to_a_real_dovecot_backend() {
+    let t = tls_env("off", "starttls");
+    let out = python(
+        r#"
+import imaplib, poplib, sys
+imap, pop3 = int(sys.argv[1]), int(sys.argv[2])
+m = imaplib.IMAP4("127.0.0.1", imap)
+m.login("bob@example.com", "bobpw"); assert m.select("INBOX")[0] == "OK"; m.logout()
+p = poplib.POP3("127.0.0.1", pop3)
+p.user("bob@example.com"); assert p.pass_("bobpw").startswith(b"+OK"); p.stat(); p.quit()
+print("ok")
+"#,
+        &[
+            &t.env.port().to_string(),
+            &t.env.ringmail.pop3_port.to_string(),
+        ],
+    );
+    assert_eq!(out.trim(), "ok");
+    // the plaintext ports were used (imap/pop3), and Dovecot saw TLS logins
+    let heads = t.env.lookup.log.heads.lock().unwrap().clone();
+    assert!(heads.iter().all(|h| h.contains("Auth-Protocol: imap\r\n") || h.contains("Auth-Protocol: pop3\r\n")), "{heads:?}");
+    let log = std::fs::read_to_string(t.env.dovecot.dir.join("dovecot.log")).unwrap_or_default();
+    let logins: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Login: user=<bob@example.com>"))
+        .collect();
+    assert_eq!(logins.len(), 2, "{log}");
+    assert!(logins.iter().all(|l| l.contains("TLS")), "{logins:?}");
 }
 
 #[test]

@@ -32,6 +32,10 @@ pub struct Replay<'a> {
 #[derive(Debug, PartialEq, Eq)]
 enum State {
     Greeting,
+    /// Waiting for the answer to our STARTTLS.
+    StartTlsAnswer,
+    /// STARTTLS accepted; the session is doing the handshake.
+    Handshake,
     IdAnswer,
     /// ID and login were sent together; skip the ID answer, then the login's.
     IdAnswerPipelined,
@@ -57,6 +61,10 @@ pub struct BackendLogin {
     id_cmd: Option<Vec<u8>>,
     id_tag: Vec<u8>,
     response: Vec<u8>,
+    starttls: bool,
+    /// The greeting allowed the one-write login (decided before TLS: LITERAL+ and SASL-IR do
+    /// not depend on it).
+    pipelined: bool,
 }
 
 impl std::fmt::Debug for BackendLogin {
@@ -165,6 +173,29 @@ impl BackendLogin {
             id_cmd,
             id_tag,
             response: Vec::new(),
+            starttls: c.starttls,
+            pipelined: false,
+        }
+    }
+
+    /// After the greeting (and TLS): ID and the login, in one write when the backend allows.
+    fn after_greeting(&mut self, out: &mut Vec<u8>) {
+        let oneshot = &self.oneshot.0;
+        match (self.id_cmd.take(), self.pipelined) {
+            (Some(id), true) => {
+                out.extend_from_slice(&id);
+                out.extend_from_slice(oneshot);
+                self.state = State::IdAnswerPipelined;
+            }
+            (None, true) => {
+                out.extend_from_slice(oneshot);
+                self.state = State::Final;
+            }
+            (Some(id), false) => {
+                out.extend_from_slice(&id);
+                self.state = State::IdAnswer;
+            }
+            (None, false) => self.start_login(out),
         }
     }
 
@@ -185,26 +216,32 @@ impl BackendLogin {
                     self.state = State::Done;
                     return failed("reading the backend greeting");
                 }
-                let (oneshot, needs) = &self.oneshot;
-                let pipelined = needs.is_empty() || advertises(line, needs);
-                match (self.id_cmd.take(), pipelined) {
-                    (Some(id), true) => {
-                        out.extend_from_slice(&id);
-                        out.extend_from_slice(oneshot);
-                        self.state = State::IdAnswerPipelined;
-                    }
-                    (None, true) => {
-                        out.extend_from_slice(oneshot);
-                        self.state = State::Final;
-                    }
-                    (Some(id), false) => {
-                        out.extend_from_slice(&id);
-                        self.state = State::IdAnswer;
-                    }
-                    (None, false) => self.start_login(out),
+                let needs = self.oneshot.1;
+                self.pipelined = needs.is_empty() || advertises(line, needs);
+                if self.starttls {
+                    out.extend_from_slice(&self.tag);
+                    out.extend_from_slice(b"-TLS STARTTLS\r\n");
+                    self.state = State::StartTlsAnswer;
+                } else {
+                    self.after_greeting(out);
                 }
                 None
             }
+            State::StartTlsAnswer => {
+                let mut tls_tag = self.tag.clone();
+                tls_tag.extend_from_slice(b"-TLS");
+                if !Self::tagged_by(&tls_tag, line) {
+                    return None;
+                }
+                if line[tls_tag.len() + 1..].starts_with(b"OK") {
+                    self.state = State::Handshake;
+                    Some(Progress::StartTls)
+                } else {
+                    self.state = State::Done;
+                    failed("starting TLS with the backend")
+                }
+            }
+            State::Handshake => None,
             State::IdAnswer => {
                 // untagged ID data is skipped; any tagged answer (a backend without ID says
                 // BAD) lets the login go on
@@ -287,6 +324,12 @@ impl BackendLogin {
 }
 
 impl BackendSide for BackendLogin {
+    fn tls_started(&mut self, out: &mut Vec<u8>) {
+        if self.state == State::Handshake {
+            self.after_greeting(out);
+        }
+    }
+
     fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
         let mut pos = 0;
         while let Some(off) = input[pos..].iter().position(|&b| b == b'\n') {
@@ -348,6 +391,7 @@ mod tests {
             common: ReplayParams {
                 send_client_ip: true,
                 literal_auth: true,
+                starttls: false,
                 client_ip: "198.51.100.7".parse().unwrap(),
                 proxy_ip: "192.0.2.10".parse().unwrap(),
                 account,
@@ -520,6 +564,40 @@ mod tests {
             }
         );
         assert!(!advertises(b"* OK LITERAL+ ready\r\n", b"LITERAL+"));
+    }
+
+    #[test]
+    fn starttls_first_then_the_login() {
+        let c = creds(AuthKind::Login, "alice");
+        let mut r = replay(b"alice@x");
+        r.common.send_client_ip = false;
+        r.common.starttls = true;
+        let mut b = BackendLogin::new(&c, &r);
+        let p = drive(
+            &mut b,
+            &[
+                (
+                    b"* OK [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS LOGINDISABLED] ready\r\n",
+                    b"a1-TLS STARTTLS\r\n",
+                ),
+                (b"a1-TLS OK Begin TLS negotiation now.\r\n", b""),
+            ],
+        );
+        assert_eq!(p, Progress::StartTls);
+        let mut out = Vec::new();
+        b.tls_started(&mut out);
+        assert_eq!(out, b"a1 LOGIN {7+}\r\nalice@x {3+}\r\np\"w\r\n");
+        let mut b = BackendLogin::new(&c, &r);
+        let mut out = Vec::new();
+        b.handle(b"* OK ready\r\n", &mut out);
+        let (_, p) = b.handle(b"a1-TLS BAD no TLS here\r\n", &mut out);
+        assert!(matches!(
+            p,
+            Progress::Failed {
+                step: "starting TLS with the backend",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub const MAX_LINE: usize = 4096;
 #[derive(Debug, PartialEq, Eq)]
 enum State {
     Greeting,
+    /// Waiting for the answer to STLS, then for the handshake.
+    Stls,
+    Handshake,
     Xoip,
     /// Waiting for `+OK` to USER.
     User,
@@ -23,6 +26,7 @@ enum State {
 
 pub struct Pop3Login {
     state: State,
+    starttls: bool,
     xoip: Option<Vec<u8>>,
     first: Vec<u8>,
     second: Vec<u8>,
@@ -59,11 +63,23 @@ impl Pop3Login {
         };
         Pop3Login {
             state: State::Greeting,
+            starttls: p.starttls,
             xoip: p
                 .send_client_ip
                 .then(|| format!("XOIP {}\r\n", p.client_ip).into_bytes()),
             first,
             second,
+        }
+    }
+
+    /// After the greeting (and TLS): XOIP when enabled, then the login.
+    fn after_greeting(&mut self, out: &mut Vec<u8>) {
+        match self.xoip.take() {
+            Some(x) => {
+                out.extend_from_slice(&x);
+                self.state = State::Xoip;
+            }
+            None => self.start_login(out),
         }
     }
 
@@ -85,17 +101,22 @@ impl Pop3Login {
             })
         };
         let progress = match self.state {
+            State::Greeting if ok && self.starttls => {
+                out.extend_from_slice(b"STLS\r\n");
+                self.state = State::Stls;
+                return None;
+            }
             State::Greeting if ok => {
-                match self.xoip.take() {
-                    Some(x) => {
-                        out.extend_from_slice(&x);
-                        self.state = State::Xoip;
-                    }
-                    None => self.start_login(out),
-                }
+                self.after_greeting(out);
                 return None;
             }
             State::Greeting => failed("reading the backend greeting"),
+            State::Stls if ok => {
+                self.state = State::Handshake;
+                return Some(Progress::StartTls);
+            }
+            State::Stls => failed("starting TLS with the backend"),
+            State::Handshake => return None,
             State::Xoip if ok => {
                 self.start_login(out);
                 return None;
@@ -130,6 +151,12 @@ impl Pop3Login {
 }
 
 impl BackendSide for Pop3Login {
+    fn tls_started(&mut self, out: &mut Vec<u8>) {
+        if self.state == State::Handshake {
+            self.after_greeting(out);
+        }
+    }
+
     fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
         let mut pos = 0;
         while let Some(off) = input[pos..].iter().position(|&b| b == b'\n') {
@@ -162,6 +189,7 @@ mod tests {
         ReplayParams {
             send_client_ip: xoip,
             literal_auth: true,
+            starttls: false,
             client_ip: "198.51.100.7".parse().unwrap(),
             proxy_ip: "192.0.2.10".parse().unwrap(),
             account,
@@ -203,6 +231,19 @@ mod tests {
                 forward: b"+OK Logged in.\r\n".to_vec()
             }
         );
+    }
+
+    #[test]
+    fn stls_before_xoip_and_login() {
+        let mut p = params(b"carol@example.com", true);
+        p.starttls = true;
+        let mut b = Pop3Login::new(&creds(AuthKind::Login), &p);
+        assert_eq!(step(&mut b, b"+OK ready\r\n").0, "STLS\r\n");
+        assert_eq!(step(&mut b, b"+OK Begin TLS\r\n").1, Progress::StartTls);
+        let mut out = Vec::new();
+        b.tls_started(&mut out);
+        assert_eq!(out, b"XOIP 198.51.100.7\r\n");
+        assert_eq!(step(&mut b, b"+OK\r\n").0, "USER carol@example.com\r\n");
     }
 
     #[test]

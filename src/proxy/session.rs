@@ -16,7 +16,7 @@ use super::conn::Conn;
 use super::relay::{relay, End};
 use super::resolve::{resolve, LoginContext, Resolution};
 use super::worker::Worker;
-use crate::config::{ListenerSpec, Proto};
+use crate::config::{BackendTls, ListenerSpec, Proto};
 use crate::login::{BackendSide, ClientSide, Event, Progress, ReplayParams};
 
 enum After {
@@ -136,7 +136,17 @@ async fn start_tls(w: &Worker, proto: Proto, conn: Conn, peer: SocketAddr) -> Op
     }
 }
 
-/// Connect to the backend: TCP under the connect timeout, then TLS when configured.
+/// The name a backend certificate must carry: `upstream.server_name`, else its IP address.
+fn backend_name(w: &Worker, server: SocketAddr) -> io::Result<ServerName<'static>> {
+    match &w.config.backend_server_name {
+        Some(n) => ServerName::try_from(n.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)),
+        None => Ok(ServerName::IpAddress(server.ip().into())),
+    }
+}
+
+/// Connect to the backend: TCP under the connect timeout, then TLS with `upstream.tls = "on"`
+/// (STARTTLS happens later, inside the login replay).
 async fn connect_backend(w: &Worker, server: SocketAddr) -> io::Result<Conn> {
     let stream =
         match compio::time::timeout(w.config.connect_timeout, TcpStream::connect(server)).await {
@@ -145,14 +155,10 @@ async fn connect_backend(w: &Worker, server: SocketAddr) -> io::Result<Conn> {
         };
     let _ = stream.set_nodelay(true);
     let conn = Conn::plain(stream, w.config.buffer_size);
-    let Some(cfg) = &w.backend_tls else {
+    let (Some(cfg), BackendTls::On) = (&w.backend_tls, w.config.backend_tls) else {
         return Ok(conn);
     };
-    let name = match &w.config.backend_server_name {
-        Some(n) => ServerName::try_from(n.clone())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-        None => ServerName::IpAddress(server.ip().into()),
-    };
+    let name = backend_name(w, server)?;
     match compio::time::timeout(
         w.config.connect_timeout,
         conn.connect_tls(cfg.clone(), name),
@@ -216,9 +222,21 @@ async fn login(
     };
     // what only the replay needs is dropped before the relay, so an idle session keeps none
     let outcome = {
+        let starttls = match (&w.backend_tls, w.config.backend_tls) {
+            (Some(cfg), BackendTls::Starttls) => match backend_name(w, server) {
+                Ok(name) => Some((cfg.clone(), name)),
+                Err(e) => {
+                    fail(client, out, "naming the backend for TLS failed", &e);
+                    let _ = conn.write_vec(out).await;
+                    return After::Close;
+                }
+            },
+            _ => None,
+        };
         let params = ReplayParams {
             send_client_ip: w.config.session(proto).send_client_ip,
             literal_auth: w.config.literal_auth,
+            starttls: starttls.is_some(),
             client_ip: ctx.client_ip,
             proxy_ip: ctx.proxy_ip,
             account: &account,
@@ -227,12 +245,12 @@ async fn login(
         let mut replay = client.backend(creds, &params);
         let replayed = compio::time::timeout(
             w.config.login_timeout,
-            run_replay(&backend, replay.as_mut()),
+            run_replay(backend, replay.as_mut(), starttls),
         );
         Box::pin(replayed).await
     };
     drop((account, password));
-    let (progress, rest) = match outcome {
+    let (backend, progress, rest) = match outcome {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             fail(client, out, "logging in to the backend failed", &e);
@@ -299,23 +317,37 @@ async fn login(
             let _ = conn.write_vec(out).await;
             After::Close
         }
-        Progress::NeedMore => After::Close,
+        // run_replay returns only final answers
+        Progress::NeedMore | Progress::StartTls => After::Close,
     }
 }
 
-/// Run the replay until it finishes. Returns the result and the backend bytes after it.
+/// Run the replay until it finishes, doing STARTTLS with the backend when the replay asks
+/// for it. Returns the connection, the result and the backend bytes after it.
 async fn run_replay(
-    backend: &Conn,
+    mut backend: Conn,
     replay: &mut dyn BackendSide,
-) -> io::Result<(Progress, Vec<u8>)> {
+    mut starttls: Option<(std::sync::Arc<rustls::ClientConfig>, ServerName<'static>)>,
+) -> io::Result<(Conn, Progress, Vec<u8>)> {
     let mut buf: Vec<u8> = Vec::new();
     let mut to_backend = Vec::new();
     loop {
         let (n, progress) = replay.handle(&buf, &mut to_backend);
         buf.drain(..n);
         backend.write_vec(&mut to_backend).await?;
-        if progress != Progress::NeedMore {
-            return Ok((progress, buf));
+        match progress {
+            Progress::NeedMore => {}
+            Progress::StartTls => {
+                let Some((cfg, name)) = starttls.take() else {
+                    return Err(io::Error::other("STARTTLS answered twice"));
+                };
+                // plaintext the backend sent after its OK is never taken as TLS-protected
+                buf = Vec::new();
+                backend = Box::pin(backend.connect_tls(cfg, name)).await?;
+                replay.tls_started(&mut to_backend);
+                backend.write_vec(&mut to_backend).await?;
+            }
+            _ => return Ok((backend, progress, buf)),
         }
         if backend.read_into(&mut buf, 16384).await? == 0 {
             return Err(io::Error::new(

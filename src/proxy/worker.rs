@@ -133,7 +133,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     );
     let backend_tls = match config.backend_tls {
         BackendTls::Off => None,
-        BackendTls::On => Some(
+        BackendTls::On | BackendTls::Starttls => Some(
             crate::tls::client_config(config.backend_ca_file.as_ref(), config.backend_insecure)
                 .map_err(anyhow::Error::msg)?,
         ),
