@@ -139,6 +139,24 @@ pub trait BackendSide {
     fn tls_started(&mut self, out: &mut Vec<u8>);
 }
 
+/// Hand each complete line (LF included) at the start of `input` to `line` until it reports
+/// progress. Returns the bytes consumed and that progress, if any. Shared by the backend
+/// replays, which answer line by line.
+pub fn each_line(
+    input: &[u8],
+    mut line: impl FnMut(&[u8]) -> Option<Progress>,
+) -> (usize, Option<Progress>) {
+    let mut pos = 0;
+    while let Some(off) = input[pos..].iter().position(|&b| b == b'\n') {
+        let l = &input[pos..pos + off + 1];
+        pos += off + 1;
+        if let Some(progress) = line(l) {
+            return (pos, Some(progress));
+        }
+    }
+    (pos, None)
+}
+
 /// How the client authenticated; the backend login is replayed the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthKind {

@@ -125,19 +125,20 @@ fn drive(client: &mut dyn ClientSide, data: &[u8], rng: &mut Rng) -> Vec<Event> 
     events
 }
 
-#[test]
-fn imap_client_survives_hostile_input() {
-    let prepared = ImapPrepared::new(ImapSettings {
-        max_command: 2048,
-        ..ImapSettings::default()
-    });
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+/// 3000 sessions of hostile input against clients made by `client(tls, mode)`; the generator
+/// must reach logins and closes, or the run proves nothing.
+fn survives<'p>(
+    seed: u64,
+    seeds: &[&[u8]],
+    client: impl Fn(bool, StartTls) -> Box<dyn ClientSide + 'p>,
+) {
+    let mut rng = Rng(seed);
     let (mut logins, mut closes) = (0, 0);
     for case in 0..3000 {
-        let data = input(&mut rng, IMAP_SEEDS);
+        let data = input(&mut rng, seeds);
         let mode = [StartTls::Off, StartTls::On, StartTls::Only][case % 3];
-        let mut client = prepared.client(case % 5 == 0, mode);
-        for e in drive(&mut client, &data, &mut rng) {
+        let mut client = client(case % 5 == 0, mode);
+        for e in drive(client.as_mut(), &data, &mut rng) {
             match e {
                 Event::Login(_) => logins += 1,
                 Event::Close => closes += 1,
@@ -145,11 +146,21 @@ fn imap_client_survives_hostile_input() {
             }
         }
     }
-    // the generator must reach the interesting paths, or this test proves nothing
     assert!(
         logins > 100 && closes > 50,
         "logins {logins}, closes {closes}"
     );
+}
+
+#[test]
+fn imap_client_survives_hostile_input() {
+    let prepared = ImapPrepared::new(ImapSettings {
+        max_command: 2048,
+        ..ImapSettings::default()
+    });
+    survives(0x5eed_1234_abcd_0001, IMAP_SEEDS, |tls, mode| {
+        Box::new(prepared.client(tls, mode))
+    });
 }
 
 #[test]
@@ -158,25 +169,9 @@ fn pop3_client_survives_hostile_input() {
         max_command: 2048,
         ..Pop3Settings::default()
     });
-    let mut rng = Rng(0x5eed_1234_abcd_0002);
-    let (mut logins, mut closes) = (0, 0);
-    for case in 0..3000 {
-        let data = input(&mut rng, POP3_SEEDS);
-        let mode = [StartTls::Off, StartTls::On, StartTls::Only][case % 3];
-        let mut client = prepared.client(case % 5 == 0, mode);
-        for e in drive(&mut client, &data, &mut rng) {
-            match e {
-                Event::Login(_) => logins += 1,
-                Event::Close => closes += 1,
-                _ => {}
-            }
-        }
-    }
-    // the generator must reach the interesting paths, or this test proves nothing
-    assert!(
-        logins > 100 && closes > 50,
-        "logins {logins}, closes {closes}"
-    );
+    survives(0x5eed_1234_abcd_0002, POP3_SEEDS, |tls, mode| {
+        Box::new(prepared.client(tls, mode))
+    });
 }
 
 #[test]

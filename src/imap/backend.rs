@@ -11,7 +11,7 @@
 //! (`<client tag>-ID`) so that its answer can never be taken for the login's.
 #![forbid(unsafe_code)]
 
-use crate::login::{AuthKind, BackendSide, Credentials, Progress, ReplayParams};
+use crate::login::{each_line, AuthKind, BackendSide, Credentials, Progress, ReplayParams};
 use crate::sasl::encode_plain;
 
 /// Largest backend response block kept while logging in.
@@ -315,12 +315,6 @@ impl BackendLogin {
             State::LiteralUser
         };
     }
-
-    /// Process the backend bytes at the start of `input`; bytes to send are appended to
-    /// `out`. Returns how much of `input` was consumed.
-    pub fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
-        BackendSide::handle(self, input, out)
-    }
 }
 
 impl BackendSide for BackendLogin {
@@ -331,13 +325,9 @@ impl BackendSide for BackendLogin {
     }
 
     fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
-        let mut pos = 0;
-        while let Some(off) = input[pos..].iter().position(|&b| b == b'\n') {
-            let line = &input[pos..pos + off + 1];
-            pos += off + 1;
-            if let Some(progress) = self.line(line, out) {
-                return (pos, progress);
-            }
+        let (pos, progress) = each_line(input, |line| self.line(line, out));
+        if let Some(progress) = progress {
+            return (pos, progress);
         }
         if input.len() - pos + self.response.len() > MAX_RESPONSE {
             self.state = State::Done;

@@ -3,7 +3,7 @@
 //! client suffix is not re-appended for POP3.
 #![forbid(unsafe_code)]
 
-use crate::login::{AuthKind, BackendSide, Credentials, Progress, ReplayParams};
+use crate::login::{each_line, AuthKind, BackendSide, Credentials, Progress, ReplayParams};
 use crate::sasl::encode_plain;
 
 /// Longest backend line accepted while logging in.
@@ -158,13 +158,9 @@ impl BackendSide for Pop3Login {
     }
 
     fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
-        let mut pos = 0;
-        while let Some(off) = input[pos..].iter().position(|&b| b == b'\n') {
-            let line = &input[pos..pos + off + 1];
-            pos += off + 1;
-            if let Some(p) = self.line(line, out) {
-                return (pos, p);
-            }
+        let (pos, progress) = each_line(input, |line| self.line(line, out));
+        if let Some(progress) = progress {
+            return (pos, progress);
         }
         if input.len() - pos > MAX_LINE {
             self.state = State::Done;
