@@ -21,9 +21,10 @@ fn lookup(c: &mut Criterion) {
     c.bench_function("lookup/parse_response_denied", |b| {
         b.iter(|| parse_response(Dialect::Zimbra, black_box(denied), 4096))
     });
+    let password = ringmail::secret::Secret::from(&b"s3cret"[..]);
     let req = Request {
         user: b"alice",
-        password: b"s3cret",
+        password: &password,
         protocol: "imap",
         attempt: 1,
         proxy_ip: "192.0.2.10".parse().unwrap(),

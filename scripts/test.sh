@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Install what the tests need on a fresh machine (Dovecot IMAP and POP3, curl, python3,
 # openssl),
 # then run every test of the workspace. Used by the README and by .ci/run.
 set -euo pipefail
@@ -20,4 +21,4 @@ fi
 # the Debian packages may start system-wide daemons; they do not clash with the tests
 # (which use their own config directories and free ports), so they are left alone.
 
-cargo test --workspace --all-targets --release "$@"
+cargo test --workspace --all-targets --release --no-fail-fast "$@"

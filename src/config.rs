@@ -14,7 +14,7 @@ use crate::login::FailurePolicy;
 use crate::login::StartTls;
 use crate::lookup::codec::Dialect;
 use crate::pop3::client::{Settings as Pop3Settings, DEFAULT_CAPABILITIES as POP3_CAPABILITIES};
-use crate::route::StaticRoutes;
+use crate::route::{StaticRoutes, Target};
 use crate::tls::CertFiles;
 
 /// A duration written as `15s`, `100ms`, `2m`, `1h` or a bare number of seconds.
@@ -135,6 +135,8 @@ pub struct ImapFile {
     pub max_command: Size,
     pub timeout: Dur,
     pub idle_timeout: Dur,
+    /// The whole pre-login phase, however the client trickles its bytes.
+    pub login_deadline: Dur,
     pub failed_login_limit: u32,
     pub close_on_failed_login: bool,
     pub login_penalty: Dur,
@@ -162,6 +164,7 @@ impl Default for ImapFile {
             max_command: Size(s.max_command),
             timeout: Dur(Duration::from_secs(60)),
             idle_timeout: Dur(Duration::from_secs(2100)),
+            login_deadline: Dur(Duration::from_secs(120)),
             failed_login_limit: s.failures.limit,
             close_on_failed_login: false,
             login_penalty: Dur(s.failures.penalty),
@@ -188,6 +191,8 @@ pub struct Pop3File {
     pub max_command: Size,
     pub timeout: Dur,
     pub idle_timeout: Dur,
+    /// The whole pre-login phase, however the client trickles its bytes.
+    pub login_deadline: Dur,
     pub failed_login_limit: u32,
     pub close_on_failed_login: bool,
     pub login_penalty: Dur,
@@ -210,6 +215,7 @@ impl Default for Pop3File {
             max_command: Size(s.max_command),
             timeout: Dur(Duration::from_secs(60)),
             idle_timeout: Dur(Duration::from_secs(600)),
+            login_deadline: Dur(Duration::from_secs(120)),
             failed_login_limit: s.failures.limit,
             close_on_failed_login: false,
             login_penalty: Dur(s.failures.penalty),
@@ -252,8 +258,8 @@ pub struct LookupFile {
     pub max_response: Size,
     pub cache_ttl: Dur,
     pub cache_capacity: usize,
-    /// Static routes: login, `*@domain` or `*` → `ip:port`.
-    pub routes: std::collections::BTreeMap<String, String>,
+    /// Static routes: login, `*@domain` or `*` → `ip`, `ip:port` or `{ imap = .., pop3 = .. }`.
+    pub routes: std::collections::BTreeMap<String, RouteFile>,
 }
 
 impl Default for LookupFile {
@@ -269,6 +275,24 @@ impl Default for LookupFile {
             cache_capacity: 100_000,
             routes: Default::default(),
         }
+    }
+}
+
+/// A static route's target as written: an address (`ip` uses each protocol's standard port,
+/// `ip:port` is one port for every protocol) or one `ip:port` per protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RouteFile {
+    Address(String),
+    PerProtocol {
+        imap: Option<String>,
+        pop3: Option<String>,
+    },
+}
+
+impl From<&str> for RouteFile {
+    fn from(s: &str) -> Self {
+        RouteFile::Address(s.to_string())
     }
 }
 
@@ -496,6 +520,9 @@ pub struct SessionTimes {
     pub timeout: Duration,
     /// After login, no byte either way.
     pub idle_timeout: Duration,
+    /// From accept to the login: a client that keeps sending a byte now and then (slowloris)
+    /// still cannot hold a pre-login connection longer than this.
+    pub login_deadline: Duration,
     /// Pass the client address to the backend (IMAP ID, POP3 XOIP).
     pub send_client_ip: bool,
 }
@@ -546,6 +573,62 @@ fn check_line(text: &str, key: &str) -> Result<(), String> {
         return Err(format!("{key}: {text:?} holds a control character"));
     }
     Ok(())
+}
+
+/// A static route's addresses. A bare IP takes each protocol's standard backend port (143/110,
+/// or 993/995 with implicit TLS to the backends); one `ip:port` for a proxy of both IMAP and
+/// POP3 is refused, since one of them would reach the other's port.
+fn static_target(
+    pattern: &str,
+    target: &RouteFile,
+    tls: BackendTls,
+    imap: bool,
+    pop3: bool,
+) -> Result<Target, String> {
+    let key = format!("lookup.routes.{pattern:?}");
+    let (imap_port, pop3_port) = match tls {
+        BackendTls::On => (993, 995),
+        BackendTls::Off | BackendTls::Starttls => (143, 110),
+    };
+    let addr = |a: &str| {
+        a.parse::<SocketAddr>()
+            .map_err(|_| format!("{key}: {a:?} is not ip:port"))
+    };
+    match target {
+        RouteFile::Address(a) => {
+            if let Ok(ip) = a.parse::<std::net::IpAddr>() {
+                return Ok(Target {
+                    imap: SocketAddr::new(ip, imap_port),
+                    pop3: SocketAddr::new(ip, pop3_port),
+                });
+            }
+            let server = a.parse::<SocketAddr>().map_err(|_| {
+                format!("{key}: {a:?} is neither an IP address nor ip:port")
+            })?;
+            if imap && pop3 {
+                return Err(format!(
+                    "{key}: {a:?} gives one port, but both IMAP and POP3 are proxied; write the \
+                     address alone (\"{ip}\": ports {imap_port} and {pop3_port}) or one address \
+                     per protocol ({{ imap = \"{ip}:{imap_port}\", pop3 = \"{ip}:{pop3_port}\" }})",
+                    ip = server.ip()
+                ));
+            }
+            Ok(Target::same(server))
+        }
+        RouteFile::PerProtocol { imap: i, pop3: p } => {
+            let pick = |v: &Option<String>, needed: bool, name: &str| match v {
+                Some(a) => addr(a).map(Some),
+                None if needed => Err(format!("{key}: no {name} address, but {name} is proxied")),
+                None => Ok(None),
+            };
+            let (i, p) = (pick(i, imap, "imap")?, pick(p, pop3, "pop3")?);
+            let any = i.or(p).ok_or_else(|| format!("{key}: no address"))?;
+            Ok(Target {
+                imap: i.unwrap_or(any),
+                pop3: p.unwrap_or(any),
+            })
+        }
+    }
 }
 
 /// Parse a CPU list such as `0-3,8`.
@@ -685,10 +768,13 @@ impl FileConfig {
             check_line(c, "pop3.capabilities")?;
         }
         let (pop3_plain, pop3_login) = mechanisms(&p.auth_mechanisms, "pop3.auth_mechanisms")?;
-        for (max_command, max_errors, limit, key) in [
-            (i.max_command.0, i.max_errors, i.failed_login_limit, "imap"),
-            (p.max_command.0, p.max_errors, p.failed_login_limit, "pop3"),
+        for (max_command, max_errors, limit, key, times) in [
+            (i.max_command.0, i.max_errors, i.failed_login_limit, "imap", (i.timeout, i.login_deadline)),
+            (p.max_command.0, p.max_errors, p.failed_login_limit, "pop3", (p.timeout, p.login_deadline)),
         ] {
+            if times.0 .0.is_zero() || times.1 .0.is_zero() {
+                return Err(format!("{key}.timeout and {key}.login_deadline must be more than 0"));
+            }
             if !(1024..=1 << 20).contains(&max_command) {
                 return Err(format!("{key}.max_command must be between 1k and 1m"));
             }
@@ -789,11 +875,12 @@ impl FileConfig {
             .map(|h| parse_handler(h))
             .collect::<Result<Vec<_>, _>>()?;
         let mut static_routes = StaticRoutes::default();
-        for (pattern, addr) in &l.routes {
-            let addr: SocketAddr = addr
-                .parse()
-                .map_err(|_| format!("lookup.routes.{pattern:?}: {addr:?} is not ip:port"))?;
-            static_routes.insert(pattern, addr);
+        let proxied = |proto| listeners.iter().any(|l: &ListenerSpec| l.proto == proto);
+        for (pattern, target) in &l.routes {
+            static_routes.insert(
+                pattern,
+                static_target(pattern, target, u.tls, proxied(Proto::Imap), proxied(Proto::Pop3))?,
+            );
         }
         if handlers.is_empty() && static_routes.is_empty() {
             return Err(
@@ -822,11 +909,13 @@ impl FileConfig {
             imap_session: SessionTimes {
                 timeout: i.timeout.0,
                 idle_timeout: i.idle_timeout.0,
+                login_deadline: i.login_deadline.0,
                 send_client_ip: i.send_id,
             },
             pop3_session: SessionTimes {
                 timeout: p.timeout.0,
                 idle_timeout: p.idle_timeout.0,
+                login_deadline: p.login_deadline.0,
                 send_client_ip: p.send_xoip,
             },
             literal_auth: i.literal_auth,
@@ -895,7 +984,7 @@ mod tests {
             timeout = "30s"
             [lookup]
             handlers = ["http://127.0.0.1:7072/lookup"]
-            routes = { "*@example.com" = "127.0.0.1:143" }
+            routes = { "*@example.com" = "127.0.0.1" }
             "#,
         )
         .unwrap();
@@ -913,10 +1002,41 @@ mod tests {
         assert_eq!(c.pool_size, 2);
         assert_eq!(c.imap_session.timeout, Duration::from_secs(30));
         assert_eq!(c.listeners.len(), 2, "imap plus the default pop3 listener");
-        assert_eq!(
-            c.static_routes.get(b"a@example.com"),
-            Some("127.0.0.1:143".parse().unwrap())
-        );
+        let t = c.static_routes.get(b"a@example.com").unwrap();
+        assert_eq!(t.imap, "127.0.0.1:143".parse().unwrap());
+        assert_eq!(t.pop3, "127.0.0.1:110".parse().unwrap());
+    }
+
+    /// Issue 9.2: POP3 logins must never be routed to an IMAP port.
+    #[test]
+    fn static_routes_have_a_port_per_protocol() {
+        let validate = |toml: &str| FileConfig::from_toml(toml).unwrap().validate();
+        // one ip:port while both protocols are proxied is refused, with the fix in the message
+        let e = validate("[lookup]\nroutes = { \"*\" = \"10.0.0.22:143\" }").unwrap_err();
+        assert!(e.contains("both IMAP and POP3") && e.contains("pop3 = \"10.0.0.22:110\""), "{e}");
+        // ... and accepted when only one protocol is
+        let c = validate("[pop3]\nlisten = []\n[lookup]\nroutes = { \"*\" = \"10.0.0.22:1143\" }")
+            .unwrap();
+        assert_eq!(c.static_routes.get(b"x").unwrap().imap, "10.0.0.22:1143".parse().unwrap());
+        // a bare address takes the standard ports, TLS ones with implicit TLS to the backends
+        let c = validate(
+            "[lookup]\nroutes = { \"*\" = \"10.0.0.22\" }\n[upstream]\ntls = \"on\"\n\
+             insecure_skip_verify = true",
+        )
+        .unwrap();
+        let t = c.static_routes.get(b"x").unwrap();
+        assert_eq!((t.imap.port(), t.pop3.port()), (993, 995));
+        // one address per protocol
+        let c = validate(
+            "[lookup.routes]\n\"*\" = { imap = \"10.0.0.1:1143\", pop3 = \"10.0.0.2:1110\" }",
+        )
+        .unwrap();
+        let t = c.static_routes.get(b"x").unwrap();
+        assert_eq!(t.imap, "10.0.0.1:1143".parse().unwrap());
+        assert_eq!(t.pop3, "10.0.0.2:1110".parse().unwrap());
+        let e = validate("[lookup.routes]\n\"*\" = { imap = \"10.0.0.1:1143\" }").unwrap_err();
+        assert!(e.contains("no pop3 address"), "{e}");
+        assert!(validate("[lookup]\nroutes = { \"*\" = \"mail.example.com\" }").is_err());
     }
 
     #[test]

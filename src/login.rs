@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::sasl::Secret;
+use crate::secret::Secret;
 
 /// STARTTLS / STLS policy of a plaintext listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -76,10 +76,11 @@ pub enum Progress {
     Success { forward: Vec<u8> },
     /// The backend refused the credentials with this answer.
     Rejected { reply: Vec<u8> },
-    /// The backend answered something unexpected at `step`; `relay` is its line.
+    /// The backend answered something unexpected at `step`; `line` is what it said, for the
+    /// log only: the client gets ringmail's own internal-error reply, never backend bytes.
     Failed {
         step: &'static str,
-        relay: Option<Vec<u8>>,
+        line: Option<Vec<u8>>,
     },
 }
 
@@ -98,7 +99,7 @@ pub struct ReplayParams<'a> {
     /// The account to log in as (Auth-User from the lookup, or the login).
     pub account: &'a [u8],
     /// A password from the lookup's Auth-Pass, replacing the client's.
-    pub password: Option<&'a [u8]>,
+    pub password: Option<&'a Secret>,
 }
 
 /// A protocol's pre-login state machine, as the session driver sees it.
@@ -117,8 +118,6 @@ pub trait ClientSide {
     fn login_rejected(&mut self, reply: &[u8], out: &mut Vec<u8>) -> Failure;
     /// Lookup or backend infrastructure failed: reply, then close.
     fn internal_error(&mut self, out: &mut Vec<u8>);
-    /// The backend answered unexpectedly with `line`: relay it, then close.
-    fn backend_failed(&mut self, line: &[u8], out: &mut Vec<u8>);
     /// The client was silent for the pre-login timeout: reply (maybe nothing), then close.
     fn timed_out(&mut self, out: &mut Vec<u8>);
     /// After login, the idle timeout closes the session: what to say first.
@@ -181,6 +180,24 @@ pub struct Credentials {
     pub authcid: Option<Vec<u8>>,
     pub password: Secret,
     pub kind: AuthKind,
+}
+
+/// Whether `value` holds a byte that could end a command line or a string on its way to the
+/// lookup handler or the backend (CR, LF, NUL). Credentials holding one are refused before
+/// the lookup: replayed, `PASS pw\r\nSTAT` would run a second command on the backend.
+pub fn breaks_line(value: &[u8]) -> bool {
+    value.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+impl Credentials {
+    /// True when no part of the login (user, authorization or authentication id, password)
+    /// holds CR, LF or NUL; see [`breaks_line`].
+    pub fn is_clean(&self) -> bool {
+        !breaks_line(&self.user)
+            && !breaks_line(self.suffix)
+            && !self.authcid.as_deref().is_some_and(breaks_line)
+            && !breaks_line(self.password.expose())
+    }
 }
 
 /// Zimbra client hints removed from the end of a login (exactly 3 bytes, case-sensitive).

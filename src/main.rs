@@ -42,6 +42,8 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // colour codes only for a person at a terminal, never into files or journald
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let mut file = match &cli.command {
@@ -54,6 +56,8 @@ fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
     if cli.check_config {
+        // load what a start loads: certificates, keys, the backend CA; probe io_uring
+        ringmail::proxy::worker::prepare(&config).context("invalid configuration")?;
         let listeners: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
         println!(
             "configuration OK: {} worker(s), listeners {listeners:?}",
@@ -70,7 +74,7 @@ fn demo_config(listen: SocketAddr) -> anyhow::Result<FileConfig> {
     let mut file = FileConfig::default();
     file.imap.listen = vec![listen.to_string()];
     file.pop3.listen = Vec::new();
-    file.lookup.routes.insert("*".into(), mailbox.to_string());
+    file.lookup.routes.insert("*".into(), mailbox.to_string().as_str().into());
     let (host, port) = (listen.ip(), listen.port());
     println!(
         "ringmail demo: IMAP proxy on {listen} -> built-in demo mailbox on {mailbox} \
@@ -80,8 +84,9 @@ fn demo_config(listen: SocketAddr) -> anyhow::Result<FileConfig> {
          \n  curl 'imap://{host}:{port}/' -u alice:{pw}\n\
          \n  python3 -c \"import imaplib; m = imaplib.IMAP4('{host}', {port}); \
          m.login('demo', '{pw}'); m.select('INBOX'); print(m.fetch('2', '(BODY[])')[1][0][1].decode())\"\n\
-         \nA wrong password shows the failed-login delay (2 s, then 4 s, then the connection \
-         closes).\nPress Ctrl-C to stop.\n",
+         \nA wrong password shows the failed-login delay: NO after 2 s, again after 4 s, and \
+         after 8 s the third NO with a BYE, and the connection closes.\n\
+         Press Ctrl-C to stop.\n",
         pw = ringmail::demo::PASSWORD
     );
     Ok(file)

@@ -175,16 +175,33 @@ impl RouteCache {
     }
 }
 
-/// Routes from the config: exact login, `*@domain`, or `*` (matched case-insensitively).
+/// Where a static route sends each protocol: a mailbox host listens on one port per protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub imap: SocketAddr,
+    pub pop3: SocketAddr,
+}
+
+impl Target {
+    /// One address for every protocol (only valid when a single protocol is proxied).
+    pub fn same(server: SocketAddr) -> Target {
+        Target {
+            imap: server,
+            pop3: server,
+        }
+    }
+}
+
+/// Routes from the config: exact login, `*@domain` or `*` (matched case-insensitively).
 #[derive(Debug, Clone, Default)]
 pub struct StaticRoutes {
-    exact: HashMap<Vec<u8>, SocketAddr>,
-    domains: HashMap<Vec<u8>, SocketAddr>,
-    default: Option<SocketAddr>,
+    exact: HashMap<Vec<u8>, Target>,
+    domains: HashMap<Vec<u8>, Target>,
+    default: Option<Target>,
 }
 
 impl StaticRoutes {
-    pub fn insert(&mut self, pattern: &str, server: SocketAddr) {
+    pub fn insert(&mut self, pattern: &str, server: Target) {
         let p = pattern.to_ascii_lowercase().into_bytes();
         if p == b"*" {
             self.default = Some(server);
@@ -199,7 +216,7 @@ impl StaticRoutes {
         self.exact.is_empty() && self.domains.is_empty() && self.default.is_none()
     }
 
-    pub fn get(&self, login: &[u8]) -> Option<SocketAddr> {
+    pub fn get(&self, login: &[u8]) -> Option<Target> {
         let login = login.to_ascii_lowercase();
         if let Some(s) = self.exact.get(&login) {
             return Some(*s);
@@ -330,20 +347,15 @@ mod tests {
 
     #[test]
     fn static_routes() {
+        let t = |s: &str| Target::same(s.parse().unwrap());
         let mut s = StaticRoutes::default();
         assert!(s.is_empty());
-        s.insert("alice@example.com", "10.0.0.1:143".parse().unwrap());
-        s.insert("*@example.com", "10.0.0.2:143".parse().unwrap());
-        assert_eq!(
-            s.get(b"Alice@Example.com"),
-            Some("10.0.0.1:143".parse().unwrap())
-        );
-        assert_eq!(
-            s.get(b"bob@example.com"),
-            Some("10.0.0.2:143".parse().unwrap())
-        );
+        s.insert("alice@example.com", t("10.0.0.1:143"));
+        s.insert("*@example.com", t("10.0.0.2:143"));
+        assert_eq!(s.get(b"Alice@Example.com"), Some(t("10.0.0.1:143")));
+        assert_eq!(s.get(b"bob@example.com"), Some(t("10.0.0.2:143")));
         assert_eq!(s.get(b"bob@other.org"), None);
-        s.insert("*", "10.0.0.3:143".parse().unwrap());
-        assert_eq!(s.get(b"bob"), Some("10.0.0.3:143".parse().unwrap()));
+        s.insert("*", t("10.0.0.3:143"));
+        assert_eq!(s.get(b"bob"), Some(t("10.0.0.3:143")));
     }
 }

@@ -5,12 +5,14 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+use crate::secret::Secret;
+
 /// The credentials carried by a PLAIN response.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plain {
     pub authzid: Vec<u8>,
     pub authcid: Vec<u8>,
-    pub password: Vec<u8>,
+    pub password: Secret,
 }
 
 /// Why a SASL response was refused.
@@ -37,8 +39,8 @@ pub fn encode_b64(data: &[u8]) -> String {
 
 /// Decode a base64 PLAIN response `[authzid] NUL authcid NUL passwd`.
 pub fn decode_plain(b64: &[u8]) -> Result<Plain, SaslError> {
-    let raw = decode_b64(b64)?;
-    let mut parts = raw.splitn(3, |&b| b == 0);
+    let raw = Secret::new(decode_b64(b64)?);
+    let mut parts = raw.expose().splitn(3, |&b| b == 0);
     let (Some(authzid), Some(authcid), Some(password)) = (parts.next(), parts.next(), parts.next())
     else {
         return Err(SaslError::Malformed);
@@ -49,29 +51,19 @@ pub fn decode_plain(b64: &[u8]) -> Result<Plain, SaslError> {
     Ok(Plain {
         authzid: authzid.to_vec(),
         authcid: authcid.to_vec(),
-        password: password.to_vec(),
+        password: Secret::from(password),
     })
 }
 
-/// Encode a PLAIN response for the backend.
-pub fn encode_plain(authzid: &[u8], authcid: &[u8], password: &[u8]) -> String {
-    let mut raw = Vec::with_capacity(authzid.len() + authcid.len() + password.len() + 2);
-    raw.extend_from_slice(authzid);
-    raw.push(0);
-    raw.extend_from_slice(authcid);
-    raw.push(0);
-    raw.extend_from_slice(password);
-    encode_b64(&raw)
-}
-
-/// A password or other secret: never printed by `Debug`.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(pub Vec<u8>);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
+/// Encode a PLAIN response for the backend (base64 of `authzid NUL authcid NUL password`).
+pub fn encode_plain(authzid: &[u8], authcid: &[u8], password: &[u8]) -> Secret {
+    let raw = Secret::concat(&[authzid, b"\0", authcid, b"\0", password]);
+    let mut b64 = vec![0; base64::encoded_len(raw.len(), true).unwrap_or(0)];
+    let n = STANDARD
+        .encode_slice(raw.expose(), &mut b64)
+        .expect("the buffer has the encoded length");
+    b64.truncate(n);
+    Secret::new(b64)
 }
 
 #[cfg(test)]
@@ -81,17 +73,17 @@ mod tests {
     #[test]
     fn plain_round_trip() {
         let enc = encode_plain(b"", b"alice", b"pw");
-        assert_eq!(enc, "AGFsaWNlAHB3");
+        assert_eq!(enc.expose(), b"AGFsaWNlAHB3");
         assert_eq!(
-            decode_plain(enc.as_bytes()).unwrap(),
+            decode_plain(enc.expose()).unwrap(),
             Plain {
                 authzid: vec![],
                 authcid: b"alice".to_vec(),
-                password: b"pw".to_vec()
+                password: Secret::from(&b"pw"[..])
             }
         );
         let enc = encode_plain(b"boss", b"alice", b"");
-        assert_eq!(decode_plain(enc.as_bytes()).unwrap().authzid, b"boss");
+        assert_eq!(decode_plain(enc.expose()).unwrap().authzid, b"boss");
     }
 
     #[test]
@@ -106,10 +98,5 @@ mod tests {
             decode_plain(encode_b64(b"\0\0pw").as_bytes()),
             Err(SaslError::Malformed)
         );
-    }
-
-    #[test]
-    fn secret_is_not_printed() {
-        assert_eq!(format!("{:?}", Secret(b"hunter2".to_vec())), "Secret(..)");
     }
 }

@@ -10,7 +10,7 @@ use ringmail::imap::client::{Prepared as ImapPrepared, Settings as ImapSettings,
 use ringmail::login::{AuthKind, ClientSide, Credentials, Event, ReplayParams};
 use ringmail::lookup::codec::{parse_response, Dialect};
 use ringmail::pop3::client::{Prepared as Pop3Prepared, Settings as Pop3Settings};
-use ringmail::sasl::Secret;
+use ringmail::secret::Secret;
 
 /// xorshift64*: small, deterministic, good enough to shuffle bytes.
 struct Rng(u64);
@@ -110,7 +110,8 @@ fn drive(client: &mut dyn ClientSide, data: &[u8], rng: &mut Rng) -> Vec<Event> 
                 events.push(Event::StartTls);
             }
             Event::Login(creds) => {
-                assert!(creds.user.len() <= 256 && creds.password.0.len() <= 1024);
+                assert!(creds.user.len() <= 256 && creds.password.len() <= 1024);
+                assert!(creds.is_clean(), "a login holding CR, LF or NUL got through");
                 // the lookup refuses; the machine must be usable again (or close)
                 let mut out = Vec::new();
                 let f = client.login_denied(None, None, &mut out);
@@ -207,7 +208,7 @@ fn backend_replays_survive_hostile_backends() {
             user: b"alice".to_vec(),
             suffix: b"",
             authcid: None,
-            password: Secret(b"pw".to_vec()),
+            password: Secret::from(&b"pw"[..]),
             kind: [AuthKind::Login, AuthKind::SaslPlain, AuthKind::SaslLogin][case % 3],
         };
         let params = ReplayParams {

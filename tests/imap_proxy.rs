@@ -52,6 +52,7 @@ fn login_forms_reach_dovecot() {
 fn authenticate_plain_with_and_without_initial_response() {
     let env = Env::start();
     let ir = ringmail::sasl::encode_plain(b"", b"alice@example.com", b"alicepw");
+    let ir = String::from_utf8_lossy(ir.expose()).into_owned();
     let mut c = Raw::greeted(env.port());
     c.send(format!("p1 AUTHENTICATE PLAIN {ir}\r\n").as_bytes());
     assert!(c.until("p1 ").last().unwrap().starts_with("p1 OK"));
@@ -259,6 +260,7 @@ fn unknown_user_gets_no_after_auth_wait() {
     c.send(b"u2 NOOP\r\n");
     assert_eq!(c.line(), "u2 OK completed\r\n");
     let ir = ringmail::sasl::encode_plain(b"", b"nobody", b"pw");
+    let ir = String::from_utf8_lossy(ir.expose()).into_owned();
     c.send(format!("u3 AUTHENTICATE PLAIN {ir}\r\n").as_bytes());
     assert_eq!(c.line(), "u3 NO AUTHENTICATE failed\r\n");
     env.assert_healthy();

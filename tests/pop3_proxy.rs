@@ -66,6 +66,7 @@ print(p.quit().decode())
 fn auth_plain_and_sasl_login() {
     let env = Env::start();
     let ir = ringmail::sasl::encode_plain(b"", b"alice@example.com", b"alicepw");
+    let ir = String::from_utf8_lossy(ir.expose()).into_owned();
     let mut c = pop3(&env);
     c.send(format!("AUTH PLAIN {ir}\r\n").as_bytes());
     assert!(c.line().starts_with("+OK"));
@@ -118,6 +119,7 @@ fn wrong_password_then_retry_unknown_user_and_quit() {
         "Auth-Wait honoured"
     );
     let ir = ringmail::sasl::encode_plain(b"", b"nobody", b"x");
+    let ir = String::from_utf8_lossy(ir.expose()).into_owned();
     c.send(format!("AUTH PLAIN {ir}\r\n").as_bytes());
     assert_eq!(c.line(), "-ERR authentication failed: LOGIN failed\r\n");
     c.send(b"QUIT\r\n");

@@ -212,12 +212,11 @@ fn curl_and_openssl_s_client() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // s_client reads its stdin only once STARTTLS and the handshake are done, and
+        // `-quiet` ignores its EOF: it exits when the server closes after LOGOUT / QUIT
         let mut stdin = child.stdin.take().unwrap();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(500));
-            let _ = stdin.write_all(input.as_bytes());
-            std::thread::sleep(Duration::from_millis(1500));
-        });
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -372,18 +371,17 @@ fn sighup_reloads_certificates_without_dropping_sessions() {
             &[&ca2, &imaps.to_string(), flag2.to_str().unwrap()],
         )
     });
-    for _ in 0..100 {
-        if std::fs::read_to_string(&flag).unwrap() == "logged in" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(Duration::from_secs(20), "the live session's login", || {
+        std::fs::read_to_string(&flag).unwrap() == "logged in"
+    });
     // a new certificate for the default name, then SIGHUP
     let (new_cert, new_key) = t.pki.issue("renewed.example.test");
     std::fs::copy(&new_cert, &t.mail_cert).unwrap();
     std::fs::copy(&new_key, &t.mail_key).unwrap();
     t.env.ringmail.signal("HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(Duration::from_secs(10), "the reload log line", || {
+        t.env.ringmail.log().contains("TLS certificates reloaded")
+    });
     let cn = python(
         r#"
 import socket, ssl, sys

@@ -233,7 +233,7 @@ async fn imap_loop(io: &mut Lines, b: &Backend) -> Option<()> {
                     }
                 };
                 logged_in = match ringmail::sasl::decode_plain(&ir) {
-                    Ok(p) => b.password_ok(&p.authcid, &p.password),
+                    Ok(p) => b.password_ok(&p.authcid, p.password.expose()),
                     Err(_) => false,
                 };
                 let r = if logged_in { reply("OK Logged in") } else { reply("NO [AUTHENTICATIONFAILED] Authentication failed") };
@@ -305,7 +305,7 @@ async fn pop3_loop(io: &mut Lines, b: &Backend) -> Option<()> {
                         io.line().await?.trim_ascii_end().to_vec()
                     }
                 };
-                logged_in = matches!(ringmail::sasl::decode_plain(&ir), Ok(p) if b.password_ok(&p.authcid, &p.password));
+                logged_in = matches!(ringmail::sasl::decode_plain(&ir), Ok(p) if b.password_ok(&p.authcid, p.password.expose()));
                 io.send(if logged_in {
                     b"+OK Logged in.\r\n".as_slice()
                 } else {

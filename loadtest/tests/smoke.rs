@@ -2,36 +2,55 @@
 //! the real ringmail binary (built next to loadtest by `cargo test --workspace`) routed by
 //! `loadtest lookup`, with `--pid` sampling. Small counts: this checks the tool, not speed.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-struct Kill(Child);
+#[path = "../../tests/common/ports.rs"]
+mod ports;
+use ports::free_port as port;
+
+/// A child process killed on drop; its stderr goes to a file that failures quote.
+struct Kill(Child, PathBuf);
+
+impl Kill {
+    fn spawn(cmd: &mut Command, dir: &Path, name: &str) -> Kill {
+        let log = dir.join(format!("{name}.stderr"));
+        let child = cmd
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Kill(child, log)
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+
+    /// Wait until the child listens on `port`; fail at once, with its stderr, if it exits.
+    fn wait(&mut self, port: u16) {
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                panic!("it exited ({status}) before listening on {port}: {}", self.stderr());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "nothing listens on {port} after 20 s; its stderr: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
 
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait(port: u16) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "nothing listens on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.1.display(), self.stderr());
+        }
     }
 }
 
@@ -53,7 +72,9 @@ fn run(args: &[&str]) -> serde_json::Value {
 #[test]
 fn every_scenario_reports() {
     let (imap, pop3, lookup) = (port(), port(), port());
-    let _backend = Kill(
+    let dir = std::env::temp_dir().join(format!("loadtest-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut backend = Kill::spawn(
         loadtest()
             .args([
                 "backend",
@@ -62,12 +83,11 @@ fn every_scenario_reports() {
                 "--pop3",
                 &format!("127.0.0.1:{pop3}"),
             ])
-            .args(["--message-size", "100k"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .args(["--message-size", "100k"]),
+        &dir,
+        "backend",
     );
-    let _lookup = Kill(
+    let mut lookup_server = Kill::spawn(
         loadtest()
             .args(["lookup", "--listen", &format!("127.0.0.1:{lookup}")])
             .args([
@@ -75,13 +95,12 @@ fn every_scenario_reports() {
                 &format!("127.0.0.1:{imap}"),
                 "--pop3-backend",
                 &format!("127.0.0.1:{pop3}"),
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            ]),
+        &dir,
+        "lookup",
     );
-    wait(imap);
-    wait(lookup);
+    backend.wait(imap);
+    lookup_server.wait(lookup);
 
     let target = format!("127.0.0.1:{imap}");
     let r = run(&[
@@ -139,11 +158,7 @@ fn every_scenario_reports() {
         "ringmail binary next to loadtest: {}",
         ringmail.display()
     );
-    let (rm_port, dir) = (
-        port(),
-        std::env::temp_dir().join(format!("loadtest-smoke-{}", std::process::id())),
-    );
-    std::fs::create_dir_all(&dir).unwrap();
+    let rm_port = port();
     let conf = dir.join("ringmail.toml");
     std::fs::write(
         &conf,
@@ -153,15 +168,12 @@ fn every_scenario_reports() {
         ),
     )
     .unwrap();
-    let proxy = Kill(
-        Command::new(&ringmail)
-            .arg("--config")
-            .arg(&conf)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut proxy = Kill::spawn(
+        Command::new(&ringmail).arg("--config").arg(&conf),
+        &dir,
+        "ringmail",
     );
-    wait(rm_port);
+    proxy.wait(rm_port);
     let pid = proxy.0.id().to_string();
     let target = format!("127.0.0.1:{rm_port}");
     let r = run(&[

@@ -13,6 +13,7 @@
 
 use crate::login::{each_line, AuthKind, BackendSide, Credentials, Progress, ReplayParams};
 use crate::sasl::encode_plain;
+use crate::secret::Secret;
 
 /// Largest backend response block kept while logging in.
 pub const MAX_RESPONSE: usize = 65536;
@@ -53,11 +54,11 @@ pub struct BackendLogin {
     tag: Vec<u8>,
     state: State,
     /// Lines still to send, in order, each after a `+` continuation.
-    pending: Vec<Vec<u8>>,
+    pending: Vec<Secret>,
     /// The first command after the greeting (and ID).
-    login_cmd: Vec<u8>,
+    login_cmd: Secret,
     /// The whole login in one write, and the capability the backend must advertise for it.
-    oneshot: (Vec<u8>, &'static [u8]),
+    oneshot: (Secret, &'static [u8]),
     id_cmd: Option<Vec<u8>>,
     id_tag: Vec<u8>,
     response: Vec<u8>,
@@ -90,7 +91,7 @@ impl BackendLogin {
     pub fn new(creds: &Credentials, r: &Replay<'_>) -> Self {
         let tag = creds.tag.clone();
         let c = &r.common;
-        let password = c.password.unwrap_or(&creds.password.0);
+        let password = c.password.unwrap_or(&creds.password).expose();
         let mut user = c.account.to_vec();
         user.extend_from_slice(creds.suffix);
 
@@ -120,48 +121,58 @@ impl BackendLogin {
             cmd
         });
 
-        let mut login_cmd = tag.clone();
-        let mut oneshot = tag.clone();
-        let mut pending = Vec::new();
-        let needs: &'static [u8] = match creds.kind {
-            AuthKind::SaslPlain => {
-                login_cmd.extend_from_slice(b" AUTHENTICATE PLAIN\r\n");
-                let ir = match &creds.authcid {
-                    // with an authzid: authz = account+suffix, authc = the client's authcid
-                    Some(authcid) => encode_plain(&user, authcid, password),
-                    None => encode_plain(b"", &user, password),
-                };
-                oneshot.extend_from_slice(format!(" AUTHENTICATE PLAIN {ir}\r\n").as_bytes());
-                pending.push(format!("{ir}\r\n").into_bytes());
-                b"SASL-IR"
-            }
-            AuthKind::Login | AuthKind::SaslLogin if c.literal_auth => {
-                let (u, p) = (user.len(), password.len());
-                login_cmd.extend_from_slice(format!(" LOGIN {{{u}}}\r\n").as_bytes());
-                oneshot.extend_from_slice(format!(" LOGIN {{{u}+}}\r\n").as_bytes());
-                oneshot.extend_from_slice(&user);
-                oneshot.extend_from_slice(format!(" {{{p}+}}\r\n").as_bytes());
-                oneshot.extend_from_slice(password);
-                oneshot.extend_from_slice(b"\r\n");
-                let mut lu = user.clone();
-                lu.extend_from_slice(format!(" {{{p}}}\r\n").as_bytes());
-                pending.push(lu);
-                let mut lp = password.to_vec();
-                lp.extend_from_slice(b"\r\n");
-                pending.push(lp);
-                b"LITERAL+"
-            }
-            AuthKind::Login | AuthKind::SaslLogin => {
-                login_cmd.extend_from_slice(b" LOGIN ");
-                quote(&mut login_cmd, &user);
-                login_cmd.push(b' ');
-                quote(&mut login_cmd, password);
-                login_cmd.extend_from_slice(b"\r\n");
-                oneshot = login_cmd.clone();
-                b""
-            }
-        };
-        pending.reverse();
+        let t = tag.as_slice();
+        let (login_cmd, oneshot, pending, needs): (Secret, Secret, Vec<Secret>, &'static [u8]) =
+            match creds.kind {
+                AuthKind::SaslPlain => {
+                    let ir = match &creds.authcid {
+                        // with an authzid: authz = account+suffix, authc = the client's authcid
+                        Some(authcid) => encode_plain(&user, authcid, password),
+                        None => encode_plain(b"", &user, password),
+                    };
+                    let ir = ir.expose();
+                    (
+                        Secret::concat(&[t, b" AUTHENTICATE PLAIN\r\n"]),
+                        Secret::concat(&[t, b" AUTHENTICATE PLAIN ", ir, b"\r\n"]),
+                        vec![Secret::concat(&[ir, b"\r\n"])],
+                        b"SASL-IR",
+                    )
+                }
+                AuthKind::Login | AuthKind::SaslLogin if c.literal_auth => {
+                    let (u, p) = (user.len(), password.len());
+                    let (u_sync, u_plus) = (format!(" LOGIN {{{u}}}\r\n"), format!(" LOGIN {{{u}+}}\r\n"));
+                    let (p_sync, p_plus) = (format!(" {{{p}}}\r\n"), format!(" {{{p}+}}\r\n"));
+                    (
+                        Secret::concat(&[t, u_sync.as_bytes()]),
+                        Secret::concat(&[
+                            t,
+                            u_plus.as_bytes(),
+                            &user,
+                            p_plus.as_bytes(),
+                            password,
+                            b"\r\n",
+                        ]),
+                        vec![
+                            Secret::concat(&[password, b"\r\n"]),
+                            Secret::concat(&[&user, p_sync.as_bytes()]),
+                        ],
+                        b"LITERAL+",
+                    )
+                }
+                AuthKind::Login | AuthKind::SaslLogin => {
+                    let mut line = Vec::with_capacity(
+                        t.len() + 16 + 2 * (user.len() + password.len()),
+                    );
+                    line.extend_from_slice(t);
+                    line.extend_from_slice(b" LOGIN ");
+                    quote(&mut line, &user);
+                    line.push(b' ');
+                    quote(&mut line, password);
+                    line.extend_from_slice(b"\r\n");
+                    let line = Secret::new(line);
+                    (line.clone(), line, Vec::new(), b"")
+                }
+            };
         let mut id_tag = tag.clone();
         id_tag.extend_from_slice(b"-ID");
         BackendLogin {
@@ -180,7 +191,7 @@ impl BackendLogin {
 
     /// After the greeting (and TLS): ID and the login, in one write when the backend allows.
     fn after_greeting(&mut self, out: &mut Vec<u8>) {
-        let oneshot = &self.oneshot.0;
+        let oneshot = self.oneshot.0.expose();
         match (self.id_cmd.take(), self.pipelined) {
             (Some(id), true) => {
                 out.extend_from_slice(&id);
@@ -207,7 +218,7 @@ impl BackendLogin {
         let failed = |step| {
             Some(Progress::Failed {
                 step,
-                relay: Some(line.to_vec()),
+                line: Some(line.to_vec()),
             })
         };
         match self.state {
@@ -264,7 +275,7 @@ impl BackendLogin {
             State::LiteralUser | State::LiteralPass | State::PlainContinue => {
                 if line.starts_with(b"+") {
                     if let Some(next) = self.pending.pop() {
-                        out.extend_from_slice(&next);
+                        out.extend_from_slice(next.expose());
                     }
                     self.state = if self.pending.is_empty() {
                         State::Final
@@ -306,10 +317,10 @@ impl BackendLogin {
     }
 
     fn start_login(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.login_cmd);
+        out.extend_from_slice(self.login_cmd.expose());
         self.state = if self.pending.is_empty() {
             State::Final
-        } else if self.login_cmd.ends_with(b"PLAIN\r\n") {
+        } else if self.login_cmd.expose().ends_with(b"PLAIN\r\n") {
             State::PlainContinue
         } else {
             State::LiteralUser
@@ -335,7 +346,7 @@ impl BackendSide for BackendLogin {
                 input.len(),
                 Progress::Failed {
                     step: "reading an over-long backend response",
-                    relay: None,
+                    line: None,
                 },
             );
         }
@@ -362,7 +373,7 @@ fn advertises(greeting: &[u8], cap: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::login::strip_suffix;
-    use crate::sasl::Secret;
+    use crate::secret::Secret;
 
     fn creds(kind: AuthKind, user: &str) -> Credentials {
         let (user, suffix) = strip_suffix(user.as_bytes());
@@ -371,7 +382,7 @@ mod tests {
             user,
             suffix,
             authcid: None,
-            password: Secret(b"p\"w".to_vec()),
+            password: Secret::from(&b"p\"w"[..]),
             kind,
         }
     }
@@ -476,6 +487,7 @@ mod tests {
         r.common.send_client_ip = false;
         let mut b = BackendLogin::new(&c, &r);
         let ir = crate::sasl::encode_plain(b"", b"carol@x", b"p\"w");
+        let ir = String::from_utf8_lossy(ir.expose()).into_owned();
         let p = drive(
             &mut b,
             &[
@@ -498,7 +510,7 @@ mod tests {
             p,
             Progress::Failed {
                 step: "reading the backend greeting",
-                relay: Some(b"* BYE too busy\r\n".to_vec())
+                line: Some(b"* BYE too busy\r\n".to_vec())
             }
         );
     }
@@ -536,6 +548,7 @@ mod tests {
         );
         let text = String::from_utf8(out).unwrap();
         let ir = encode_plain(b"", b"alice@x", b"p\"w");
+        let ir = String::from_utf8_lossy(ir.expose()).into_owned();
         assert!(text.starts_with("a1-ID ID (\"X-ORIGINATING-IP\""), "{text}");
         assert!(
             text.ends_with(&format!(")\r\na1 AUTHENTICATE PLAIN {ir}\r\n")),

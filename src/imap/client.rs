@@ -15,12 +15,16 @@ use crate::login::{
     strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
     FailurePolicy, ReplayParams, TlsVariants, MAX_PASSWORD, MAX_USER,
 };
-use crate::sasl::{decode_b64, decode_plain, Secret};
+use crate::sasl::{decode_b64, decode_plain};
+use crate::secret::Secret;
 
 pub const BYE: &[u8] = b"* BYE IMAP server terminating connection\r\n";
 
 pub use crate::login::StartTls;
 pub const INTERNAL_ERROR: &[u8] = b"* BAD internal server error\r\n";
+/// The reply to a login whose user, password or authorization id holds CR, LF or NUL.
+pub const BROKEN_CREDENTIALS: &[u8] =
+    b"NO [AUTHENTICATIONFAILED] user name and password must not contain CR, LF or NUL";
 
 /// Static settings of the IMAP pre-login protocol, built once from the config.
 #[derive(Debug, Clone)]
@@ -329,7 +333,7 @@ impl<'s> ImapClient<'s> {
                     reply(out, &tag, b"NO LOGIN failed");
                     return None;
                 }
-                return Some(self.start_login(tag, &user, None, pass, AuthKind::Login));
+                return self.start_login(tag, &user, None, pass, AuthKind::Login, out);
             }
             Command::Authenticate { mechanism, initial } => {
                 return self.authenticate(tag, &mechanism, initial, out)
@@ -387,12 +391,12 @@ impl<'s> ImapClient<'s> {
         let event = match state {
             State::SaslPlain { tag } => self.plain_response(tag, &line, out),
             State::SaslLoginUser { tag } => self.login_user(tag, &line, out),
-            State::SaslLoginPass { tag, user } => match decode_b64(&line) {
+            State::SaslLoginPass { tag, user } => match decode_b64(&line).map(Secret::new) {
                 Ok(pass) if pass.len() > MAX_PASSWORD => {
                     reply(out, &tag, b"NO AUTHENTICATE failed");
                     None
                 }
-                Ok(pass) => Some(self.start_login(tag, &user, None, pass, AuthKind::SaslLogin)),
+                Ok(pass) => self.start_login(tag, &user, None, pass, AuthKind::SaslLogin, out),
                 Err(_) => self.invalid(&tag, out, false),
             },
             _ => None,
@@ -412,21 +416,23 @@ impl<'s> ImapClient<'s> {
             return None;
         }
         if plain.authzid.is_empty() {
-            Some(self.start_login(
+            self.start_login(
                 tag,
                 &plain.authcid,
                 None,
                 plain.password,
                 AuthKind::SaslPlain,
-            ))
+                out,
+            )
         } else {
-            Some(self.start_login(
+            self.start_login(
                 tag,
                 &plain.authzid,
                 Some(plain.authcid),
                 plain.password,
                 AuthKind::SaslPlain,
-            ))
+                out,
+            )
         }
     }
 
@@ -446,27 +452,40 @@ impl<'s> ImapClient<'s> {
         }
     }
 
+    /// A complete login: credentials for the session, or a refusal when any part of it holds
+    /// CR, LF or NUL (counted as an error; it never reaches the lookup or the backend).
     fn start_login(
         &mut self,
         tag: Vec<u8>,
         login: &[u8],
         authcid: Option<Vec<u8>>,
-        password: Vec<u8>,
+        password: Secret,
         kind: AuthKind,
-    ) -> Event {
+        out: &mut Vec<u8>,
+    ) -> Option<Event> {
         let (user, suffix) = strip_suffix(login);
-        self.state = State::LoggingIn {
-            tag: tag.clone(),
-            kind,
-        };
-        Event::Login(Credentials {
+        let creds = Credentials {
             tag,
             user,
             suffix,
             authcid,
-            password: Secret(password),
+            password,
             kind,
-        })
+        };
+        if !creds.is_clean() {
+            self.errors += 1;
+            reply(out, &creds.tag, BROKEN_CREDENTIALS);
+            if self.errors >= self.settings.max_errors {
+                out.extend_from_slice(BYE);
+                return Some(Event::Close);
+            }
+            return None;
+        }
+        self.state = State::LoggingIn {
+            tag: creds.tag.clone(),
+            kind,
+        };
+        Some(Event::Login(creds))
     }
 
     fn logging_in(&self) -> (&[u8], AuthKind) {
@@ -571,12 +590,6 @@ impl ClientSide for ImapClient<'_> {
         if self.active {
             out.extend_from_slice(BYE);
         }
-        self.state = State::Closed;
-    }
-
-    fn backend_failed(&mut self, line: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(line);
-        out.extend_from_slice(BYE);
         self.state = State::Closed;
     }
 
@@ -713,7 +726,7 @@ mod tests {
             user,
             suffix,
             authcid: None,
-            password: Secret(pass.into()),
+            password: Secret::from(pass.as_bytes()),
             kind,
         }
     }
@@ -775,6 +788,7 @@ mod tests {
 
         // with an authzid the route is for the authzid, the authcid is kept
         let ir = crate::sasl::encode_plain(b"shared@x", b"admin/wm", b"pw");
+        let ir = String::from_utf8_lossy(ir.expose()).into_owned();
         let (_, ev, _) = run(
             &mut p.plain(),
             format!("a AUTHENTICATE PLAIN {ir}\r\n").as_bytes(),
@@ -808,6 +822,36 @@ mod tests {
         assert_eq!(out, "c BAD invalid command\r\n");
         let (out, _, _) = run(&mut c, b"d AUTHENTICATE XOAUTH2 abc\r\n");
         assert_eq!(out, "d NO mechanism not supported\r\n");
+    }
+
+    /// Issue 9.1: no mechanism turns a credential holding CR, LF or NUL into a login.
+    #[test]
+    fn credentials_with_line_breaks_or_nul_are_refused() {
+        let p = prepared();
+        let b64 = |v: &[u8]| crate::sasl::encode_b64(v);
+        let refused = std::str::from_utf8(BROKEN_CREDENTIALS).unwrap();
+        let cases: Vec<Vec<u8>> = vec![
+            b"a LOGIN {5}\r\nal\nce pw\r\n".to_vec(),
+            b"a LOGIN alice {6}\r\npw\r\nb2\r\n".to_vec(),
+            b"a LOGIN alice {3}\r\np\0w\r\n".to_vec(),
+            format!("a AUTHENTICATE PLAIN {}\r\n", b64(b"\0alice\0pw\r\nb NOOP")).into_bytes(),
+            format!("a AUTHENTICATE PLAIN {}\r\n", b64(b"a\nb\0alice\0pw")).into_bytes(),
+            format!("a AUTHENTICATE PLAIN\r\n{}\r\n", b64(b"\0al\0ice\0pw")).into_bytes(),
+            format!("a AUTHENTICATE LOGIN {}\r\n{}\r\n", b64(b"alice"), b64(b"pw\r\n")).into_bytes(),
+            format!("a AUTHENTICATE LOGIN\r\n{}\r\n{}\r\n", b64(b"al\rice"), b64(b"pw")).into_bytes(),
+        ];
+        for input in cases {
+            let mut c = p.plain();
+            let (out, ev, n) = run(&mut c, &input);
+            assert!(out.ends_with(&format!("a {refused}\r\n")), "{input:?}: {out:?}");
+            assert_eq!((ev, n), (Event::NeedMore, input.len()), "{input:?}");
+            let (_, ev, _) = run(&mut c, b"b LOGIN alice pw\r\n");
+            assert!(matches!(ev, Event::Login(_)), "{input:?}");
+        }
+        let mut c = p.plain();
+        let (out, ev, _) = run(&mut c, &b"a LOGIN alice {3}\r\np\0w\r\n".repeat(5));
+        assert!(out.ends_with("* BYE IMAP server terminating connection\r\n"), "{out}");
+        assert_eq!(ev, Event::Close);
     }
 
     #[test]

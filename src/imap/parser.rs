@@ -8,6 +8,8 @@
 //! that is [`super::client`]'s job.
 #![forbid(unsafe_code)]
 
+use crate::secret::Secret;
+
 /// A parsed pre-login command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -19,7 +21,7 @@ pub enum Command {
     Id(Option<Vec<(Vec<u8>, Option<Vec<u8>>)>>),
     Login {
         user: Vec<u8>,
-        pass: Vec<u8>,
+        pass: Secret,
     },
     Authenticate {
         mechanism: Vec<u8>,
@@ -362,7 +364,7 @@ impl<'a> Cursor<'a> {
                 if args.len() != 2 || args[0].is_empty() {
                     return Err(self.bad_line());
                 }
-                let pass = args.pop().unwrap_or_default();
+                let pass = Secret::new(args.pop().unwrap_or_default());
                 let user = args.pop().unwrap_or_default();
                 Command::Login { user, pass }
             }
@@ -470,7 +472,7 @@ mod tests {
     fn login(u: &[u8], p: &[u8]) -> Command {
         Command::Login {
             user: u.to_vec(),
-            pass: p.to_vec(),
+            pass: Secret::from(p),
         }
     }
 

@@ -9,6 +9,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::secret::Secret;
+
 /// Which lookup protocol the handlers speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -26,7 +28,7 @@ pub struct Request<'a> {
     /// `username` (or `plain` in the stock dialect).
     pub user: &'a [u8],
     /// Sent only in the stock dialect.
-    pub password: &'a [u8],
+    pub password: &'a Secret,
     /// `imap`, `imapssl`, `pop3`, `pop3ssl`.
     pub protocol: &'a str,
     pub attempt: u32,
@@ -73,7 +75,10 @@ pub fn unescape(value: &[u8]) -> Vec<u8> {
 
 /// Encode a request for `uri` on `host` (the URL's host part, without port).
 pub fn encode_request(dialect: Dialect, host: &str, uri: &str, r: &Request<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    // sized up front: growing would leave copies of the password in freed memory
+    let mut out = Vec::with_capacity(
+        256 + uri.len() + host.len() + 3 * (r.user.len() + r.password.len()) + r.protocol.len(),
+    );
     out.extend_from_slice(b"GET ");
     out.extend_from_slice(uri.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
@@ -86,7 +91,7 @@ pub fn encode_request(dialect: Dialect, host: &str, uri: &str, r: &Request<'_>) 
     out.extend_from_slice(b"\r\nAuth-Pass: ");
     match dialect {
         Dialect::Zimbra => out.extend_from_slice(b"_password_"),
-        Dialect::Nginx => escape(&mut out, r.password),
+        Dialect::Nginx => escape(&mut out, r.password.expose()),
     }
     out.extend_from_slice(b"\r\nAuth-Protocol: ");
     out.extend_from_slice(r.protocol.as_bytes());
@@ -107,7 +112,7 @@ pub struct Route {
     /// Auth-User exactly as received (the Zimbra cache stores it encoded).
     pub account_raw: Option<Vec<u8>>,
     /// A password to use on the backend (Auth-Pass), when the handler sent one.
-    pub password: Option<Vec<u8>>,
+    pub password: Option<Secret>,
     /// Auth-Cache-Alias: TRUE.
     pub cache_alias: bool,
 }
@@ -239,7 +244,7 @@ pub fn parse_response(
             server,
             account: user.filter(|u| !u.is_empty()).map(unescape),
             account_raw: user.filter(|u| !u.is_empty()).map(<[u8]>::to_vec),
-            password: pass.map(<[u8]>::to_vec),
+            password: pass.map(Secret::from),
             cache_alias,
         })
     } else if status == b"WAIT" && dialect == Dialect::Nginx {
@@ -286,10 +291,10 @@ fn parse_server(server: Option<&[u8]>, port: Option<&[u8]>) -> Option<SocketAddr
 mod tests {
     use super::*;
 
-    fn request() -> Request<'static> {
+    fn request(password: &Secret) -> Request<'_> {
         Request {
             user: b"alice",
-            password: b"s3cret",
+            password,
             protocol: "imapssl",
             attempt: 1,
             proxy_ip: "192.0.2.10".parse().unwrap(),
@@ -303,7 +308,7 @@ mod tests {
             Dialect::Zimbra,
             "10.0.0.5",
             "/service/extension/nginx-lookup",
-            &request(),
+            &request(&Secret::from(&b"s3cret"[..])),
         );
         assert_eq!(
             String::from_utf8(got).unwrap(),
@@ -321,8 +326,8 @@ mod tests {
 
     #[test]
     fn nginx_request_sends_the_password_escaped() {
-        let mut r = request();
-        r.password = b"a b%c";
+        let pw = Secret::from(&b"a b%c"[..]);
+        let mut r = request(&pw);
         r.client_ip = "::ffff:1.2.3.4".parse().unwrap();
         let got = String::from_utf8(encode_request(Dialect::Nginx, "h", "/auth", &r)).unwrap();
         assert!(got.contains("Auth-Method: plain\r\n"));

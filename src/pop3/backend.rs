@@ -5,6 +5,7 @@
 
 use crate::login::{each_line, AuthKind, BackendSide, Credentials, Progress, ReplayParams};
 use crate::sasl::encode_plain;
+use crate::secret::Secret;
 
 /// Longest backend line accepted while logging in.
 pub const MAX_LINE: usize = 4096;
@@ -28,8 +29,8 @@ pub struct Pop3Login {
     state: State,
     starttls: bool,
     xoip: Option<Vec<u8>>,
-    first: Vec<u8>,
-    second: Vec<u8>,
+    first: Secret,
+    second: Secret,
 }
 
 impl std::fmt::Debug for Pop3Login {
@@ -42,24 +43,22 @@ impl std::fmt::Debug for Pop3Login {
 
 impl Pop3Login {
     pub fn new(creds: &Credentials, p: &ReplayParams<'_>) -> Self {
-        let password = p.password.unwrap_or(&creds.password.0);
+        let password = p.password.unwrap_or(&creds.password).expose();
         let (first, second) = match creds.kind {
             AuthKind::SaslPlain => {
                 let ir = match &creds.authcid {
                     Some(authcid) => encode_plain(p.account, authcid, password),
                     None => encode_plain(b"", p.account, password),
                 };
-                (b"AUTH PLAIN\r\n".to_vec(), format!("{ir}\r\n").into_bytes())
+                (
+                    Secret::from(&b"AUTH PLAIN\r\n"[..]),
+                    Secret::concat(&[ir.expose(), b"\r\n"]),
+                )
             }
-            AuthKind::Login | AuthKind::SaslLogin => {
-                let mut user = b"USER ".to_vec();
-                user.extend_from_slice(p.account);
-                user.extend_from_slice(b"\r\n");
-                let mut pass = b"PASS ".to_vec();
-                pass.extend_from_slice(password);
-                pass.extend_from_slice(b"\r\n");
-                (user, pass)
-            }
+            AuthKind::Login | AuthKind::SaslLogin => (
+                Secret::concat(&[b"USER ", p.account, b"\r\n"]),
+                Secret::concat(&[b"PASS ", password, b"\r\n"]),
+            ),
         };
         Pop3Login {
             state: State::Greeting,
@@ -84,8 +83,8 @@ impl Pop3Login {
     }
 
     fn start_login(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.first);
-        self.state = if self.first.starts_with(b"AUTH") {
+        out.extend_from_slice(self.first.expose());
+        self.state = if self.first.expose().starts_with(b"AUTH") {
             State::PlainContinue
         } else {
             State::User
@@ -97,7 +96,7 @@ impl Pop3Login {
         let failed = |step| {
             Some(Progress::Failed {
                 step,
-                relay: Some(line.to_vec()),
+                line: Some(line.to_vec()),
             })
         };
         let progress = match self.state {
@@ -123,12 +122,12 @@ impl Pop3Login {
             }
             State::Xoip => failed("sending XOIP to the backend"),
             State::User if ok => {
-                out.extend_from_slice(&self.second);
+                out.extend_from_slice(self.second.expose());
                 self.state = State::Final;
                 return None;
             }
             State::PlainContinue if line.starts_with(b"+ ") || line.starts_with(b"+\r") => {
-                out.extend_from_slice(&self.second);
+                out.extend_from_slice(self.second.expose());
                 self.state = State::Final;
                 return None;
             }
@@ -168,7 +167,7 @@ impl BackendSide for Pop3Login {
                 input.len(),
                 Progress::Failed {
                     step: "reading an over-long backend line",
-                    relay: None,
+                    line: None,
                 },
             );
         }
@@ -179,7 +178,7 @@ impl BackendSide for Pop3Login {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sasl::Secret;
+    use crate::secret::Secret;
 
     fn params(account: &[u8], xoip: bool) -> ReplayParams<'_> {
         ReplayParams {
@@ -199,7 +198,7 @@ mod tests {
             user: b"carol".to_vec(),
             suffix: b"/tb",
             authcid: None,
-            password: Secret(b"secret".to_vec()),
+            password: Secret::from(&b"secret"[..]),
             kind,
         }
     }
@@ -220,6 +219,7 @@ mod tests {
         assert_eq!(step(&mut b, b"+OK ready\r\n").0, "XOIP 198.51.100.7\r\n");
         assert_eq!(step(&mut b, b"+OK\r\n").0, "AUTH PLAIN\r\n");
         let ir = encode_plain(b"", b"carol@example.com", b"secret");
+        let ir = String::from_utf8_lossy(ir.expose()).into_owned();
         assert_eq!(step(&mut b, b"+ \r\n").0, format!("{ir}\r\n"));
         assert_eq!(
             step(&mut b, b"+OK Logged in.\r\n").1,

@@ -13,11 +13,15 @@ use crate::login::{
     strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
     FailurePolicy, ReplayParams, TlsVariants, MAX_PASSWORD, MAX_USER,
 };
-use crate::sasl::{decode_b64, decode_plain, Secret};
+use crate::sasl::{decode_b64, decode_plain};
+use crate::secret::Secret;
 
 pub const INTERNAL_ERROR: &[u8] = b"-ERR internal server error\r\n";
 const INVALID: &[u8] = b"-ERR invalid command\r\n";
 const PRIVACY: &[u8] = b"-ERR [AUTH] cleartext logins disabled, use STLS\r\n";
+/// The reply to a login whose user, password or authorization id holds CR, LF or NUL.
+pub const BROKEN_CREDENTIALS: &[u8] =
+    b"-ERR [AUTH] user name and password must not contain CR, LF or NUL\r\n";
 
 /// Static POP3 settings, built once from the config.
 #[derive(Debug, Clone)]
@@ -143,23 +147,33 @@ impl Pop3Client<'_> {
         (self.errors >= self.settings.max_errors).then_some(Event::Close)
     }
 
+    /// A complete login: credentials for the session, or a refusal when any part of it holds
+    /// CR, LF or NUL (counted as an error; it never reaches the lookup or the backend).
     fn login(
         &mut self,
         user: &[u8],
         authcid: Option<Vec<u8>>,
-        pass: Vec<u8>,
+        password: Secret,
         kind: AuthKind,
-    ) -> Event {
+        out: &mut Vec<u8>,
+    ) -> Option<Event> {
         let (user, suffix) = strip_suffix(user);
-        self.state = State::LoggingIn(kind);
-        Event::Login(Credentials {
+        let creds = Credentials {
             tag: Vec::new(),
             user,
             suffix,
             authcid,
-            password: Secret(pass),
+            password,
             kind,
-        })
+        };
+        if !creds.is_clean() {
+            self.errors += 1;
+            out.extend_from_slice(BROKEN_CREDENTIALS);
+            self.state = State::Start;
+            return (self.errors >= self.settings.max_errors).then_some(Event::Close);
+        }
+        self.state = State::LoggingIn(kind);
+        Some(Event::Login(creds))
     }
 
     fn command(&mut self, command: Command, out: &mut Vec<u8>) -> Option<Event> {
@@ -199,7 +213,7 @@ impl Pop3Client<'_> {
                     out.extend_from_slice(b"-ERR invalid username/password\r\n");
                     return None;
                 }
-                return Some(self.login(&user, None, pass, AuthKind::Login));
+                return self.login(&user, None, pass, AuthKind::Login, out);
             }
             Command::Stls => {
                 if after_user.is_some() || self.tls || self.mode == StartTls::Off {
@@ -251,11 +265,11 @@ impl Pop3Client<'_> {
             self.state = State::Start;
             return None;
         }
-        Some(if p.authzid.is_empty() {
-            self.login(&p.authcid, None, p.password, AuthKind::SaslPlain)
+        if p.authzid.is_empty() {
+            self.login(&p.authcid, None, p.password, AuthKind::SaslPlain, out)
         } else {
-            self.login(&p.authzid, Some(p.authcid), p.password, AuthKind::SaslPlain)
-        })
+            self.login(&p.authzid, Some(p.authcid), p.password, AuthKind::SaslPlain, out)
+        }
     }
 
     fn login_user(&mut self, b64: &[u8], out: &mut Vec<u8>) -> Option<Event> {
@@ -283,9 +297,9 @@ impl Pop3Client<'_> {
         let event = match state {
             State::SaslPlain => self.plain(&data, out),
             State::SaslLoginUser => self.login_user(&data, out),
-            State::SaslLoginPass(user) => match decode_b64(&data) {
+            State::SaslLoginPass(user) => match decode_b64(&data).map(Secret::new) {
                 Ok(p) if p.len() <= MAX_PASSWORD => {
-                    Some(self.login(&user, None, p, AuthKind::SaslLogin))
+                    self.login(&user, None, p, AuthKind::SaslLogin, out)
                 }
                 Ok(_) => {
                     out.extend_from_slice(b"-ERR line is too long\r\n");
@@ -386,11 +400,6 @@ impl ClientSide for Pop3Client<'_> {
         self.state = State::Closed;
     }
 
-    fn backend_failed(&mut self, line: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(line);
-        self.state = State::Closed;
-    }
-
     fn timed_out(&mut self, _out: &mut Vec<u8>) {
         self.state = State::Closed;
     }
@@ -428,7 +437,7 @@ mod tests {
             user,
             suffix,
             authcid: None,
-            password: Secret(pass.into()),
+            password: Secret::from(pass.as_bytes()),
             kind,
         }
     }
@@ -539,5 +548,41 @@ mod tests {
             &[b"USER a\r\nPASS ", &b"x".repeat(1025)[..], b"\r\n"].concat(),
         );
         assert_eq!(out, "+OK\r\n-ERR invalid username/password\r\n");
+    }
+
+    /// Issue 9.1: a credential with CR, LF or NUL never becomes a login (it would be replayed
+    /// as `PASS pw\r\nSTAT`), whatever the mechanism.
+    #[test]
+    fn credentials_with_line_breaks_or_nul_are_refused() {
+        let p = Prepared::new(Settings::default());
+        let refused = std::str::from_utf8(BROKEN_CREDENTIALS).unwrap();
+        // the reported case: AUTH LOGIN with the password "pw-0001\r\nSTAT"
+        let mut c = p.client(false, StartTls::Off);
+        let (out, ev, _) = run(&mut c, b"AUTH LOGIN dXNlcjAwMDE=\r\ncHctMDAwMQ0KU1RBVA==\r\n");
+        assert_eq!(out, format!("+ UGFzc3dvcmQ6\r\n{refused}"));
+        assert_eq!(ev, Event::NeedMore);
+        let b64 = |v: &[u8]| crate::sasl::encode_b64(v);
+        let cases: Vec<Vec<u8>> = vec![
+            b"USER a\0b\r\nPASS pw\r\n".to_vec(),
+            b"USER ab\r\nPASS p\0w\r\n".to_vec(),
+            format!("AUTH PLAIN {}\r\n", b64(b"\0alice\0pw\nSTAT")).into_bytes(),
+            format!("AUTH PLAIN {}\r\n", b64(b"\0al\rice\0pw")).into_bytes(),
+            format!("AUTH PLAIN {}\r\n", b64(b"bo\nss\0alice\0pw")).into_bytes(),
+            format!("AUTH PLAIN {}\r\n", b64(b"\0alice\0p\0w")).into_bytes(),
+            format!("AUTH LOGIN {}\r\n{}\r\n", b64(b"al\0ice"), b64(b"pw")).into_bytes(),
+        ];
+        for input in cases {
+            let mut c = p.client(false, StartTls::Off);
+            let (out, ev, n) = run(&mut c, &input);
+            assert!(out.ends_with(refused), "{input:?}: {out:?}");
+            assert_eq!((ev, n), (Event::NeedMore, input.len()), "{input:?}");
+            // the connection goes on: a clean login afterwards works
+            let (_, ev, _) = run(&mut c, b"USER alice\r\nPASS pw\r\n");
+            assert!(matches!(ev, Event::Login(_)), "{input:?}");
+        }
+        // refusals count as errors
+        let mut c = p.client(false, StartTls::Off);
+        let (_, ev, _) = run(&mut c, &b"USER a\0\r\nPASS x\r\n".repeat(5));
+        assert_eq!(ev, Event::Close);
     }
 }

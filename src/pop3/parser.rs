@@ -5,10 +5,12 @@
 //! `max_command`; replies are [`super::client`]'s.
 #![forbid(unsafe_code)]
 
+use crate::secret::Secret;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     User(Vec<u8>),
-    Pass(Vec<u8>),
+    Pass(Secret),
     Capa,
     Auth(Vec<Vec<u8>>),
     Noop,
@@ -70,7 +72,7 @@ pub fn parse_command(buf: &[u8]) -> Parse {
     };
     let command = match keyword.to_ascii_uppercase().as_slice() {
         b"USER" => Command::User(whole()),
-        b"PASS" => Command::Pass(whole()),
+        b"PASS" => Command::Pass(Secret::new(whole())),
         _ if args.len() > 3 => return invalid,
         b"CAPA" if args.is_empty() => Command::Capa,
         b"AUTH" => Command::Auth(args),
@@ -103,9 +105,9 @@ mod tests {
         assert_eq!(cmd(b"user  a b \r\n"), Command::User(b"a b ".to_vec()));
         assert_eq!(
             cmd(b"PASS pass word\n"),
-            Command::Pass(b"pass word".to_vec())
+            Command::Pass(Secret::from(&b"pass word"[..]))
         );
-        assert_eq!(cmd(b"PASS\r\n"), Command::Pass(b"".to_vec()));
+        assert_eq!(cmd(b"PASS\r\n"), Command::Pass(Secret::default()));
         assert_eq!(cmd(b"capa\r\n"), Command::Capa);
         assert_eq!(
             cmd(b"AUTH PLAIN AGEAYg==\r\n"),

@@ -96,10 +96,16 @@ impl LookupClient {
             if h.down_until.get().is_some_and(|t| t > now) {
                 continue;
             }
-            let request = encode_request(self.dialect, &h.cfg.host, &h.cfg.uri, req);
+            // zeroed on drop: the stock dialect's request carries the password
+            let mut request = crate::secret::Scratch(encode_request(
+                self.dialect,
+                &h.cfg.host,
+                &h.cfg.uri,
+                req,
+            ));
             // a pooled connection first; if it was stale, once more on a fresh one
             if let Some(conn) = self.take_idle(idx) {
-                match self.exchange(idx, conn, request.clone()).await? {
+                match self.exchange(idx, conn, request.0.clone()).await? {
                     Exchange::Done(a) => return Ok(a),
                     Exchange::Stale => {}
                 }
@@ -123,7 +129,7 @@ impl LookupClient {
                 }
             };
             let _ = conn.set_nodelay(true);
-            match self.exchange(idx, conn, request).await? {
+            match self.exchange(idx, conn, std::mem::take(&mut request.0)).await? {
                 Exchange::Done(a) => return Ok(a),
                 Exchange::Stale => {
                     return Err(self.fail(idx, "connection closed before the answer"))
@@ -153,8 +159,10 @@ impl LookupClient {
         request: Vec<u8>,
     ) -> Result<Exchange, LookupFailure> {
         let fut = async {
-            let res = conn.write_all(request).await;
-            if res.0.is_err() {
+            let compio::BufResult(res, mut request) = conn.write_all(request).await;
+            // the stock dialect's request carries the password
+            crate::secret::wipe(&mut request);
+            if res.is_err() {
                 return Ok(Exchange::Stale);
             }
             let mut buf: Vec<u8> = Vec::with_capacity(1024.min(self.max_response));

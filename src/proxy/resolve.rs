@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use futures_channel::oneshot;
 
 use super::worker::Worker;
+use crate::config::Proto;
 use crate::login::Credentials;
 use crate::lookup::codec::{Answer, Dialect, Request};
+use crate::logsafe::Escaped;
 use crate::route::SessionKeys;
+use crate::secret::Secret;
 
 /// The outcome of resolving a login.
 #[derive(Debug, Clone)]
@@ -23,7 +26,7 @@ pub enum Resolution {
         /// Decoded account name for the backend login.
         account: Vec<u8>,
         /// Password from the handler's Auth-Pass (replaces the client's).
-        password: Option<Vec<u8>>,
+        password: Option<Secret>,
         /// Cache keys to drop if the backend rejects the credentials.
         keys: Option<SessionKeys>,
         /// Whether a lookup request was sent (false: static route or cache hit).
@@ -52,15 +55,20 @@ pub struct LoginContext<'a> {
     pub client_ip: IpAddr,
     pub proxy_ip: IpAddr,
     pub protocol: &'static str,
+    /// The listener's protocol (picks a static route's address).
+    pub proto: Proto,
     /// 1 for the first login of the connection, +1 per retry.
     pub attempt: u32,
 }
 
 pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
     let user = &ctx.creds.user;
-    if let Some(server) = w.config.static_routes.get(user) {
+    if let Some(target) = w.config.static_routes.get(user) {
         return Resolution::Route {
-            server,
+            server: match ctx.proto {
+                Proto::Imap => target.imap,
+                Proto::Pop3 => target.pop3,
+            },
             account: user.clone(),
             password: None,
             keys: None,
@@ -155,7 +163,7 @@ impl Drop for InFlightGuard<'_> {
 async fn ask(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
     let req = Request {
         user: &ctx.creds.user,
-        password: &ctx.creds.password.0,
+        password: &ctx.creds.password,
         protocol: ctx.protocol,
         attempt: ctx.attempt,
         proxy_ip: ctx.proxy_ip,
@@ -184,9 +192,9 @@ async fn ask(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
             }
             Ok(Answer::Denied { status, wait }) => {
                 tracing::info!(
-                    user = %String::from_utf8_lossy(&ctx.creds.user),
+                    user = %Escaped(&ctx.creds.user),
                     client = %ctx.client_ip,
-                    status = %String::from_utf8_lossy(&status),
+                    status = %Escaped(&status),
                     "route lookup refused the login"
                 );
                 let text = (w.lookup.dialect() == Dialect::Nginx).then_some(status);
@@ -195,7 +203,7 @@ async fn ask(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
             Ok(Answer::Retry { wait }) => compio::time::sleep(wait).await,
             Err(e) => {
                 tracing::error!(
-                    user = %String::from_utf8_lossy(&ctx.creds.user),
+                    user = %Escaped(&ctx.creds.user),
                     client = %ctx.client_ip,
                     error = %e,
                     "route lookup failed"

@@ -17,7 +17,9 @@ use super::relay::{relay, End};
 use super::resolve::{resolve, LoginContext, Resolution};
 use super::worker::Worker;
 use crate::config::{BackendTls, ListenerSpec, Proto};
-use crate::login::{BackendSide, ClientSide, Event, Progress, ReplayParams};
+use crate::logsafe::{escaped, Escaped};
+use crate::secret::Scratch;
+use crate::login::{breaks_line, BackendSide, ClientSide, Event, Progress, ReplayParams};
 
 enum After {
     /// Back to the pre-login state (a failed login the client may retry).
@@ -54,6 +56,8 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
         return;
     }
     let mut attempt = 0u32;
+    // the whole pre-login phase is bounded, not only the silence between two reads
+    let deadline = std::time::Instant::now() + times.login_deadline;
     loop {
         let (n, event) = client.handle(&inbuf, &mut out);
         inbuf.drain(..n);
@@ -66,11 +70,18 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
         match event {
             Event::NeedMore => {
                 let room = max.saturating_sub(inbuf.len()).min(w.config.buffer_size);
-                let read = compio::time::timeout(times.timeout, conn.read_into(&mut inbuf, room));
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let read = compio::time::timeout(
+                    times.timeout.min(left),
+                    conn.read_into(&mut inbuf, room),
+                );
                 match Box::pin(read).await {
                     Ok(Ok(0)) | Ok(Err(_)) => return,
                     Ok(Ok(_)) => {}
                     Err(_) => {
+                        if std::time::Instant::now() >= deadline {
+                            tracing::info!(client = %peer, protocol = spec.proto.name(), deadline = ?times.login_deadline, "no login before the pre-login deadline; closing");
+                        }
                         client.timed_out(&mut out);
                         let _ = Box::pin(conn.write_vec(&mut out)).await;
                         return;
@@ -94,6 +105,7 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
                     client_ip: peer.ip(),
                     proxy_ip,
                     protocol: w.config.lookup_protocol(spec.proto),
+                    proto: spec.proto,
                     attempt,
                 };
                 let session = login(
@@ -183,7 +195,7 @@ async fn login(
     out: &mut Vec<u8>,
 ) -> After {
     let creds = ctx.creds;
-    let user = String::from_utf8_lossy(&creds.user).into_owned();
+    let user = escaped(&creds.user);
     let (server, account, password, keys) = match Box::pin(resolve(w, ctx)).await {
         Resolution::Route {
             server,
@@ -212,6 +224,17 @@ async fn login(
         client.internal_error(out);
     };
 
+    // the lookup's Auth-User is URL-decoded: it must not smuggle a command to the backend
+    if breaks_line(&account) || password.as_ref().is_some_and(|p| breaks_line(p.expose())) {
+        fail(
+            client,
+            out,
+            "checking the lookup's answer failed",
+            &"its account or password holds CR, LF or NUL",
+        );
+        let _ = conn.write_vec(out).await;
+        return After::Close;
+    }
     let backend = match Box::pin(connect_backend(w, server)).await {
         Ok(b) => b,
         Err(e) => {
@@ -240,7 +263,7 @@ async fn login(
             client_ip: ctx.client_ip,
             proxy_ip: ctx.proxy_ip,
             account: &account,
-            password: password.as_deref(),
+            password: password.as_ref(),
         };
         let mut replay = client.backend(creds, &params);
         let replayed = compio::time::timeout(
@@ -308,12 +331,11 @@ async fn login(
                 After::Retry
             }
         }
-        Progress::Failed { step, relay } => {
-            tracing::error!(%user, client = %ctx.client_ip, backend = %server, protocol = proto.name(), step, "unexpected answer from the backend");
-            match relay {
-                Some(line) => client.backend_failed(&line, out),
-                None => client.internal_error(out),
-            }
+        Progress::Failed { step, line } => {
+            // the client sees only our own reply; what the backend said goes to the log
+            let said = line.as_deref().map(Escaped);
+            tracing::error!(%user, client = %ctx.client_ip, backend = %server, protocol = proto.name(), step, backend_said = ?said, "unexpected answer from the backend");
+            client.internal_error(out);
             let _ = conn.write_vec(out).await;
             After::Close
         }
@@ -330,11 +352,13 @@ async fn run_replay(
     mut starttls: Option<(std::sync::Arc<rustls::ClientConfig>, ServerName<'static>)>,
 ) -> io::Result<(Conn, Progress, Vec<u8>)> {
     let mut buf: Vec<u8> = Vec::new();
-    let mut to_backend = Vec::new();
+    // what goes to the backend carries the password: zeroed when this returns
+    let mut to_backend = Scratch::with_capacity(1024);
+    let to_backend = &mut to_backend.0;
     loop {
-        let (n, progress) = replay.handle(&buf, &mut to_backend);
+        let (n, progress) = replay.handle(&buf, to_backend);
         buf.drain(..n);
-        backend.write_vec(&mut to_backend).await?;
+        backend.write_vec(to_backend).await?;
         match progress {
             Progress::NeedMore => {}
             Progress::StartTls => {
@@ -344,8 +368,8 @@ async fn run_replay(
                 // plaintext the backend sent after its OK is never taken as TLS-protected
                 buf = Vec::new();
                 backend = Box::pin(backend.connect_tls(cfg, name)).await?;
-                replay.tls_started(&mut to_backend);
-                backend.write_vec(&mut to_backend).await?;
+                replay.tls_started(to_backend);
+                backend.write_vec(to_backend).await?;
             }
             _ => return Ok((backend, progress, buf)),
         }
@@ -373,7 +397,7 @@ mod tests {
         let rt = compio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let cfg = crate::config::FileConfig::from_toml(
-                "[lookup]\nroutes = { \"*\" = \"127.0.0.1:1\" }",
+                "[lookup]\nroutes = { \"*\" = \"127.0.0.1\" }",
             )
             .unwrap()
             .validate()

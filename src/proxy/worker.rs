@@ -123,10 +123,19 @@ pub fn listener(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::Tcp
     Ok(socket.into())
 }
 
-/// Start every worker and block until they end. Returns an error if a worker cannot start.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// What a start needs beyond the validated config, loaded from disk: the server certificates
+/// and keys, and the backend TLS client config (its CA file).
+pub struct Prepared {
+    pub tls_store: Arc<TlsStore>,
+    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Everything a start checks before binding: io_uring can be set up (with the configured ring
+/// and buffer sizes), every certificate and key loads, the backend CA file loads. Used by the
+/// start and by `--check-config`.
+pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     // probe once on this thread so a blocked io_uring gives one clear message
-    build_runtime(&config).map_err(|e| anyhow::anyhow!(io_uring_help(&e)))?;
+    build_runtime(config).map_err(|e| anyhow::anyhow!(io_uring_help(&e)))?;
     let tls_store = Arc::new(
         TlsStore::new(config.tls_certificates.clone(), config.tls_session_cache)
             .map_err(anyhow::Error::msg)?,
@@ -138,6 +147,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?,
         ),
     };
+    Ok(Prepared {
+        tls_store,
+        backend_tls,
+    })
+}
+
+/// Start every worker and block until they end. Returns an error if a worker cannot start.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let Prepared {
+        tls_store,
+        backend_tls,
+    } = prepare(&config)?;
     reload_on_sighup(tls_store.clone())?;
     let config = Arc::new(config);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
