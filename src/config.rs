@@ -338,11 +338,31 @@ impl Default for UpstreamFile {
     }
 }
 
+/// `[shutdown]`: what SIGTERM does to live sessions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownFile {
+    /// Relayed sessions run on this long after SIGTERM.
+    pub grace: Dur,
+    /// ... then are closed one by one over this long.
+    pub spread: Dur,
+}
+
+impl Default for ShutdownFile {
+    fn default() -> Self {
+        ShutdownFile {
+            grace: Dur(Duration::from_secs(30)),
+            spread: Dur(Duration::from_secs(30)),
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub workers: WorkersFile,
+    pub shutdown: ShutdownFile,
     pub imap: ImapFile,
     pub pop3: Pop3File,
     pub tls: TlsFile,
@@ -477,6 +497,8 @@ pub struct Config {
     pub static_routes: StaticRoutes,
     pub connect_timeout: Duration,
     pub login_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub shutdown_spread: Duration,
 }
 
 /// The mail protocol a listener speaks.
@@ -937,6 +959,8 @@ impl FileConfig {
             static_routes,
             connect_timeout: self.upstream.connect_timeout.0,
             login_timeout: self.upstream.login_timeout.0,
+            shutdown_grace: self.shutdown.grace.0,
+            shutdown_spread: self.shutdown.spread.0,
         })
     }
 }

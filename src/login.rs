@@ -122,6 +122,10 @@ pub trait ClientSide {
     fn timed_out(&mut self, out: &mut Vec<u8>);
     /// After login, the idle timeout closes the session: what to say first.
     fn idle_closing(&self, out: &mut Vec<u8>);
+    /// The process is shutting down: what to say before closing, before login (`relayed`
+    /// false) or in the middle of a relayed session (only where the protocol has an
+    /// unsolicited goodbye: IMAP BYE).
+    fn shutting_down(&mut self, relayed: bool, out: &mut Vec<u8>);
     /// The TLS handshake after STARTTLS/STLS completed.
     fn tls_started(&mut self);
     /// The largest command accepted.

@@ -20,6 +20,10 @@ struct Cli {
     /// Validate the configuration (file plus flags) and exit.
     #[arg(long)]
     check_config: bool,
+    /// Start even though another process (an older ringmail) listens on our addresses: bind
+    /// beside it, then send it SIGTERM so that it drains. Upgrades without dropping sessions.
+    #[arg(long)]
+    takeover: bool,
     #[command(flatten)]
     overrides: Overrides,
     #[command(subcommand)]
@@ -65,7 +69,7 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    ringmail::proxy::worker::run(config)
+    ringmail::proxy::worker::run(config, cli.takeover)
 }
 
 fn demo_config(listen: SocketAddr) -> anyhow::Result<FileConfig> {

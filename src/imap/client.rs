@@ -22,6 +22,8 @@ pub const BYE: &[u8] = b"* BYE IMAP server terminating connection\r\n";
 
 pub use crate::login::StartTls;
 pub const INTERNAL_ERROR: &[u8] = b"* BAD internal server error\r\n";
+/// Said when the process shuts down (RFC 5530 `UNAVAILABLE`); clients reconnect.
+pub const SHUTDOWN: &[u8] = b"* BYE [UNAVAILABLE] Server shutting down, please reconnect\r\n";
 /// The reply to a login whose user, password or authorization id holds CR, LF or NUL.
 pub const BROKEN_CREDENTIALS: &[u8] =
     b"NO [AUTHENTICATIONFAILED] user name and password must not contain CR, LF or NUL";
@@ -590,6 +592,11 @@ impl ClientSide for ImapClient<'_> {
         if self.active {
             out.extend_from_slice(BYE);
         }
+        self.state = State::Closed;
+    }
+
+    fn shutting_down(&mut self, _relayed: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(SHUTDOWN);
         self.state = State::Closed;
     }
 

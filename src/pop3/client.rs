@@ -18,6 +18,8 @@ use crate::secret::Secret;
 
 pub const INTERNAL_ERROR: &[u8] = b"-ERR internal server error\r\n";
 const INVALID: &[u8] = b"-ERR invalid command\r\n";
+/// Said to a client in AUTHORIZATION state when the process shuts down (RFC 3206 code).
+pub const SHUTDOWN: &[u8] = b"-ERR [SYS/TEMP] server shutting down, please reconnect\r\n";
 const PRIVACY: &[u8] = b"-ERR [AUTH] cleartext logins disabled, use STLS\r\n";
 /// The reply to a login whose user, password or authorization id holds CR, LF or NUL.
 pub const BROKEN_CREDENTIALS: &[u8] =
@@ -405,6 +407,14 @@ impl ClientSide for Pop3Client<'_> {
     }
 
     fn idle_closing(&self, _out: &mut Vec<u8>) {}
+
+    fn shutting_down(&mut self, relayed: bool, out: &mut Vec<u8>) {
+        // POP3 has no unsolicited responses: a relayed session is closed without a word
+        if !relayed {
+            out.extend_from_slice(SHUTDOWN);
+        }
+        self.state = State::Closed;
+    }
 
     fn tls_started(&mut self) {
         self.tls = true;

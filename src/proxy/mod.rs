@@ -2,8 +2,10 @@
 //! drives the sans-I/O state machines of any protocol, route resolution over the lookup pool,
 //! and the relay.
 pub mod conn;
+pub mod drain;
 pub mod lookup;
 pub mod relay;
 pub mod resolve;
 pub mod session;
+pub mod takeover;
 pub mod worker;

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 use futures_util::future::{select, Either};
 
 use super::conn::Conn;
+use super::drain::Drain;
+
+/// A drained session is closed after this long without a byte either way (when it can be).
+const QUIET: Duration = Duration::from_secs(1);
 
 /// How a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +26,8 @@ pub enum End {
     Closed,
     /// No byte moved for the idle timeout.
     Idle,
+    /// The worker is draining and this session's moment to close came.
+    Shutdown,
     /// A read or write failed.
     Error,
 }
@@ -33,12 +39,16 @@ pub struct Counts {
     pub backend_to_client: u64,
 }
 
-/// Relay between `client` and `backend` until done.
+/// Relay between `client` and `backend` until done. While the worker drains, the session is
+/// closed at its `slot`'s moment (see [`Drain::close_at`]), waiting for a quiet second so that
+/// a response in flight is not cut, but never past the end of the spread.
 pub async fn relay(
     client: &Conn,
     backend: &Conn,
     idle: Duration,
     buffer_size: usize,
+    drain: &Drain,
+    slot: u64,
 ) -> (End, Counts) {
     let last = Cell::new(Instant::now());
     let up = Cell::new(0u64);
@@ -57,15 +67,35 @@ pub async fn relay(
     };
     let watchdog = async {
         loop {
-            compio::time::sleep_until(last.get() + idle).await;
-            if last.get() + idle <= Instant::now() {
-                return;
+            let idle_at = last.get() + idle;
+            match drain.close_at(slot) {
+                None => {
+                    // an idle session waits here: the idle timer, or the start of a drain
+                    let sleep = std::pin::pin!(compio::time::sleep_until(idle_at));
+                    if let Either::Right(_) = select(sleep, drain.wait()).await {
+                        continue;
+                    }
+                }
+                Some(close) => compio::time::sleep_until(close.min(idle_at)).await,
+            }
+            let now = Instant::now();
+            if last.get() + idle <= now {
+                return End::Idle;
+            }
+            if let (Some(close), Some(end)) = (drain.close_at(slot), drain.last_close()) {
+                let quiet = now.saturating_duration_since(last.get()) >= QUIET;
+                if now >= close && (quiet || now + QUIET > end) {
+                    return End::Shutdown;
+                }
+                if now >= close {
+                    compio::time::sleep(QUIET).await;
+                }
             }
         }
     };
     let end = match select(std::pin::pin!(both), std::pin::pin!(watchdog)).await {
         Either::Left((end, _)) => end,
-        Either::Right(((), _)) => End::Idle,
+        Either::Right((end, _)) => end,
     };
     (
         end,

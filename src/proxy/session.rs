@@ -10,6 +10,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use compio::net::TcpStream;
+use futures_util::future::{select, Either};
 use rustls::pki_types::ServerName;
 
 use super::conn::Conn;
@@ -75,7 +76,18 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
                     times.timeout.min(left),
                     conn.read_into(&mut inbuf, room),
                 );
-                match Box::pin(read).await {
+                // a drain (SIGTERM) ends a pre-login session at once, with a goodbye
+                let read = select(Box::pin(read), w.drain.wait());
+                let read = match read.await {
+                    Either::Left((r, _)) => r,
+                    Either::Right(_) => Ok(Err(io::ErrorKind::Interrupted.into())),
+                };
+                if w.drain.started().is_some() {
+                    client.shutting_down(false, &mut out);
+                    let _ = Box::pin(conn.write_vec(&mut out)).await;
+                    return;
+                }
+                match read {
                     Ok(Ok(0)) | Ok(Err(_)) => return,
                     Ok(Ok(_)) => {}
                     Err(_) => {
@@ -307,12 +319,23 @@ async fn login(
             *inbuf = Vec::new();
             *out = Vec::new();
             let times = w.config.session(proto);
-            let (end, counts) =
-                relay(conn, &backend, times.idle_timeout, w.config.buffer_size).await;
-            if end == End::Idle {
-                client.idle_closing(out);
-                let _ = conn.write_vec(out).await;
+            let counted = Counted::new(&w.relaying);
+            let (end, counts) = relay(
+                conn,
+                &backend,
+                times.idle_timeout,
+                w.config.buffer_size,
+                &w.drain,
+                w.drain.slot(),
+            )
+            .await;
+            drop(counted);
+            match end {
+                End::Idle => client.idle_closing(out),
+                End::Shutdown => client.shutting_down(true, out),
+                End::Closed | End::Error => {}
             }
+            let _ = conn.write_vec(out).await;
             tracing::debug!(%user, client = %ctx.client_ip, ?end, up = counts.client_to_backend, down = counts.backend_to_client, "session closed");
             After::Close
         }
@@ -341,6 +364,22 @@ async fn login(
         }
         // run_replay returns only final answers
         Progress::NeedMore | Progress::StartTls => After::Close,
+    }
+}
+
+/// Counts a session in a per-worker gauge while it lives (also when a panic unwinds it).
+struct Counted<'a>(&'a std::cell::Cell<usize>);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a std::cell::Cell<usize>) -> Self {
+        gauge.set(gauge.get() + 1);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 
@@ -410,7 +449,7 @@ mod tests {
             let b = Conn::plain(TcpStream::connect(addr).await.unwrap(), 1024);
             let spec = w.config.listeners[0];
             let serve = serve(&w, spec, TcpStream::connect(addr).await.unwrap(), addr);
-            let relay = relay(&a, &b, std::time::Duration::from_secs(1), 1024);
+            let relay = relay(&a, &b, std::time::Duration::from_secs(1), 1024, &w.drain, 0);
             let (serve, relay) = (size(&serve), size(&relay));
             assert!(serve <= 1024, "serve future grew to {serve} bytes");
             assert!(relay <= 2048, "relay future grew to {relay} bytes");

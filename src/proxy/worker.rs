@@ -8,11 +8,16 @@ use std::net::SocketAddr;
 use std::num::NonZero;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+use futures_util::future::{select, Either};
 
 use compio::driver::ProactorBuilder;
 use compio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::drain::Drain;
 use super::lookup::LookupClient;
 use super::resolve::InFlight;
 use crate::config::{BackendTls, Config, ListenerSpec, Proto};
@@ -31,6 +36,10 @@ pub struct Worker {
     pub lookup: LookupClient,
     pub inflight: RefCell<InFlight>,
     pub connections: Cell<usize>,
+    /// Sessions past their login, relaying.
+    pub relaying: Cell<usize>,
+    /// Graceful shutdown state (SIGTERM).
+    pub drain: Drain,
     /// TLS to backends, when `upstream.tls` is on.
     pub backend_tls: Option<Arc<rustls::ClientConfig>>,
     tls_store: Arc<TlsStore>,
@@ -53,6 +62,8 @@ impl Worker {
             lookup: LookupClient::new(&config),
             inflight: RefCell::new(InFlight::default()),
             connections: Cell::new(0),
+            relaying: Cell::new(0),
+            drain: Drain::new(config.shutdown_grace, config.shutdown_spread, id as u64 * 7919),
             backend_tls,
             tls_local: RefCell::new((0, None)),
             tls_store,
@@ -153,23 +164,30 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     })
 }
 
-/// Start every worker and block until they end. Returns an error if a worker cannot start.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// Start every worker and block until they end: after a drain (SIGTERM or SIGINT), or at once
+/// on a second one. Returns an error if a worker cannot start.
+pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
     let Prepared {
         tls_store,
         backend_tls,
     } = prepare(&config)?;
+    if !takeover {
+        super::takeover::refuse_if_held(&config.listeners)?;
+    }
     reload_on_sighup(tls_store.clone())?;
     let config = Arc::new(config);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut threads = Vec::new();
+    let mut drains = Vec::new();
     for id in 0..config.workers {
         let config = config.clone();
         let ready = ready_tx.clone();
         let (store, backend_tls) = (tls_store.clone(), backend_tls.clone());
+        let (drain_tx, drain_rx) = oneshot::channel::<()>();
+        drains.push(drain_tx);
         let t = std::thread::Builder::new()
             .name(format!("ringmail-w{id}"))
-            .spawn(move || worker_main(id, config, store, backend_tls, ready))?;
+            .spawn(move || worker_main(id, config, store, backend_tls, ready, drain_rx))?;
         threads.push(t);
     }
     drop(ready_tx);
@@ -182,9 +200,42 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     let listening: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
     tracing::info!(workers = config.workers, listeners = ?listening, "ringmail ready");
+    drain_on_sigterm(drains, &config)?;
+    if takeover {
+        super::takeover::retire_holders(&config.listeners);
+    }
     for t in threads {
         let _ = t.join();
     }
+    tracing::info!("ringmail stopped");
+    Ok(())
+}
+
+/// First SIGTERM or SIGINT: tell every worker to drain. A second one: exit at once.
+fn drain_on_sigterm(workers: Vec<oneshot::Sender<()>>, config: &Config) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    let (grace, spread) = (config.shutdown_grace, config.shutdown_spread);
+    std::thread::Builder::new()
+        .name("ringmail-signals".into())
+        .spawn(move || {
+            let mut workers = Some(workers);
+            for sig in signals.forever() {
+                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                match workers.take() {
+                    Some(list) => {
+                        tracing::info!(?grace, ?spread, "{name}: draining: no new connections, pre-login sessions closed, relayed sessions closed after the grace period, spread over the spread period; send it again to exit at once");
+                        for w in list {
+                            let _ = w.send(());
+                        }
+                    }
+                    None => {
+                        tracing::warn!("second {name}: exiting now, dropping the remaining sessions");
+                        std::process::exit(0);
+                    }
+                }
+            }
+        })?;
     Ok(())
 }
 
@@ -210,6 +261,7 @@ fn worker_main(
     tls_store: Arc<TlsStore>,
     backend_tls: Option<Arc<rustls::ClientConfig>>,
     ready: mpsc::Sender<Result<usize, String>>,
+    drain: oneshot::Receiver<()>,
 ) {
     if let Some(cpus) = &config.cpus {
         let cpu = cpus[id];
@@ -246,19 +298,45 @@ fn worker_main(
             }
         }
         let _ = ready.send(Ok(id));
-        let accepts: Vec<_> = listeners
-            .into_iter()
-            .map(|(spec, l)| compio::runtime::spawn(accept_loop(worker.clone(), spec, l)))
-            .collect();
-        for a in accepts {
-            let _ = a.await;
+        for (spec, l) in listeners {
+            compio::runtime::spawn(accept_loop(worker.clone(), spec, l)).detach();
         }
+        // run until told to drain (a closed channel, at exit, drains as well)
+        let _ = drain.await;
+        let start = Instant::now();
+        worker.drain.start(start);
+        let (all, relaying) = (worker.connections.get(), worker.relaying.get());
+        tracing::info!(
+            worker = id,
+            pre_login = all - relaying,
+            relaying,
+            "draining: listeners closed, pre-login sessions told to go"
+        );
+        // relays close by the end of the spread; logins still running get a little longer
+        let hard_stop = worker.drain.last_close().unwrap_or(start) + DRAIN_MARGIN;
+        while worker.connections.get() > 0 && Instant::now() < hard_stop {
+            compio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = worker.connections.get();
+        if left > 0 {
+            tracing::warn!(worker = id, sessions = left, "drain time is up; dropping the sessions still open");
+        }
+        tracing::info!(worker = id, took = ?start.elapsed(), "worker drained");
     });
 }
 
+/// How long after the last relayed session's close a worker waits for sessions that were still
+/// logging in when the drain began.
+const DRAIN_MARGIN: Duration = Duration::from_secs(5);
+
 async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListener) {
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = match select(std::pin::pin!(listener.accept()), worker.drain.wait()).await {
+            Either::Left((r, _)) => r,
+            // draining: the listener is closed here, new clients go to other processes
+            Either::Right(_) => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning
@@ -272,9 +350,9 @@ async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListen
             continue;
         }
         let w = worker.clone();
+        w.connections.set(w.connections.get() + 1);
         compio::runtime::spawn(async move {
             use futures_util::FutureExt;
-            w.connections.set(w.connections.get() + 1);
             // a bug in one session must not take the worker and its other sessions down
             let session = std::panic::AssertUnwindSafe(super::session::serve(&w, spec, stream, peer));
             if session.catch_unwind().await.is_err() {

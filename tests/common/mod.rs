@@ -236,6 +236,8 @@ service pop3-login {{
 protocol imap {{
   mail_max_userip_connections = 10000
 }}
+default_process_limit = 1000
+default_client_limit = 4000
 "#
         );
         std::fs::write(dir.join("dovecot.conf"), conf).unwrap();
@@ -532,6 +534,46 @@ impl Ringmail {
             pop3_port,
             dir,
         }
+    }
+
+    /// Another process with the same configuration (same ports) and extra `args`; its own
+    /// directory and log. Does not wait for it to listen (the ports are already served).
+    pub fn start_same(&self, args: &[&str]) -> Ringmail {
+        let dir = tempdir("ringmail");
+        std::fs::copy(self.dir.join("ringmail.toml"), dir.join("ringmail.toml")).unwrap();
+        let log = std::fs::File::create(dir.join("ringmail.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
+            .arg("--config")
+            .arg(dir.join("ringmail.toml"))
+            .args(args)
+            .env("RUST_LOG", "ringmail=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting ringmail");
+        Ringmail {
+            child,
+            port: self.port,
+            pop3_port: self.pop3_port,
+            dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait up to `limit` for the process to exit; its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Send a signal to the process.

@@ -1,0 +1,215 @@
+//! Who else holds our listening addresses, and handing them over.
+//!
+//! Every worker binds its listeners with SO_REUSEPORT, so a second ringmail (or anything else
+//! with SO_REUSEPORT and the same user) could bind the same ports and silently share the
+//! clients with a different configuration. At start, each address is therefore first probed
+//! with a socket *without* SO_REUSEPORT: if that bind fails, someone listens there, and the
+//! start is refused with that process named ([`refuse_if_held`]).
+//!
+//! `--takeover` skips the probe: the new process binds alongside the old one, and once all its
+//! workers are ready it sends SIGTERM to the processes that held the addresses
+//! ([`retire_holders`]); they drain (see [`super::drain`]) while new clients reach only the new
+//! process. Holders are found the way `ss -ltnp` finds them: the listening socket's inode in
+//! `/proc/net/tcp{,6}`, then the process whose `/proc/<pid>/fd` links to it.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::ListenerSpec;
+
+/// A process holding a listening address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: u32,
+    /// Its command name (`/proc/<pid>/comm`).
+    pub name: String,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "process {} ({})", self.pid, self.name)
+    }
+}
+
+/// Refuse to start when another process listens on one of our addresses.
+pub fn refuse_if_held(listeners: &[ListenerSpec]) -> anyhow::Result<()> {
+    for spec in listeners {
+        if let Err(e) = probe(spec.addr) {
+            if e.kind() != io::ErrorKind::AddrInUse {
+                // EACCES and the like: the workers' bind will report it with context
+                continue;
+            }
+            let who: Vec<String> = holders(spec.addr)
+                .into_iter()
+                .map(|h| h.to_string())
+                .collect();
+            let who = if who.is_empty() {
+                "another process".to_string()
+            } else {
+                who.join(", ")
+            };
+            anyhow::bail!(
+                "{} ({}) is already in use by {who}. Stop it, or start this one with --takeover \
+                 to replace it without dropping its sessions (it is sent SIGTERM and drains)",
+                spec.addr,
+                spec.proto.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Bind `addr` without SO_REUSEPORT, then let it go.
+fn probe(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())
+}
+
+/// After a takeover start: send SIGTERM to every other process listening on our addresses.
+pub fn retire_holders(listeners: &[ListenerSpec]) {
+    let me = std::process::id();
+    let mut done = HashSet::new();
+    for spec in listeners {
+        for h in holders(spec.addr) {
+            if h.pid == me || !done.insert(h.pid) {
+                continue;
+            }
+            let Some(pid) = rustix::process::Pid::from_raw(h.pid as i32) else {
+                continue;
+            };
+            match rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+                Ok(()) => tracing::info!(old = %h, "takeover: the old process was sent SIGTERM and drains"),
+                Err(e) => tracing::error!(old = %h, error = %e, "takeover: could not signal the old process"),
+            }
+        }
+    }
+    if done.is_empty() {
+        tracing::info!("takeover: no other process was listening on our addresses");
+    }
+}
+
+/// The processes with a listening TCP socket bound exactly to `addr`.
+pub fn holders(addr: SocketAddr) -> Vec<Holder> {
+    let mut inodes = HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            inodes.extend(listening_inodes(&text, addr));
+        }
+    }
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| {
+                target
+                    .to_str()
+                    .and_then(|t| t.strip_prefix("socket:["))
+                    .and_then(|t| t.strip_suffix(']'))
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .is_some_and(|inode| inodes.contains(&inode))
+            })
+        });
+        if holds {
+            let name = std::fs::read_to_string(p.path().join("comm"))
+                .map(|n| n.trim().to_string())
+                .unwrap_or_default();
+            found.push(Holder { pid, name });
+        }
+    }
+    found.sort_by_key(|h| h.pid);
+    found
+}
+
+/// Inodes of LISTEN sockets bound to `addr` in a `/proc/net/tcp` or `tcp6` table.
+fn listening_inodes(table: &str, addr: SocketAddr) -> Vec<u64> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+            if f.len() < 10 || f[3] != "0A" {
+                return None;
+            }
+            (parse_proc_addr(f[1])? == addr).then(|| f[9].parse().ok())?
+        })
+        .collect()
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits `:port` (IPv6): each 32-bit word as the kernel
+/// holds it in memory, printed as a native-endian number; the port in host order.
+fn parse_proc_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |h: &str| u32::from_str_radix(h, 16).ok().map(u32::to_ne_bytes);
+    let ip = match ip.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(ip)?)),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[4 * i..4 * i + 4].copy_from_slice(&word(&ip[8 * i..8 * i + 8])?);
+            }
+            let v6 = Ipv6Addr::from(b);
+            // a dual-stack socket bound to [::] shows as [::]; keep v4-mapped as v6
+            IpAddr::V6(v6)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_holder_of_a_listening_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = holders(addr);
+        assert!(
+            h.iter().any(|h| h.pid == std::process::id()),
+            "{addr} held by {h:?}"
+        );
+        assert_eq!(probe(addr).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        drop(l);
+        assert!(holders(addr).is_empty());
+    }
+
+    #[test]
+    fn parses_proc_net_addresses() {
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                parse_proc_addr("0100007F:008F"),
+                Some("127.0.0.1:143".parse().unwrap())
+            );
+            assert_eq!(
+                parse_proc_addr("00000000000000000000000000000000:03E1"),
+                Some("[::]:993".parse().unwrap())
+            );
+            assert_eq!(
+                parse_proc_addr("00000000000000000000000001000000:006E"),
+                Some("[::1]:110".parse().unwrap())
+            );
+        }
+        assert_eq!(parse_proc_addr("zz:1"), None);
+    }
+}
