@@ -21,4 +21,8 @@ fi
 # the Debian packages may start system-wide daemons; they do not clash with the tests
 # (which use their own config directories and free ports), so they are left alone.
 
-cargo test --workspace --all-targets --release --no-fail-fast "$@"
+status=0
+cargo test --workspace --all-targets --release --no-fail-fast "$@" || status=$?
+# a bounded fuzzing run (about 2 minutes) over every parser and state machine
+scripts/fuzz.sh 18 || status=1
+exit $status

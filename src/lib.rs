@@ -6,6 +6,8 @@
 //! runtime per core and drives them. See `docs/architecture.md`.
 pub mod config;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod imap;
 pub mod login;
 pub mod logsafe;

@@ -272,3 +272,28 @@ fn lookup_parser_survives_hostile_handlers() {
         }
     }
 }
+
+/// The fuzz corpus seeds (fuzz/seeds/<target>, including any input a fuzzer once crashed on)
+/// through the same entry points the fuzz targets use, on every test run.
+#[test]
+fn fuzz_seeds_pass_the_fuzz_checks() {
+    let targets: &[(&str, fn(&[u8]))] = &[
+        ("imap_client", ringmail::fuzzing::imap_client),
+        ("pop3_client", ringmail::fuzzing::pop3_client),
+        ("imap_backend", ringmail::fuzzing::imap_backend),
+        ("pop3_backend", ringmail::fuzzing::pop3_backend),
+        ("lookup_response", ringmail::fuzzing::lookup_response),
+        ("sasl", ringmail::fuzzing::sasl),
+    ];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    for (name, run) in targets {
+        let dir = root.join(name);
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            run(&data);
+            n += 1;
+        }
+        assert!(n > 0, "no seeds for {name}");
+    }
+}

@@ -1,0 +1,223 @@
+//! Fuzzing entry points (hidden from the docs): each takes arbitrary bytes, drives one sans-I/O
+//! machine the way a socket would (in chunks whose sizes come from the input), and asserts what
+//! must hold whatever a peer sends. The targets in `fuzz/` are three-line shims over these, and
+//! `tests/hostile_input.rs` runs the seed corpus through them in every test run.
+//!
+//! What they defend against: panics (a worker task unwinding), a machine claiming more bytes
+//! than it was given, unbounded replies, a login holding CR, LF or NUL reaching the session
+//! (command injection into the backend), over-long credentials, and a backend replay or lookup
+//! parser reading past what it was handed.
+//!
+//! Input layout: byte 0 picks the options (TLS, STARTTLS mode, mechanism, chunk pattern),
+//! the rest is the byte stream.
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::imap::client::{Prepared as ImapPrepared, Settings as ImapSettings};
+use crate::login::{
+    AuthKind, ClientSide, Credentials, Event, Progress, ReplayParams, StartTls, MAX_PASSWORD,
+    MAX_USER,
+};
+use crate::lookup::codec::{parse_response, Answer, Dialect};
+use crate::pop3::client::{Prepared as Pop3Prepared, Settings as Pop3Settings};
+use crate::secret::Secret;
+
+/// Chunk sizes from a seed: 1..=64 bytes, as reads of a socket might return.
+struct Chunks(u32);
+
+impl Chunks {
+    fn next(&mut self) -> usize {
+        self.0 = self.0.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        1 + (self.0 >> 16) as usize % 64
+    }
+}
+
+fn split(data: &[u8]) -> (u8, &[u8]) {
+    match data.split_first() {
+        Some((&o, rest)) => (o, rest),
+        None => (0, data),
+    }
+}
+
+/// The IMAP pre-login machine.
+pub fn imap_client(data: &[u8]) {
+    let (opts, stream) = split(data);
+    let prepared = ImapPrepared::new(ImapSettings {
+        max_command: 2048,
+        ..ImapSettings::default()
+    });
+    let mode = [StartTls::Off, StartTls::On, StartTls::Only][usize::from(opts % 3)];
+    let mut client = prepared.client(opts & 0x8 != 0, mode);
+    drive_client(&mut client, stream, opts);
+}
+
+/// The POP3 pre-login machine.
+pub fn pop3_client(data: &[u8]) {
+    let (opts, stream) = split(data);
+    let prepared = Pop3Prepared::new(Pop3Settings {
+        max_command: 2048,
+        ..Pop3Settings::default()
+    });
+    let mode = [StartTls::Off, StartTls::On, StartTls::Only][usize::from(opts % 3)];
+    let mut client = prepared.client(opts & 0x8 != 0, mode);
+    drive_client(&mut client, stream, opts);
+}
+
+/// Feed `stream` to a pre-login machine in chunks; check every step.
+fn drive_client(client: &mut dyn ClientSide, stream: &[u8], opts: u8) {
+    let max = client.max_command();
+    let mut chunks = Chunks(u32::from(opts));
+    let mut buf: Vec<u8> = Vec::new();
+    let mut fed = 0;
+    // every round consumes input, closes, or feeds more: bounded by the input length
+    for _ in 0..=2 * (stream.len() + 4) {
+        let room = max.saturating_sub(buf.len());
+        let n = chunks.next().min(stream.len() - fed).min(room);
+        buf.extend_from_slice(&stream[fed..fed + n]);
+        fed += n;
+        let mut out = Vec::new();
+        let (consumed, event) = client.handle(&buf, &mut out);
+        assert!(consumed <= buf.len(), "consumed {consumed} of {}", buf.len());
+        assert!(out.len() <= 64 * 1024, "a reply of {} bytes", out.len());
+        buf.drain(..consumed);
+        match event {
+            Event::NeedMore if fed == stream.len() && n == 0 => return,
+            Event::NeedMore => {}
+            Event::Close => return,
+            Event::StartTls => {
+                buf.clear();
+                client.tls_started();
+            }
+            Event::Login(creds) => {
+                check_credentials(&creds);
+                let mut out = Vec::new();
+                let f = client.login_denied(None, None, &mut out);
+                assert!(!out.is_empty(), "a refused login gets an answer");
+                if f.close {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn check_credentials(c: &Credentials) {
+    assert!(c.is_clean(), "a login holding CR, LF or NUL got through");
+    assert!(c.user.len() <= MAX_USER, "user of {} bytes", c.user.len());
+    assert!(c.password.len() <= MAX_PASSWORD, "password of {} bytes", c.password.len());
+    assert!(c.authcid.as_ref().is_none_or(|a| a.len() <= MAX_USER));
+}
+
+/// The IMAP backend login replay, fed a hostile backend.
+pub fn imap_backend(data: &[u8]) {
+    let prepared = ImapPrepared::new(ImapSettings::default());
+    drive_backend(&prepared.client(false, StartTls::Off), data);
+}
+
+/// The POP3 backend login replay, fed a hostile backend.
+pub fn pop3_backend(data: &[u8]) {
+    let prepared = Pop3Prepared::new(Pop3Settings::default());
+    drive_backend(&prepared.client(false, StartTls::Off), data);
+}
+
+fn drive_backend(client: &dyn ClientSide, data: &[u8]) {
+    let (opts, stream) = split(data);
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let creds = Credentials {
+        tag: b"t1".to_vec(),
+        user: b"alice".to_vec(),
+        suffix: b"",
+        authcid: (opts & 0x10 != 0).then(|| b"admin".to_vec()),
+        password: Secret::from(&b"p\"w"[..]),
+        kind: [AuthKind::Login, AuthKind::SaslPlain, AuthKind::SaslLogin][usize::from(opts % 3)],
+    };
+    let params = ReplayParams {
+        send_client_ip: opts & 0x4 != 0,
+        literal_auth: opts & 0x8 != 0,
+        starttls: opts & 0x20 != 0,
+        client_ip: ip,
+        proxy_ip: ip,
+        account: b"alice@example.com",
+        password: None,
+    };
+    let mut replay = client.backend(&creds, &params);
+    let mut chunks = Chunks(u32::from(opts));
+    let mut buf = Vec::new();
+    let mut fed = 0;
+    let mut sent = 0usize;
+    for _ in 0..=2 * (stream.len() + 4) {
+        let n = chunks.next().min(stream.len() - fed);
+        buf.extend_from_slice(&stream[fed..fed + n]);
+        fed += n;
+        let mut out = Vec::new();
+        let (consumed, progress) = replay.handle(&buf, &mut out);
+        assert!(consumed <= buf.len(), "consumed {consumed} of {}", buf.len());
+        sent += out.len();
+        assert!(sent <= 4096, "the replay sent {sent} bytes");
+        buf.drain(..consumed);
+        match progress {
+            Progress::NeedMore if fed == stream.len() && n == 0 => return,
+            Progress::NeedMore => {}
+            Progress::StartTls => {
+                buf.clear();
+                let mut out = Vec::new();
+                replay.tls_started(&mut out);
+                sent += out.len();
+            }
+            Progress::Success { forward } => {
+                assert!(forward.len() <= stream.len());
+                return;
+            }
+            Progress::Rejected { reply } => {
+                assert!(reply.len() <= stream.len());
+                return;
+            }
+            Progress::Failed { .. } => return,
+        }
+    }
+}
+
+/// The lookup response parser, both dialects, whole and cut.
+pub fn lookup_response(data: &[u8]) {
+    let (opts, stream) = split(data);
+    let dialect = if opts & 1 == 0 { Dialect::Zimbra } else { Dialect::Nginx };
+    for cut in [stream.len() / 2, stream.len()] {
+        if let Ok(Some(r)) = parse_response(dialect, &stream[..cut], 1024) {
+            assert!(r.head_len <= cut, "head of {} bytes in {cut}", r.head_len);
+            if let Answer::Route(route) = r.answer {
+                assert!(route.server.port() != 0);
+            }
+        }
+    }
+}
+
+/// SASL PLAIN and LOGIN decoding.
+pub fn sasl(data: &[u8]) {
+    if let Ok(p) = crate::sasl::decode_plain(data) {
+        assert!(!p.authcid.is_empty());
+        let again = crate::sasl::encode_plain(&p.authzid, &p.authcid, p.password.expose());
+        let back = crate::sasl::decode_plain(again.expose()).expect("our own encoding decodes");
+        assert_eq!((back.authzid, back.authcid), (p.authzid, p.authcid));
+    }
+    if let Ok(v) = crate::sasl::decode_b64(data) {
+        assert!(v.len() <= data.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_points_take_any_bytes() {
+        for data in [&b""[..], b"\x00", b"\x07a LOGIN a b\r\n", b"\xffUSER a\r\nPASS b\r\n"] {
+            imap_client(data);
+            pop3_client(data);
+            imap_backend(data);
+            pop3_backend(data);
+            lookup_response(data);
+            sasl(data);
+        }
+    }
+}
