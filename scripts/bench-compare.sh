@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
 # Compare ringmail with nginx's mail proxy (the proxy the Zimbra Proxy is built on), side by
-# side, with the same number of workers, in front of the same `loadtest backend` and
-# `loadtest lookup`, and straight at the backend as the reference. Every scenario runs against
-# both proxies in alternating order (A B, then B A, ...), ROUNDS times; the table of medians
-# and ratios is written to $OUT/table.md. See docs/benchmarks.md.
+# side, with the same number of workers, in front of the same backend and lookup handler.
 #
-#   scripts/bench-compare.sh                 # 3 rounds, 2 workers, 9000 idle sessions
-#   ROUNDS=5 SESSIONS=6000 scripts/bench-compare.sh
+# Two backends, two tables (see docs/benchmarks.md):
+#   dovecot    the primary table: a real Dovecot 2.3 with $USERS accounts (user<n>@example.com,
+#              password "secret"), logins cycling over all of them, the 1 MiB message in the
+#              mailboxes the fetch scenario uses; what users will see.
+#   synthetic  the secondary table: `loadtest backend`, which answers in one write and has no
+#              per-user cost; it flatters a relay, and shows the proxy's own ceiling.
+# Every scenario runs against both proxies in alternating order (A B, then B A, ...), ROUNDS
+# times, each proxy started fresh per round and warmed up; the medians and ratios are written
+# to $OUT/table.md.
+#
+#   scripts/bench-compare.sh                                  # both backends, 3 rounds
+#   BACKENDS=dovecot ROUNDS=5 PIN=off scripts/bench-compare.sh
+#
+# ROUNDS (3), WORKERS (2), SESSIONS (9000 idle sessions), USERS (5000), PIN (on: workers pinned
+# to CPUs, ringmail by default and nginx with worker_cpu_affinity auto; off: neither), BACKENDS
+# ("dovecot synthetic"), OUT (target/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 WORKERS=${WORKERS:-2}
 SESSIONS=${SESSIONS:-9000}
+USERS=${USERS:-5000}
+PIN=${PIN:-on}
+BACKENDS=${BACKENDS:-dovecot synthetic}
 OUT=${OUT:-target/bench}
 LT=target/release/loadtest
 RM=target/release/ringmail
@@ -20,6 +34,7 @@ RM=target/release/ringmail
 need=()
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 [ -f /usr/lib/nginx/modules/ngx_mail_module.so ] || need+=(libnginx-mod-mail)
+[ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd dovecot-pop3d)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
@@ -34,7 +49,7 @@ OUT=$(cd "$OUT" && pwd)
 sysctl -qw net.ipv4.ip_local_port_range="1024 65000" 2>/dev/null || echo "note: could not widen the local port range"
 sysctl -qw net.ipv4.tcp_tw_reuse=1 2>/dev/null || true
 # keep the listening ports out of the (now wide) ephemeral range
-sysctl -qw net.ipv4.ip_local_reserved_ports=7072,10110,10143,21110,21143,21993,22110,22143,22993 2>/dev/null || true
+sysctl -qw net.ipv4.ip_local_reserved_ports=7072,7073,10110,10143,11110,11143,21110,21143,21993,22110,22143,22993 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
@@ -45,18 +60,127 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$OUT/nginx/nginx.pid" ] && kill "$(cat "$OUT/nginx/nginx.pid")" 2>/dev/null || true
+  [ -f "$OUT/dovecot/run/master.pid" ] && kill "$(cat "$OUT/dovecot/run/master.pid")" 2>/dev/null || true
 }
 trap cleanup EXIT
 
-$LT backend --imap 127.0.0.1:10143 --pop3 127.0.0.1:10110 --message-size 1m 2>"$OUT/backend.log" &
-pids+=($!); BACKEND_PID=$!
-$LT lookup --listen 127.0.0.1:7072 --imap-backend 127.0.0.1:10143 --pop3-backend 127.0.0.1:10110 2>"$OUT/lookup.log" &
-pids+=($!); LOOKUP_PID=$!
-sleep 0.5
+# --- backends ---------------------------------------------------------------------------
 
-cat >"$OUT/ringmail.toml" <<EOF
+# The 1 MiB message the fetch scenario reads (message 1 of INBOX).
+python3 - "$OUT/message.eml" <<'PY'
+import sys
+body = b"Subject: bench\r\nFrom: bench@example.com\r\n\r\n"
+i = 0
+while len(body) < 1048576:
+    body += b"%08d " % i + b"x" * 68 + b"\r\n"; i += 1
+open(sys.argv[1], "wb").write(body[:1048574] + b"\r\n")
+PY
+
+start_dovecot() {
+  local d="$OUT/dovecot"
+  mkdir -p "$d/run" "$d/state" "$d/mail"
+  cat >"$d/dovecot.conf" <<EOF
+base_dir = $d/run
+state_dir = $d/state
+log_path = $d/dovecot.log
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+login_trusted_networks = 127.0.0.0/8
+first_valid_uid = 1
+mail_location = maildir:$d/mail/%u
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $d/passwd
+}
+userdb {
+  driver = static
+  args = uid=dovecot gid=dovecot home=$d/mail/%u
+}
+# high-performance login processes, and several sessions per imap process, so that 9000
+# idle sessions fit in memory (9000 single-session imap processes would need ~20 GiB)
+service imap-login {
+  inet_listener imap {
+    port = 11143
+  }
+  inet_listener imaps {
+    port = 0
+  }
+  service_count = 0
+  process_min_avail = $WORKERS
+  client_limit = 20000
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = 11110
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+service imap {
+  client_limit = 64
+  process_limit = 1024
+}
+service auth {
+  client_limit = 20000
+}
+default_process_limit = 1024
+default_client_limit = 20000
+default_vsz_limit = 1G
+protocol imap {
+  mail_max_userip_connections = 100
+}
+EOF
+  python3 - "$d/passwd" "$USERS" <<'PY'
+import sys
+with open(sys.argv[1], "w") as f:
+    for n in range(int(sys.argv[2])):
+        f.write(f"user{n}@example.com:{{PLAIN}}secret\n")
+PY
+  # the fetch scenario reads message 1 of users 0..7
+  for n in 0 1 2 3 4 5 6 7; do
+    local m="$d/mail/user$n@example.com"
+    mkdir -p "$m/cur" "$m/new" "$m/tmp"
+    cp "$OUT/message.eml" "$m/cur/1700000000.M1P1.bench:2,S"
+  done
+  chown -R dovecot:dovecot "$d/mail"
+  chmod 755 "$d"
+  /usr/sbin/dovecot -c "$d/dovecot.conf"
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/11143) 2>/dev/null && break; sleep 0.1; done
+  BACKEND_PID=$(cat "$d/run/master.pid")
+  IMAP_BACKEND=127.0.0.1:11143 POP3_BACKEND=127.0.0.1:11110 LOOKUP=127.0.0.1:7073
+  # Dovecot forks imap processes as sessions arrive, so no fixed pid list covers its CPU: the
+  # "backend direct" rows give its latency and throughput only
+  BACKEND_PIDS() { :; }
+}
+
+start_synthetic() {
+  $LT backend --imap 127.0.0.1:10143 --pop3 127.0.0.1:10110 --password secret --message-size 1m 2>"$OUT/backend.log" &
+  BACKEND_PID=$!; pids+=($BACKEND_PID)
+  IMAP_BACKEND=127.0.0.1:10143 POP3_BACKEND=127.0.0.1:10110 LOOKUP=127.0.0.1:7072
+  BACKEND_PIDS() { echo "$BACKEND_PID"; }
+  sleep 0.3
+}
+
+start_lookup() {
+  $LT lookup --listen "$LOOKUP" --imap-backend "$IMAP_BACKEND" --pop3-backend "$POP3_BACKEND" 2>>"$OUT/lookup.log" &
+  pids+=($!)
+  sleep 0.3
+}
+
+# --- proxies ----------------------------------------------------------------------------
+
+write_proxy_configs() {
+  local pin_rm="" affinity="worker_cpu_affinity auto;"
+  [ "$PIN" = on ] || { pin_rm="pin = false"; affinity=""; }
+  cat >"$OUT/ringmail.toml" <<EOF
 [workers]
 count = $WORKERS
+$pin_rm
 [imap]
 listen = ["127.0.0.1:21143"]
 listen_tls = ["127.0.0.1:21993"]
@@ -65,21 +189,23 @@ listen = ["127.0.0.1:21110"]
 [tls]
 certificates = [{ cert = "$OUT/cert.pem", key = "$OUT/key.pem" }]
 [lookup]
-handlers = ["http://127.0.0.1:7072/service/extension/nginx-lookup"]
+handlers = ["http://$LOOKUP/service/extension/nginx-lookup"]
+[shutdown]
+grace = "0s"
+spread = "0s"
 EOF
-
-mkdir -p "$OUT/nginx"
-cat >"$OUT/nginx/nginx.conf" <<EOF
+  mkdir -p "$OUT/nginx"
+  cat >"$OUT/nginx/nginx.conf" <<EOF
 load_module /usr/lib/nginx/modules/ngx_mail_module.so;
 worker_processes $WORKERS;
-worker_cpu_affinity auto;
+$affinity
 worker_rlimit_nofile 20000;
 pid $OUT/nginx/nginx.pid;
 error_log $OUT/nginx/error.log error;
 events { worker_connections 20000; }
 mail {
     server_name bench.example.test;
-    auth_http 127.0.0.1:7072/auth;
+    auth_http $LOOKUP/auth;
     proxy_pass_error_message on;
     imap_capabilities IMAP4rev1 IDLE LITERAL+ SASL-IR;
     imap_auth plain login;
@@ -91,12 +217,13 @@ mail {
     server { listen 127.0.0.1:22110; protocol pop3; }
 }
 EOF
+}
 
-# start_<target>: start fresh, warm up, and set PIDARGS / PORT / TLSPORT
+# start_<proxy>: start fresh and set PIDARGS / PORT / TLSPORT
 start_ringmail() {
   $RM --config "$OUT/ringmail.toml" 2>"$OUT/ringmail.log" &
   RM_PID=$!
-  sleep 0.7
+  for _ in $(seq 50); do grep -q "ringmail ready" "$OUT/ringmail.log" 2>/dev/null && break; sleep 0.1; done
   PIDARGS="--pid $RM_PID"; PORT=21143; TLSPORT=21993
 }
 stop_ringmail() { kill "$RM_PID"; wait "$RM_PID" 2>/dev/null || true; }
@@ -111,37 +238,45 @@ stop_nginx() {
   while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
 }
 
-run() { # run <round> <target> <scenario-name> <loadtest args...>
-  local round=$1 target=$2 name=$3; shift 3
-  echo "round $round  $target  $name" >&2
-  $LT "$@" --json --label "$target" | python3 -c "
+run() { # run <backend> <round> <target> <scenario-name> <loadtest args...>
+  local backend=$1 round=$2 target=$3 name=$4; shift 4
+  echo "$backend  round $round  $target  $name" >&2
+  $LT "$@" --password secret --json --label "$target" | python3 -c "
 import json, sys
 r = json.load(sys.stdin); r['round'] = $round; r['target'] = '$target'; r['name'] = '$name'
+r['backend'] = '$backend'; r['pin'] = '$PIN'; r['workers'] = $WORKERS
 print(json.dumps(r))" >>"$OUT/results.jsonl"
   sleep 2
 }
 
-scenarios() { # scenarios <round> <target>
-  local r=$1 t=$2
-  $LT login --target 127.0.0.1:$PORT --duration 2s --concurrency 20 --json >/dev/null  # warm up
-  run "$r" "$t" login login --target 127.0.0.1:$PORT --duration 5s --concurrency 20 $PIDARGS
-  run "$r" "$t" command command --target 127.0.0.1:$PORT --sessions 1000 --rate 2000 --duration 10s $PIDARGS
-  run "$r" "$t" fetch fetch --target 127.0.0.1:$PORT --duration 5s --concurrency 4 $PIDARGS
-  run "$r" "$t" idle idle --target 127.0.0.1:$PORT --sessions "$SESSIONS" --rate 2000 --hold 3s $PIDARGS
-  run "$r" "$t" idle-tls idle --target 127.0.0.1:$TLSPORT --tls implicit --sessions "$SESSIONS" --rate 1000 --hold 3s $PIDARGS
+scenarios() { # scenarios <backend> <round> <target>
+  local b=$1 r=$2 t=$3 u="--users $USERS"
+  # warm-up: every user logs in twice, so most routes are cached (per worker, see the docs)
+  $LT login --target 127.0.0.1:$PORT $u --count $((2 * USERS)) --concurrency 20 --password secret --json >/dev/null
+  run "$b" "$r" "$t" login login --target 127.0.0.1:$PORT $u --duration 10s --concurrency 20 $PIDARGS
+  run "$b" "$r" "$t" command command --target 127.0.0.1:$PORT $u --sessions 1000 --rate 1000 --duration 10s $PIDARGS
+  run "$b" "$r" "$t" fetch fetch --target 127.0.0.1:$PORT --users 8 --duration 10s --concurrency 8 $PIDARGS
+  run "$b" "$r" "$t" idle idle --target 127.0.0.1:$PORT $u --sessions "$SESSIONS" --rate 1000 --hold 5s $PIDARGS
+  run "$b" "$r" "$t" idle-tls idle --target 127.0.0.1:$TLSPORT --tls implicit $u --sessions "$SESSIONS" --rate 1000 --hold 5s $PIDARGS
 }
 
-for round in $(seq 1 "$ROUNDS"); do
-  if [ $((round % 2)) -eq 1 ]; then order="ringmail nginx"; else order="nginx ringmail"; fi
-  for t in $order; do
-    "start_$t"
-    scenarios "$round" "$t"
-    "stop_$t"
+for backend in $BACKENDS; do
+  "start_$backend"
+  start_lookup
+  write_proxy_configs
+  for round in $(seq 1 "$ROUNDS"); do
+    if [ $((round % 2)) -eq 1 ]; then order="ringmail nginx"; else order="nginx ringmail"; fi
+    for t in $order; do
+      "start_$t"
+      scenarios "$backend" "$round" "$t"
+      "stop_$t"
+    done
+    PIDARGS=$(BACKEND_PIDS | tr ' ' '\n' | grep . | sed 's/^/--pid /' | tr '\n' ' ')
+    PORT=${IMAP_BACKEND##*:}
+    run "$backend" "$round" backend login login --target 127.0.0.1:$PORT --users "$USERS" --duration 10s --concurrency 20 $PIDARGS
+    run "$backend" "$round" backend command command --target 127.0.0.1:$PORT --users "$USERS" --sessions 1000 --rate 1000 --duration 10s $PIDARGS
+    run "$backend" "$round" backend fetch fetch --target 127.0.0.1:$PORT --users 8 --duration 10s --concurrency 8 $PIDARGS
   done
-  PIDARGS="--pid $BACKEND_PID"; PORT=10143
-  run "$round" backend login login --target 127.0.0.1:$PORT --duration 5s --concurrency 20 $PIDARGS
-  run "$round" backend command command --target 127.0.0.1:$PORT --sessions 1000 --rate 2000 --duration 10s $PIDARGS
-  run "$round" backend fetch fetch --target 127.0.0.1:$PORT --duration 5s --concurrency 4 $PIDARGS
 done
 
 python3 scripts/bench-table.py "$OUT/results.jsonl" | tee "$OUT/table.md"

@@ -527,13 +527,22 @@ impl Ringmail {
             .stderr(log)
             .spawn()
             .expect("starting ringmail");
-        wait_port(port, "ringmail");
-        Ringmail {
+        let mut rm = Ringmail {
             child,
             port,
             pop3_port,
             dir,
+        };
+        // fail at once, with its log, if it exits instead of listening
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if !rm.alive() {
+                panic!("ringmail exited before listening:\n{}", rm.log());
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "ringmail did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
         }
+        rm
     }
 
     /// Another process with the same configuration (same ports) and extra `args`; its own
