@@ -17,7 +17,7 @@
 #
 # ROUNDS (3), WORKERS (2), SESSIONS (9000 idle sessions), USERS (5000), PIN (on: workers pinned
 # to CPUs, ringmail by default and nginx with worker_cpu_affinity auto; off: neither), BACKENDS
-# ("dovecot synthetic"), OUT (target/bench).
+# ("dovecot synthetic"), SCENARIOS ("login command fetch idle idle-tls"), OUT (target/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,7 @@ SESSIONS=${SESSIONS:-9000}
 USERS=${USERS:-5000}
 PIN=${PIN:-on}
 BACKENDS=${BACKENDS:-dovecot synthetic}
+SCENARIOS=${SCENARIOS:-login command fetch idle idle-tls}
 OUT=${OUT:-target/bench}
 LT=target/release/loadtest
 RM=target/release/ringmail
@@ -100,8 +101,8 @@ userdb {
   driver = static
   args = uid=dovecot gid=dovecot home=$d/mail/%u
 }
-# high-performance login processes, and several sessions per imap process, so that 9000
-# idle sessions fit in memory (9000 single-session imap processes would need ~20 GiB)
+# high-performance login processes, and up to 64 sessions per long-lived imap process, so that
+# 9000 idle sessions fit in memory (9000 single-session imap processes would need ~20 GiB)
 service imap-login {
   inet_listener imap {
     port = 11143
@@ -122,6 +123,7 @@ service pop3-login {
   }
 }
 service imap {
+  service_count = 0
   client_limit = 64
   process_limit = 1024
 }
@@ -251,13 +253,17 @@ print(json.dumps(r))" >>"$OUT/results.jsonl"
 
 scenarios() { # scenarios <backend> <round> <target>
   local b=$1 r=$2 t=$3 u="--users $USERS"
-  # warm-up: every user logs in twice, so most routes are cached (per worker, see the docs)
+  # warm-up: every user logs in twice, so that the routes are cached
   $LT login --target 127.0.0.1:$PORT $u --count $((2 * USERS)) --concurrency 20 --password secret --json >/dev/null
-  run "$b" "$r" "$t" login login --target 127.0.0.1:$PORT $u --duration 10s --concurrency 20 $PIDARGS
-  run "$b" "$r" "$t" command command --target 127.0.0.1:$PORT $u --sessions 1000 --rate 1000 --duration 10s $PIDARGS
-  run "$b" "$r" "$t" fetch fetch --target 127.0.0.1:$PORT --users 8 --duration 10s --concurrency 8 $PIDARGS
-  run "$b" "$r" "$t" idle idle --target 127.0.0.1:$PORT $u --sessions "$SESSIONS" --rate 1000 --hold 5s $PIDARGS
-  run "$b" "$r" "$t" idle-tls idle --target 127.0.0.1:$TLSPORT --tls implicit $u --sessions "$SESSIONS" --rate 1000 --hold 5s $PIDARGS
+  for s in $SCENARIOS; do
+    case $s in
+      login) run "$b" "$r" "$t" login login --target 127.0.0.1:$PORT $u --duration 10s --concurrency 20 $PIDARGS ;;
+      command) run "$b" "$r" "$t" command command --target 127.0.0.1:$PORT $u --sessions 1000 --rate 1000 --duration 10s $PIDARGS ;;
+      fetch) run "$b" "$r" "$t" fetch fetch --target 127.0.0.1:$PORT --users 8 --duration 10s --concurrency 8 $PIDARGS ;;
+      idle) run "$b" "$r" "$t" idle idle --target 127.0.0.1:$PORT $u --sessions "$SESSIONS" --rate 1000 --hold 5s $PIDARGS ;;
+      idle-tls) run "$b" "$r" "$t" idle-tls idle --target 127.0.0.1:$TLSPORT --tls implicit $u --sessions "$SESSIONS" --rate 1000 --hold 5s $PIDARGS ;;
+    esac
+  done
 }
 
 for backend in $BACKENDS; do
@@ -273,9 +279,13 @@ for backend in $BACKENDS; do
     done
     PIDARGS=$(BACKEND_PIDS | tr ' ' '\n' | grep . | sed 's/^/--pid /' | tr '\n' ' ')
     PORT=${IMAP_BACKEND##*:}
-    run "$backend" "$round" backend login login --target 127.0.0.1:$PORT --users "$USERS" --duration 10s --concurrency 20 $PIDARGS
-    run "$backend" "$round" backend command command --target 127.0.0.1:$PORT --users "$USERS" --sessions 1000 --rate 1000 --duration 10s $PIDARGS
-    run "$backend" "$round" backend fetch fetch --target 127.0.0.1:$PORT --users 8 --duration 10s --concurrency 8 $PIDARGS
+    for s in $SCENARIOS; do
+      case $s in
+        login) run "$backend" "$round" backend login login --target 127.0.0.1:$PORT --users "$USERS" --duration 10s --concurrency 20 $PIDARGS ;;
+        command) run "$backend" "$round" backend command command --target 127.0.0.1:$PORT --users "$USERS" --sessions 1000 --rate 1000 --duration 10s $PIDARGS ;;
+        fetch) run "$backend" "$round" backend fetch fetch --target 127.0.0.1:$PORT --users 8 --duration 10s --concurrency 8 $PIDARGS ;;
+      esac
+    done
   done
 done
 

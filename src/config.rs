@@ -406,7 +406,7 @@ pub struct Overrides {
     /// Client connections per worker before new ones are refused. Key: workers.max_connections
     #[arg(long)]
     pub max_connections_per_worker: Option<usize>,
-    /// Route cache entries per worker. Key: lookup.cache_capacity
+    /// Route cache entries (one cache for the whole process). Key: lookup.cache_capacity
     #[arg(long)]
     pub route_cache_capacity: Option<usize>,
     /// Idle keep-alive connections to lookup handlers per worker. Key: lookup.pool_size

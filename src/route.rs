@@ -1,9 +1,11 @@
-//! Where an account lives: the per-worker route cache and the static route table.
+//! Where an account lives: the process-wide route cache and the static route table.
 //!
 //! The cache uses Zimbra's logical keys (`spec/auth-http.md` §8: `alias:user=<login>;ip=<ip>`
 //! and `route:proto=<p>;user=<account>`) so a later memcached tier can share them. Entries
 //! expire after a TTL; `now` is passed in, nothing here reads the clock or does I/O. The cache
-//! is a quick_cache `unsync` cache: one per worker, never shared, no lock.
+//! is one quick_cache `sync` cache (sharded, lock per shard) shared by every worker of the
+//! process: SO_REUSEPORT spreads a user's connections over all workers, and a route looked up
+//! on one must be a hit on the others. It is touched once per login, never on the relay path.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -41,7 +43,7 @@ pub struct Cached {
 }
 
 pub struct RouteCache {
-    cache: quick_cache::unsync::Cache<Vec<u8>, Entry>,
+    cache: quick_cache::sync::Cache<Vec<u8>, Entry>,
     ttl: Duration,
 }
 
@@ -70,24 +72,24 @@ fn route_key(proto: &str, name_escaped: &[u8], client_ip: IpAddr) -> Vec<u8> {
 impl RouteCache {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         RouteCache {
-            cache: quick_cache::unsync::Cache::new(capacity.max(1)),
+            cache: quick_cache::sync::Cache::new(capacity.max(1)),
             ttl,
         }
     }
 
-    fn get(&mut self, key: &[u8], now: Instant) -> Option<Value> {
+    fn get(&self, key: &[u8], now: Instant) -> Option<Value> {
         let entry = self.cache.get(key)?;
         if entry.expires <= now {
             self.cache.remove(key);
             return None;
         }
-        Some(entry.value.clone())
+        Some(entry.value)
     }
 
     /// Look `login` up: alias first, then the route of the candidate account. Returns the hit
     /// (if any) and the keys this session touches.
     pub fn lookup(
-        &mut self,
+        &self,
         login: &[u8],
         client_ip: IpAddr,
         proto: &str,
@@ -113,7 +115,7 @@ impl RouteCache {
 
     /// Store a successful lookup of `login`. Returns the keys written.
     pub fn store(
-        &mut self,
+        &self,
         login: &[u8],
         client_ip: IpAddr,
         proto: &str,
@@ -161,7 +163,7 @@ impl RouteCache {
     }
 
     /// Drop a session's entries (the backend rejected its credentials).
-    pub fn forget(&mut self, keys: &SessionKeys) {
+    pub fn forget(&self, keys: &SessionKeys) {
         self.cache.remove(keys.alias.as_slice());
         self.cache.remove(keys.route.as_slice());
     }
@@ -266,7 +268,7 @@ mod tests {
     fn alias_then_route_hit_and_expiry() {
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         let now = Instant::now();
-        let mut c = RouteCache::new(100, Duration::from_secs(3600));
+        let c = RouteCache::new(100, Duration::from_secs(3600));
         assert_eq!(c.lookup(b"alice", ip, "imap", now).0, None);
         let keys = c.store(
             b"alice",
@@ -300,7 +302,7 @@ mod tests {
     fn no_alias_without_cache_alias_and_forget() {
         let ip: IpAddr = "::1".parse().unwrap();
         let now = Instant::now();
-        let mut c = RouteCache::new(100, Duration::from_secs(60));
+        let c = RouteCache::new(100, Duration::from_secs(60));
         c.store(
             b"bob",
             ip,
@@ -331,7 +333,7 @@ mod tests {
     fn login_equal_to_account_aliases_local_part() {
         let ip: IpAddr = "10.1.1.1".parse().unwrap();
         let now = Instant::now();
-        let mut c = RouteCache::new(100, Duration::from_secs(60));
+        let c = RouteCache::new(100, Duration::from_secs(60));
         c.store(
             b"carol@x.org",
             ip,

@@ -60,19 +60,29 @@ pub fn parse_command(buf: &[u8]) -> Parse {
         Some(b' ') => &rest[1..],
         Some(_) => return invalid,
     };
+    // USER/PASS: everything from the first non-SP byte to the end of the line (the password
+    // is copied once, into its Secret, and never split into words)
+    let whole = || {
+        let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+        rest[start..].to_vec()
+    };
+    let keyword = keyword.to_ascii_uppercase();
+    match keyword.as_slice() {
+        b"USER" => return Parse::Command { consumed, command: Command::User(whole()) },
+        b"PASS" => {
+            return Parse::Command {
+                consumed,
+                command: Command::Pass(Secret::new(whole())),
+            }
+        }
+        _ => {}
+    }
     let args: Vec<Vec<u8>> = rest
         .split(|&b| b == b' ')
         .filter(|a| !a.is_empty())
         .map(<[u8]>::to_vec)
         .collect();
-    // USER/PASS: everything from the first non-SP byte to the end of the line
-    let whole = || {
-        let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
-        rest[start..].to_vec()
-    };
-    let command = match keyword.to_ascii_uppercase().as_slice() {
-        b"USER" => Command::User(whole()),
-        b"PASS" => Command::Pass(Secret::new(whole())),
+    let command = match keyword.as_slice() {
         _ if args.len() > 3 => return invalid,
         b"CAPA" if args.is_empty() => Command::Capa,
         b"AUTH" => Command::Auth(args),

@@ -1,11 +1,13 @@
-//! Where does this login go: static routes, then the worker's route cache, then the lookup
-//! handlers. Concurrent lookups of the same login on one worker share one request.
+//! Where does this login go: static routes, then the process's route cache, then the lookup
+//! handlers. Concurrent lookups of the same login, on any worker of the process, share one
+//! request: the first asks, the others wait for its answer (a message across threads).
 //!
 //! The cache and the codec are sans-I/O ([`crate::route`], [`crate::lookup::codec`]); this
 //! file sequences them around the lookup client and the clock.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
@@ -41,10 +43,19 @@ pub enum Resolution {
     Failed(String),
 }
 
-/// Shared in-flight lookups of one worker, keyed by (protocol, client IP, login).
+/// In-flight lookups of the process, keyed by (protocol, client IP, login), with the sessions
+/// waiting for each. Touched twice per cache miss; never on the relay path.
 #[derive(Default)]
 pub struct InFlight {
-    waiting: HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>,
+    waiting: Mutex<HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>>,
+}
+
+impl InFlight {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>> {
+        // a panic while holding this lock cannot leave the map inconsistent (single inserts
+        // and removes), so a poisoned lock is still usable
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Upper bound on stock-dialect `Auth-Status: WAIT` rounds for one login.
@@ -83,10 +94,9 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
     }
     let dialect = w.lookup.dialect();
     if dialect == Dialect::Zimbra {
-        let (hit, keys) =
-            w.routes
-                .borrow_mut()
-                .lookup(user, ctx.client_ip, ctx.protocol, Instant::now());
+        let (hit, keys) = w
+            .routes
+            .lookup(user, ctx.client_ip, ctx.protocol, Instant::now());
         if let Some(hit) = hit {
             return Resolution::Route {
                 server: hit.server,
@@ -100,15 +110,15 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
         let mut key = format!("{}\0{}\0", ctx.protocol, ctx.client_ip).into_bytes();
         key.extend_from_slice(user);
         let rx = {
-            let mut inflight = w.inflight.borrow_mut();
-            match inflight.waiting.get_mut(&key) {
+            let mut table = w.inflight.table();
+            match table.get_mut(&key) {
                 Some(waiters) => {
                     let (tx, rx) = oneshot::channel();
                     waiters.push(tx);
                     Some(rx)
                 }
                 None => {
-                    inflight.waiting.insert(key.clone(), Vec::new());
+                    table.insert(key.clone(), Vec::new());
                     None
                 }
             }
@@ -141,7 +151,7 @@ impl InFlightGuard<'_> {
         let Some(key) = self.key.take() else {
             return;
         };
-        let waiters = self.w.inflight.borrow_mut().waiting.remove(&key);
+        let waiters = self.w.inflight.table().remove(&key);
         for tx in waiters.into_iter().flatten() {
             let mut shared = res.clone();
             if let Resolution::Route { looked_up, .. } = &mut shared {
@@ -155,7 +165,7 @@ impl InFlightGuard<'_> {
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.w.inflight.borrow_mut().waiting.remove(&key);
+            self.w.inflight.table().remove(&key);
         }
     }
 }
@@ -174,7 +184,7 @@ async fn ask(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
             Ok(Answer::Route(route)) => {
                 let keys = (w.lookup.dialect() == Dialect::Zimbra && route.password.is_none())
                     .then(|| {
-                        w.routes.borrow_mut().store(
+                        w.routes.store(
                             &ctx.creds.user,
                             ctx.client_ip,
                             ctx.protocol,

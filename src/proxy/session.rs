@@ -342,7 +342,7 @@ async fn login(
         Progress::Rejected { reply } => {
             tracing::info!(%user, client = %ctx.client_ip, backend = %server, protocol = proto.name(), "backend rejected the credentials");
             if let Some(keys) = &keys {
-                w.routes.borrow_mut().forget(keys);
+                w.routes.forget(keys);
             }
             drop(backend);
             let f = client.login_rejected(&reply, out);
@@ -442,7 +442,12 @@ mod tests {
             .validate()
             .unwrap();
             let store = std::sync::Arc::new(crate::tls::TlsStore::new(vec![], 1).unwrap());
-            let w = Worker::new(0, std::sync::Arc::new(cfg), store, None);
+            let prepared = super::super::worker::Prepared {
+                tls_store: store,
+                backend_tls: None,
+            };
+            let shared = super::super::worker::Shared::new(std::sync::Arc::new(cfg), prepared);
+            let w = Worker::new(0, &shared);
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = l.local_addr().unwrap();
             let a = Conn::plain(TcpStream::connect(addr).await.unwrap(), 1024);

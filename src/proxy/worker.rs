@@ -1,7 +1,8 @@
 //! Thread-per-core process model: one worker thread per core, optionally pinned, each owning
-//! its compio io_uring runtime, provided-buffer ring, SO_REUSEPORT listeners, route cache and
-//! lookup pool. Nothing here is shared between workers except the read-only [`Config`] and
-//! the TLS certificate store, which a worker reads only after a reload (SIGHUP).
+//! its compio io_uring runtime, provided-buffer ring, SO_REUSEPORT listeners and lookup pool.
+//! Shared between workers ([`Shared`]): the read-only [`Config`], the route cache and its
+//! in-flight lookups (touched once per login, never on the relay path), and the TLS
+//! certificate store, which a worker reads only after a reload (SIGHUP).
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -32,9 +33,10 @@ pub struct Worker {
     pub config: Arc<Config>,
     pub imap: ImapPrepared,
     pub pop3: Pop3Prepared,
-    pub routes: RefCell<RouteCache>,
+    /// The process's route cache and in-flight lookups (shared by every worker).
+    pub routes: Arc<RouteCache>,
     pub lookup: LookupClient,
-    pub inflight: RefCell<InFlight>,
+    pub inflight: Arc<InFlight>,
     pub connections: Cell<usize>,
     /// Sessions past their login, relaying.
     pub relaying: Cell<usize>,
@@ -48,19 +50,16 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(
-        id: usize,
-        config: Arc<Config>,
-        tls_store: Arc<TlsStore>,
-        backend_tls: Option<Arc<rustls::ClientConfig>>,
-    ) -> Self {
+    pub fn new(id: usize, shared: &Shared) -> Self {
+        let config = shared.config.clone();
+        let (tls_store, backend_tls) = (shared.tls_store.clone(), shared.backend_tls.clone());
         Worker {
             id,
             imap: ImapPrepared::new(config.imap.clone()),
             pop3: Pop3Prepared::new(config.pop3.clone()),
-            routes: RefCell::new(RouteCache::new(config.cache_capacity, config.cache_ttl)),
+            routes: shared.routes.clone(),
             lookup: LookupClient::new(&config),
-            inflight: RefCell::new(InFlight::default()),
+            inflight: shared.inflight.clone(),
             connections: Cell::new(0),
             relaying: Cell::new(0),
             drain: Drain::new(config.shutdown_grace, config.shutdown_spread, id as u64 * 7919),
@@ -141,6 +140,30 @@ pub struct Prepared {
     pub backend_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// What every worker of the process shares: read-only configuration, the certificate store
+/// (read after a reload), and the route cache with its in-flight lookups (touched once per
+/// login). Nothing on the relay path.
+#[derive(Clone)]
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub tls_store: Arc<TlsStore>,
+    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
+    pub routes: Arc<RouteCache>,
+    pub inflight: Arc<InFlight>,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>, prepared: Prepared) -> Self {
+        Shared {
+            routes: Arc::new(RouteCache::new(config.cache_capacity, config.cache_ttl)),
+            inflight: Arc::new(InFlight::default()),
+            tls_store: prepared.tls_store,
+            backend_tls: prepared.backend_tls,
+            config,
+        }
+    }
+}
+
 /// Everything a start checks before binding: io_uring can be set up (with the configured ring
 /// and buffer sizes), every certificate and key loads, the backend CA file loads. Used by the
 /// start and by `--check-config`.
@@ -167,27 +190,24 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
 /// Start every worker and block until they end: after a drain (SIGTERM or SIGINT), or at once
 /// on a second one. Returns an error if a worker cannot start.
 pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
-    let Prepared {
-        tls_store,
-        backend_tls,
-    } = prepare(&config)?;
+    let prepared = prepare(&config)?;
     if !takeover {
         super::takeover::refuse_if_held(&config.listeners)?;
     }
-    reload_on_sighup(tls_store.clone())?;
+    reload_on_sighup(prepared.tls_store.clone())?;
     let config = Arc::new(config);
+    let shared = Shared::new(config.clone(), prepared);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut threads = Vec::new();
     let mut drains = Vec::new();
     for id in 0..config.workers {
-        let config = config.clone();
+        let shared = shared.clone();
         let ready = ready_tx.clone();
-        let (store, backend_tls) = (tls_store.clone(), backend_tls.clone());
         let (drain_tx, drain_rx) = oneshot::channel::<()>();
         drains.push(drain_tx);
         let t = std::thread::Builder::new()
             .name(format!("ringmail-w{id}"))
-            .spawn(move || worker_main(id, config, store, backend_tls, ready, drain_rx))?;
+            .spawn(move || worker_main(id, shared, ready, drain_rx))?;
         threads.push(t);
     }
     drop(ready_tx);
@@ -257,12 +277,11 @@ fn reload_on_sighup(store: Arc<TlsStore>) -> anyhow::Result<()> {
 
 fn worker_main(
     id: usize,
-    config: Arc<Config>,
-    tls_store: Arc<TlsStore>,
-    backend_tls: Option<Arc<rustls::ClientConfig>>,
+    shared: Shared,
     ready: mpsc::Sender<Result<usize, String>>,
     drain: oneshot::Receiver<()>,
 ) {
+    let config = shared.config.clone();
     if let Some(cpus) = &config.cpus {
         let cpu = cpus[id];
         if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
@@ -277,7 +296,7 @@ fn worker_main(
         }
     };
     rt.block_on(async move {
-        let worker = Rc::new(Worker::new(id, config.clone(), tls_store, backend_tls));
+        let worker = Rc::new(Worker::new(id, &shared));
         let mut listeners = Vec::new();
         for spec in &config.listeners {
             let l = listener(spec.addr, config.backlog)
