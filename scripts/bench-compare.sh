@@ -46,7 +46,10 @@ cargo build --release --workspace
 
 rm -rf "$OUT" && mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-# 9000 idle sessions through a proxy use 18000 loopback connections per run
+# 9000 idle sessions through a proxy use 18000 loopback connections per run; the settings are
+# put back on exit
+saved_range=$(sysctl -n net.ipv4.ip_local_port_range 2>/dev/null | tr '\t' ' ' || true)
+saved_reserved=$(sysctl -n net.ipv4.ip_local_reserved_ports 2>/dev/null || true)
 sysctl -qw net.ipv4.ip_local_port_range="1024 65000" 2>/dev/null || echo "note: could not widen the local port range"
 sysctl -qw net.ipv4.tcp_tw_reuse=1 2>/dev/null || true
 # keep the listening ports out of the (now wide) ephemeral range
@@ -60,6 +63,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "$saved_range" ] && sysctl -qw net.ipv4.ip_local_port_range="$saved_range" 2>/dev/null
+  sysctl -qw net.ipv4.ip_local_reserved_ports="$saved_reserved" 2>/dev/null || true
   [ -f "$OUT/nginx/nginx.pid" ] && kill "$(cat "$OUT/nginx/nginx.pid")" 2>/dev/null || true
   [ -f "$OUT/dovecot/run/master.pid" ] && kill "$(cat "$OUT/dovecot/run/master.pid")" 2>/dev/null || true
 }
@@ -277,7 +282,7 @@ for backend in $BACKENDS; do
       scenarios "$backend" "$round" "$t"
       "stop_$t"
     done
-    PIDARGS=$(BACKEND_PIDS | tr ' ' '\n' | grep . | sed 's/^/--pid /' | tr '\n' ' ')
+    PIDARGS=$(BACKEND_PIDS | tr ' ' '\n' | { grep . || true; } | sed 's/^/--pid /' | tr '\n' ' ')
     PORT=${IMAP_BACKEND##*:}
     for s in $SCENARIOS; do
       case $s in

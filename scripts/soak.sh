@@ -22,14 +22,19 @@ ulimit -n 20000
 cargo build --release --workspace --quiet
 bin=target/release
 
-# ports out of the ephemeral range
+# ports kept out of the ephemeral range (a benchmark may have widened it)
 imap=21143 pop3=21110 lookup=27072 proxy=21430
+reserved=$(sysctl -n net.ipv4.ip_local_reserved_ports 2>/dev/null || true)
+sysctl -qw net.ipv4.ip_local_reserved_ports="${reserved:+$reserved,}$imap,$pop3,$lookup,$proxy" 2>/dev/null || true
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
   -subj /CN=soak.example.test -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sysctl -qw net.ipv4.ip_local_reserved_ports="$reserved" 2>/dev/null || true
+}
 trap cleanup EXIT
 
 "$bin/loadtest" backend --imap "127.0.0.1:$imap" --pop3 "127.0.0.1:$pop3" --message-size 10k \

@@ -35,13 +35,18 @@ impl std::fmt::Display for Holder {
 }
 
 /// Refuse to start when another process listens on one of our addresses.
+///
+/// A listener is looked for in `/proc/net/tcp{,6}`; only where those cannot be read does a
+/// failed probe bind count as "held" (a probe also fails when an outgoing connection happens
+/// to use the port as its source port, which is no listener; the workers' own bind then
+/// reports whatever the real problem is).
 pub fn refuse_if_held(listeners: &[ListenerSpec]) -> anyhow::Result<()> {
     for spec in listeners {
-        if let Err(e) = probe(spec.addr) {
-            if e.kind() != io::ErrorKind::AddrInUse {
-                // EACCES and the like: the workers' bind will report it with context
-                continue;
-            }
+        let held = match listening(spec.addr) {
+            Some(inodes) => !inodes.is_empty(),
+            None => probe(spec.addr).is_err_and(|e| e.kind() == io::ErrorKind::AddrInUse),
+        };
+        if held {
             let who: Vec<String> = holders(spec.addr)
                 .into_iter()
                 .map(|h| h.to_string())
@@ -95,14 +100,23 @@ pub fn retire_holders(listeners: &[ListenerSpec]) {
     }
 }
 
-/// The processes with a listening TCP socket bound exactly to `addr`.
-pub fn holders(addr: SocketAddr) -> Vec<Holder> {
+/// Inodes of the LISTEN sockets bound exactly to `addr`; None when `/proc/net/tcp` cannot be
+/// read.
+fn listening(addr: SocketAddr) -> Option<HashSet<u64>> {
     let mut inodes = HashSet::new();
+    let mut readable = false;
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         if let Ok(text) = std::fs::read_to_string(table) {
+            readable = true;
             inodes.extend(listening_inodes(&text, addr));
         }
     }
+    readable.then_some(inodes)
+}
+
+/// The processes with a listening TCP socket bound exactly to `addr`.
+pub fn holders(addr: SocketAddr) -> Vec<Holder> {
+    let inodes = listening(addr).unwrap_or_default();
     if inodes.is_empty() {
         return Vec::new();
     }
@@ -149,9 +163,23 @@ fn listening_inodes(table: &str, addr: SocketAddr) -> Vec<u64> {
             if f.len() < 10 || f[3] != "0A" {
                 return None;
             }
-            (parse_proc_addr(f[1])? == addr).then(|| f[9].parse().ok())?
+            overlaps(parse_proc_addr(f[1])?, addr).then(|| f[9].parse().ok())?
         })
         .collect()
+}
+
+/// Whether a listener on `a` takes connections meant for `b`: the same port, and the same
+/// address, or a wildcard of the same family, or the dual-stack `[::]`.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() {
+        return false;
+    }
+    let (x, y) = (a.ip(), b.ip());
+    let dual = |ip: IpAddr| matches!(ip, IpAddr::V6(v) if v.is_unspecified());
+    x == y
+        || dual(x)
+        || dual(y)
+        || (x.is_ipv4() == y.is_ipv4() && (x.is_unspecified() || y.is_unspecified()))
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits `:port` (IPv6): each 32-bit word as the kernel
@@ -211,5 +239,16 @@ mod tests {
             );
         }
         assert_eq!(parse_proc_addr("zz:1"), None);
+    }
+
+    #[test]
+    fn wildcards_overlap_specific_addresses() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(overlaps(a("0.0.0.0:143"), a("127.0.0.1:143")));
+        assert!(overlaps(a("127.0.0.1:143"), a("0.0.0.0:143")));
+        assert!(overlaps(a("[::]:143"), a("10.0.0.1:143")));
+        assert!(!overlaps(a("127.0.0.1:143"), a("127.0.0.2:143")));
+        assert!(!overlaps(a("0.0.0.0:143"), a("[::1]:143")));
+        assert!(!overlaps(a("0.0.0.0:143"), a("0.0.0.0:993")));
     }
 }
