@@ -516,23 +516,7 @@ impl Ringmail {
             o.imap, o.pop3, o.extra
         );
         std::fs::write(dir.join("ringmail.toml"), &conf).unwrap();
-        let log = std::fs::File::create(dir.join("ringmail.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
-            .arg("--config")
-            .arg(dir.join("ringmail.toml"))
-            .args(o.args)
-            .env("RUST_LOG", "ringmail=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting ringmail");
-        let mut rm = Ringmail {
-            child,
-            port,
-            pop3_port,
-            dir,
-        };
+        let mut rm = Self::spawn(dir, o.args, port, pop3_port);
         // fail at once, with its log, if it exits instead of listening
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -550,6 +534,11 @@ impl Ringmail {
     pub fn start_same(&self, args: &[&str]) -> Ringmail {
         let dir = tempdir("ringmail");
         std::fs::copy(self.dir.join("ringmail.toml"), dir.join("ringmail.toml")).unwrap();
+        Self::spawn(dir, args, self.port, self.pop3_port)
+    }
+
+    /// Run the binary on `dir/ringmail.toml`, its stderr (debug level) in `dir/ringmail.log`.
+    fn spawn(dir: PathBuf, args: &[&str], port: u16, pop3_port: u16) -> Ringmail {
         let log = std::fs::File::create(dir.join("ringmail.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
             .arg("--config")
@@ -563,8 +552,8 @@ impl Ringmail {
             .expect("starting ringmail");
         Ringmail {
             child,
-            port: self.port,
-            pop3_port: self.pop3_port,
+            port,
+            pop3_port,
             dir,
         }
     }
