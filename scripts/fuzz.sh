@@ -23,7 +23,8 @@ export RUSTFLAGS="-C passes=sancov-module \
   -C llvm-args=-sanitizer-coverage-pc-table \
   -C llvm-args=-sanitizer-coverage-trace-compares \
   -C debug-assertions -C overflow-checks"
-cargo build --release --locked --target "$triple" --bins
+# not --locked: a dependency added to ringmail is added to fuzz/Cargo.lock here (commit it)
+cargo build --release --target "$triple" --bins
 
 status=0
 for t in "${targets[@]}"; do
