@@ -257,6 +257,8 @@ pub struct LookupFile {
     pub pool_size: usize,
     pub max_response: Size,
     pub cache_ttl: Dur,
+    /// When every handler fails, a route that expired less than this ago is still used.
+    pub stale_grace: Dur,
     pub cache_capacity: usize,
     /// Static routes: login, `*@domain` or `*` → `ip`, `ip:port` or `{ imap = .., pop3 = .. }`.
     pub routes: std::collections::BTreeMap<String, RouteFile>,
@@ -272,6 +274,7 @@ impl Default for LookupFile {
             pool_size: 8,
             max_response: Size(4096),
             cache_ttl: Dur(Duration::from_secs(3600)),
+            stale_grace: Dur(Duration::from_secs(3600)),
             cache_capacity: 100_000,
             routes: Default::default(),
         }
@@ -493,6 +496,7 @@ pub struct Config {
     pub pool_size: usize,
     pub max_response: usize,
     pub cache_ttl: Duration,
+    pub stale_grace: Duration,
     pub cache_capacity: usize,
     pub static_routes: StaticRoutes,
     pub connect_timeout: Duration,
@@ -955,6 +959,7 @@ impl FileConfig {
             pool_size: l.pool_size,
             max_response: l.max_response.0,
             cache_ttl: l.cache_ttl.0,
+            stale_grace: l.stale_grace.0,
             cache_capacity: l.cache_capacity,
             static_routes,
             connect_timeout: self.upstream.connect_timeout.0,

@@ -45,6 +45,8 @@ pub struct Cached {
 pub struct RouteCache {
     cache: quick_cache::sync::Cache<Vec<u8>, Entry>,
     ttl: Duration,
+    /// How long after its TTL an entry is kept for [`RouteCache::lookup_stale`].
+    stale_grace: Duration,
 }
 
 fn alias_key(login_escaped: &[u8], client_ip: IpAddr) -> Vec<u8> {
@@ -71,19 +73,32 @@ fn route_key(proto: &str, name_escaped: &[u8], client_ip: IpAddr) -> Vec<u8> {
 
 impl RouteCache {
     pub fn new(capacity: usize, ttl: Duration) -> Self {
+        Self::with_stale_grace(capacity, ttl, Duration::ZERO)
+    }
+
+    /// A cache whose entries stay usable by [`RouteCache::lookup_stale`] for `stale_grace`
+    /// after they expire.
+    pub fn with_stale_grace(capacity: usize, ttl: Duration, stale_grace: Duration) -> Self {
         RouteCache {
             cache: quick_cache::sync::Cache::new(capacity.max(1)),
             ttl,
+            stale_grace,
         }
     }
 
-    fn get(&self, key: &[u8], now: Instant) -> Option<Value> {
+    /// A fresh entry; with `stale`, also one that expired less than the grace ago. Entries
+    /// past the grace are removed.
+    fn get(&self, key: &[u8], now: Instant, stale: bool) -> Option<Value> {
         let entry = self.cache.get(key)?;
-        if entry.expires <= now {
+        let gone = entry
+            .expires
+            .checked_add(self.stale_grace)
+            .is_some_and(|t| t <= now);
+        if gone {
             self.cache.remove(key);
             return None;
         }
-        Some(entry.value)
+        (entry.expires > now || stale).then_some(entry.value)
     }
 
     /// Look `login` up: alias first, then the route of the candidate account. Returns the hit
@@ -95,15 +110,39 @@ impl RouteCache {
         proto: &str,
         now: Instant,
     ) -> (Option<Cached>, SessionKeys) {
+        self.find(login, client_ip, proto, now, false)
+    }
+
+    /// Like [`RouteCache::lookup`], but also accepts entries that expired less than the stale
+    /// grace ago: for when every lookup handler failed, so that a restarted lookup servlet
+    /// does not lock out users whose routes just expired.
+    pub fn lookup_stale(
+        &self,
+        login: &[u8],
+        client_ip: IpAddr,
+        proto: &str,
+        now: Instant,
+    ) -> (Option<Cached>, SessionKeys) {
+        self.find(login, client_ip, proto, now, true)
+    }
+
+    fn find(
+        &self,
+        login: &[u8],
+        client_ip: IpAddr,
+        proto: &str,
+        now: Instant,
+        stale: bool,
+    ) -> (Option<Cached>, SessionKeys) {
         let mut login_esc = Vec::new();
         escape(&mut login_esc, login);
         let alias = alias_key(&login_esc, client_ip);
-        let candidate = match self.get(&alias, now) {
+        let candidate = match self.get(&alias, now, stale) {
             Some(Value::Alias(account)) => account,
             _ => login_esc,
         };
         let route = route_key(proto, &candidate, client_ip);
-        let hit = match self.get(&route, now) {
+        let hit = match self.get(&route, now, stale) {
             Some(Value::Route(server)) => Some(Cached {
                 server,
                 account: unescape(&candidate),
@@ -345,6 +384,25 @@ mod tests {
             c.lookup(b"carol", ip, "imap", now).0.unwrap().account,
             b"carol@x.org"
         );
+    }
+
+    #[test]
+    fn stale_routes_serve_within_the_grace_only() {
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let c = RouteCache::with_stale_grace(100, Duration::from_secs(60), Duration::from_secs(3600));
+        let t0 = Instant::now();
+        c.store(b"alice", ip, "imap", &route("10.0.0.1:143", Some("alice@x.org"), true), t0);
+        let late = t0 + Duration::from_secs(61);
+        assert!(c.lookup(b"alice", ip, "imap", late).0.is_none(), "expired: a miss");
+        let (hit, keys) = c.lookup_stale(b"alice", ip, "imap", late);
+        assert_eq!(hit.unwrap().account, b"alice@x.org", "stale: still usable");
+        // a rejection drops the stale entries too
+        c.forget(&keys);
+        assert!(c.lookup_stale(b"alice", ip, "imap", late).0.is_none());
+        c.store(b"bob", ip, "imap", &route("10.0.0.1:143", None, false), t0);
+        let too_late = t0 + Duration::from_secs(60 + 3600);
+        assert!(c.lookup_stale(b"bob", ip, "imap", too_late).0.is_none(), "past the grace");
+        assert!(c.lookup_stale(b"bob", ip, "imap", late).0.is_none(), "removed for good");
     }
 
     #[test]

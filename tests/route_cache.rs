@@ -47,3 +47,65 @@ fn concurrent_logins_on_every_worker_share_one_lookup() {
     }
     assert_eq!(env.lookup.requests(), 1, "one lookup for twenty concurrent logins");
 }
+
+/// Issue 8.3: when every lookup handler fails, a route that expired less than `stale_grace`
+/// ago still logs the user in, and the next login asks the handlers again.
+#[test]
+fn an_expired_route_still_logs_in_when_every_handler_fails() {
+    let env = Env::start_with("cache_ttl = \"1s\"\n");
+    let mut c = Raw::greeted(env.port());
+    c.login("bob@example.com", "bobpw");
+    assert_eq!(env.lookup.requests(), 1);
+    // the handler breaks, and bob's route expires (the subject here is time itself)
+    env.lookup.set("bob@example.com", Rule::Garbage);
+    env.lookup.set("alice@example.com", Rule::Garbage);
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let mut c = Raw::greeted(env.port());
+    c.login("bob@example.com", "bobpw");
+    assert_eq!(env.lookup.requests(), 2, "the handler was asked first");
+    let mut c2 = Raw::greeted(env.port());
+    c2.login("bob@example.com", "bobpw");
+    assert_eq!(env.lookup.requests(), 3, "and again on the next login");
+    assert!(env
+        .ringmail
+        .log()
+        .contains("route lookup failed; using the expired cached route"));
+    // a user with no cached route gets the internal error
+    let mut a = Raw::greeted(env.port());
+    a.send(b"a LOGIN alice@example.com alicepw\r\n");
+    assert_eq!(a.line(), "* BAD internal server error\r\n");
+}
+
+/// Issue 8.3: with its only handler marked down (connection refused), ringmail used to refuse
+/// every login for the whole `retry_interval` (60 s) after the handler came back. Now, when
+/// every handler is down, the one whose mark ends first is tried again at once.
+#[test]
+fn a_restarted_handler_is_used_at_once_when_all_are_down() {
+    let dovecot = Dovecot::start();
+    let handler_port = free_port();
+    // one worker, so that the login after the restart meets the handler marked down
+    let rm = Ringmail::start_full(
+        "",
+        &format!(
+            "[lookup]\nhandlers = [\"http://127.0.0.1:{handler_port}/service/extension/nginx-lookup\"]\n"
+        ),
+        &["--workers", "1"],
+    );
+    let mut c = Raw::greeted(rm.port);
+    c.send(b"a LOGIN bob@example.com bobpw\r\n");
+    assert_eq!(c.line(), "* BAD internal server error\r\n", "no handler listens yet");
+    // the handler (re)starts
+    let mut rules = std::collections::HashMap::new();
+    rules.insert(
+        "bob@example.com".to_string(),
+        Rule::Route {
+            server: dovecot.addr(),
+            account: Some("bob@example.com".into()),
+            alias: false,
+        },
+    );
+    let lookup = LookupHandler::start_on(handler_port, rules);
+    let mut c = Raw::greeted(rm.port);
+    c.login("bob@example.com", "bobpw");
+    assert_eq!(lookup.requests(), 1);
+}

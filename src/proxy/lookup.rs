@@ -88,14 +88,29 @@ impl LookupClient {
     /// Ask the handlers. Stock-dialect `WAIT` answers are returned to the caller.
     pub async fn lookup(&self, req: &Request<'_>) -> Result<Answer, LookupFailure> {
         let n = self.handlers.len();
-        for _ in 0..n {
-            let idx = self.next.get() % n;
-            self.next.set(idx.wrapping_add(1));
-            let h = &self.handlers[idx];
+        let mut tried = false;
+        for round in 0..=n {
             let now = Instant::now();
-            if h.down_until.get().is_some_and(|t| t > now) {
-                continue;
-            }
+            let idx = if round < n {
+                let idx = self.next.get() % n;
+                self.next.set(idx.wrapping_add(1));
+                if self.handlers[idx].down_until.get().is_some_and(|t| t > now) {
+                    continue;
+                }
+                idx
+            } else if tried || n == 0 {
+                break;
+            } else {
+                // every handler is marked down: try the one whose mark ends first, at once,
+                // rather than refuse every login for the rest of `retry_interval` (a
+                // restarted lookup servlet is back long before that)
+                match (0..n).min_by_key(|&i| self.handlers[i].down_until.get()) {
+                    Some(i) => i,
+                    None => break,
+                }
+            };
+            tried = true;
+            let h = &self.handlers[idx];
             // zeroed on drop: the stock dialect's request carries the password
             let mut request = crate::secret::Scratch(encode_request(
                 self.dialect,

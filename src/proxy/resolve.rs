@@ -130,7 +130,30 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
         }
         // If this future is dropped mid-lookup, the guard wakes the waiters with a failure.
         let guard = InFlightGuard { w, key: Some(key) };
-        let res = ask(w, ctx).await;
+        let mut res = ask(w, ctx).await;
+        if let Resolution::Failed(error) = &res {
+            // every handler failed: a route that expired within `stale_grace` still serves
+            // (the next login asks the handlers again)
+            let (hit, keys) =
+                w.routes
+                    .lookup_stale(user, ctx.client_ip, ctx.protocol, Instant::now());
+            if let Some(hit) = hit {
+                tracing::warn!(
+                    user = %Escaped(user),
+                    client = %ctx.client_ip,
+                    backend = %hit.server,
+                    %error,
+                    "route lookup failed; using the expired cached route"
+                );
+                res = Resolution::Route {
+                    server: hit.server,
+                    account: hit.account,
+                    password: None,
+                    keys: Some(keys),
+                    looked_up: false,
+                };
+            }
+        }
         guard.finish(&res);
         res
     } else {

@@ -155,7 +155,11 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Arc<Config>, prepared: Prepared) -> Self {
         Shared {
-            routes: Arc::new(RouteCache::new(config.cache_capacity, config.cache_ttl)),
+            routes: Arc::new(RouteCache::with_stale_grace(
+                config.cache_capacity,
+                config.cache_ttl,
+                config.stale_grace,
+            )),
             inflight: Arc::new(InFlight::default()),
             tls_store: prepared.tls_store,
             backend_tls: prepared.backend_tls,

@@ -335,7 +335,12 @@ pub struct LookupHandler {
 impl LookupHandler {
     /// Start a handler; logins without a rule are denied with `Auth-Wait: 1`.
     pub fn start(rules: HashMap<String, Rule>) -> LookupHandler {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(0, rules)
+    }
+
+    /// A handler on a given port (0: any).
+    pub fn start_on(port: u16, rules: HashMap<String, Rule>) -> LookupHandler {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let log = Arc::new(LookupLog::default());
         let rules = Arc::new(Mutex::new(rules));
