@@ -30,11 +30,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let too_long = || format!("duration {s:?} is too long");
     Ok(match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
         _ => {
             return Err(format!(
                 "invalid duration unit in {s:?} (use ms, s, m or h)"
@@ -48,12 +49,14 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: usize = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
-    Ok(match unit.to_ascii_lowercase().as_str() {
-        "" => n,
-        "k" | "kb" | "kib" => n * 1024,
-        "m" | "mb" | "mib" => n * 1024 * 1024,
+    let factor: usize = match unit.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
         _ => return Err(format!("invalid size unit in {s:?} (use k or m)")),
-    })
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 impl<'de> Deserialize<'de> for Dur {
@@ -984,6 +987,10 @@ mod tests {
         assert_eq!(parse_size("16k"), Ok(16384));
         assert_eq!(parse_size("1m"), Ok(1 << 20));
         assert!(parse_size("x").is_err());
+        // no silent wrap-around
+        assert!(parse_duration("18446744073709551615h").is_err());
+        assert!(parse_duration("307445734561825861m").is_err());
+        assert!(parse_size("18446744073709551615k").is_err());
     }
 
     #[test]
