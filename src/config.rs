@@ -363,12 +363,32 @@ impl Default for ShutdownFile {
     }
 }
 
+/// `[admin]`: the local HTTP control endpoint (`ringmail purge` talks to it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminFile {
+    /// `ip:port`; empty turns the endpoint off.
+    pub listen: String,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        AdminFile {
+            listen: DEFAULT_ADMIN.into(),
+        }
+    }
+}
+
+/// The admin endpoint's default address: loopback only.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:7781";
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub workers: WorkersFile,
     pub shutdown: ShutdownFile,
+    pub admin: AdminFile,
     pub imap: ImapFile,
     pub pop3: Pop3File,
     pub tls: TlsFile,
@@ -506,6 +526,8 @@ pub struct Config {
     pub login_timeout: Duration,
     pub shutdown_grace: Duration,
     pub shutdown_spread: Duration,
+    /// The admin endpoint, when on.
+    pub admin: Option<SocketAddr>,
 }
 
 /// The mail protocol a listener speaks.
@@ -917,6 +939,18 @@ impl FileConfig {
                     .into(),
             );
         }
+        let admin = match self.admin.listen.trim() {
+            "" => None,
+            a => {
+                let addr: SocketAddr = a
+                    .parse()
+                    .map_err(|_| format!("admin.listen: {a:?} is not ip:port"))?;
+                if listeners.iter().any(|l| l.addr == addr) {
+                    return Err(format!("admin.listen: {addr} is also a mail listener"));
+                }
+                Some(addr)
+            }
+        };
         if l.max_response.0 < 256 || l.max_response.0 > 1 << 20 {
             return Err("lookup.max_response must be between 256 bytes and 1m".into());
         }
@@ -969,6 +1003,7 @@ impl FileConfig {
             login_timeout: self.upstream.login_timeout.0,
             shutdown_grace: self.shutdown.grace.0,
             shutdown_spread: self.shutdown.spread.0,
+            admin,
         })
     }
 }

@@ -32,6 +32,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Remove ACCOUNT's routes and aliases (every protocol) from the running instance's route
+    /// cache, through its admin endpoint (`[admin] listen`), as `zmproxypurge` does after a
+    /// mailbox moves.
+    Purge {
+        /// The account, as the lookup returns it (e.g. alice@example.com).
+        account: String,
+    },
     /// Run the proxy in front of a built-in demo mailbox (needs nothing else installed).
     Demo {
         /// Where the proxy listens.
@@ -52,13 +59,18 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut file = match &cli.command {
         Some(Command::Demo { listen }) => demo_config(*listen)?,
-        None => FileConfig::load(&cli.config).map_err(anyhow::Error::msg)?,
+        Some(Command::Purge { .. }) | None => {
+            FileConfig::load(&cli.config).map_err(anyhow::Error::msg)?
+        }
     };
     cli.overrides.apply(&mut file);
     let config = file
         .validate()
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
+    if let Some(Command::Purge { account }) = &cli.command {
+        return purge(config.admin, account);
+    }
     if cli.check_config {
         // load what a start loads: certificates, keys, the backend CA; probe io_uring
         ringmail::proxy::worker::prepare(&config).context("invalid configuration")?;
@@ -70,6 +82,24 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     ringmail::proxy::worker::run(config, cli.takeover)
+}
+
+/// `ringmail purge ACCOUNT`: ask the running instance's admin endpoint.
+fn purge(admin: Option<SocketAddr>, account: &str) -> anyhow::Result<()> {
+    let Some(addr) = admin else {
+        anyhow::bail!("the admin endpoint is off (admin.listen is empty): nothing to ask");
+    };
+    let target = format!(
+        "/purge?account={}",
+        ringmail::proxy::admin::encode_query(account.as_bytes())
+    );
+    let (code, body) = ringmail::proxy::admin::request(addr, "POST", &target)
+        .with_context(|| format!("asking the admin endpoint at {addr} (is ringmail running?)"))?;
+    if code != 200 {
+        anyhow::bail!("the admin endpoint answered {code}: {}", body.trim());
+    }
+    print!("{body}");
+    Ok(())
 }
 
 fn demo_config(listen: SocketAddr) -> anyhow::Result<FileConfig> {

@@ -201,6 +201,50 @@ impl RouteCache {
         keys
     }
 
+    /// Remove every entry of `account` (what `zmproxypurge` does after a mailbox moved): its
+    /// routes for every protocol (qualified, or unqualified with any client IP), and the
+    /// aliases that point to it or are named after it or its local part. Returns how many
+    /// entries went.
+    pub fn purge(&self, account: &[u8]) -> usize {
+        let mut esc = Vec::new();
+        escape(&mut esc, account);
+        let local = esc
+            .iter()
+            .position(|&b| b == b'@')
+            .map(|p| esc[..p].to_vec());
+        let qualified = local.is_some();
+        let removed = std::cell::Cell::new(0usize);
+        self.cache.retain(|key, entry| {
+            let hit = if let Some(rest) = key.strip_prefix(b"route:proto=".as_slice()) {
+                let user = rest
+                    .iter()
+                    .position(|&b| b == b';')
+                    .and_then(|p| rest[p..].strip_prefix(b";user=".as_slice()))
+                    .unwrap_or_default();
+                user == esc.as_slice()
+                    || (!qualified
+                        && user.len() > esc.len()
+                        && user.starts_with(&esc)
+                        && user[esc.len()] == b'@')
+            } else if let Some(rest) = key.strip_prefix(b"alias:user=".as_slice()) {
+                let login = rest
+                    .iter()
+                    .rposition(|&b| b == b';')
+                    .map_or(rest, |p| &rest[..p]);
+                matches!(&entry.value, Value::Alias(a) if a == &esc)
+                    || login == esc.as_slice()
+                    || local.as_deref() == Some(login)
+            } else {
+                false
+            };
+            if hit {
+                removed.set(removed.get() + 1);
+            }
+            !hit
+        });
+        removed.get()
+    }
+
     /// Drop a session's entries (the backend rejected its credentials).
     pub fn forget(&self, keys: &SessionKeys) {
         self.cache.remove(keys.alias.as_slice());
@@ -403,6 +447,29 @@ mod tests {
         let too_late = t0 + Duration::from_secs(60 + 3600);
         assert!(c.lookup_stale(b"bob", ip, "imap", too_late).0.is_none(), "past the grace");
         assert!(c.lookup_stale(b"bob", ip, "imap", late).0.is_none(), "removed for good");
+    }
+
+    #[test]
+    fn purge_removes_every_route_and_alias_of_an_account() {
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let other: IpAddr = "203.0.113.9".parse().unwrap();
+        let c = RouteCache::new(100, Duration::from_secs(60));
+        let now = Instant::now();
+        let alice = route("10.0.0.1:143", Some("alice@x.org"), true);
+        c.store(b"alice", ip, "imap", &alice, now);
+        c.store(b"alice", other, "pop3", &alice, now);
+        c.store(b"alice@x.org", ip, "imapssl", &alice, now);
+        c.store(b"bob@x.org", ip, "imap", &route("10.0.0.2:143", None, true), now);
+        c.store(b"carl", ip, "imap", &route("10.0.0.3:143", None, false), now);
+        let before = c.len();
+        assert_eq!(c.purge(b"alice@x.org"), before - 3, "alice's routes and aliases");
+        assert!(c.lookup(b"alice", ip, "imap", now).0.is_none());
+        assert!(c.lookup(b"alice@x.org", ip, "imapssl", now).0.is_none());
+        assert!(c.lookup(b"bob@x.org", ip, "imap", now).0.is_some(), "others stay");
+        // an unqualified account's routes carry the client IP
+        assert_eq!(c.purge(b"carl"), 1);
+        assert!(c.lookup(b"carl", ip, "imap", now).0.is_none());
+        assert_eq!(c.purge(b"nobody@x.org"), 0);
     }
 
     #[test]

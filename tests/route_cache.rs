@@ -109,3 +109,28 @@ fn a_restarted_handler_is_used_at_once_when_all_are_down() {
     c.login("bob@example.com", "bobpw");
     assert_eq!(lookup.requests(), 1);
 }
+
+/// Issue 8.4: `ringmail purge ACCOUNT` removes the account's routes from the running
+/// instance (through the admin endpoint); the next login looks the route up again.
+#[test]
+fn after_a_purge_the_next_login_looks_the_route_up_again() {
+    let env = Env::start();
+    let mut c = Raw::greeted(env.port());
+    c.login("alice", "alicepw"); // an alias to alice@example.com, and the route
+    let mut c = Raw::greeted(env.port());
+    c.login("alice", "alicepw");
+    assert_eq!(env.lookup.requests(), 1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmail"))
+        .arg("--config")
+        .arg(env.ringmail.dir.join("ringmail.toml"))
+        .args(["purge", "alice@example.com"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "purged 2 route cache entries for alice@example.com\n");
+    let mut c = Raw::greeted(env.port());
+    c.login("alice", "alicepw");
+    assert_eq!(env.lookup.requests(), 2, "looked up again after the purge");
+    assert!(env.ringmail.log().contains("purge: routes and aliases removed"));
+}

@@ -163,7 +163,7 @@ fn every_scenario_reports() {
     std::fs::write(
         &conf,
         format!(
-            "[workers]\ncount = 1\npin = false\nbuffers = 64\n[imap]\nlisten = [\"127.0.0.1:{rm_port}\"]\n\
+            "[workers]\ncount = 1\npin = false\nbuffers = 64\n[admin]\nlisten = \"\"\n[imap]\nlisten = [\"127.0.0.1:{rm_port}\"]\n\
              [pop3]\nlisten = []\n[lookup]\nhandlers = [\"http://127.0.0.1:{lookup}/lookup\"]\n"
         ),
     )

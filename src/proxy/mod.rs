@@ -1,6 +1,7 @@
 //! The I/O side: worker threads and listeners, connections (plaintext or TLS), the session that
 //! drives the sans-I/O state machines of any protocol, route resolution over the lookup pool,
 //! and the relay.
+pub mod admin;
 pub mod conn;
 pub mod drain;
 pub mod lookup;

@@ -40,14 +40,14 @@ impl std::fmt::Display for Holder {
 /// failed probe bind count as "held" (a probe also fails when an outgoing connection happens
 /// to use the port as its source port, which is no listener; the workers' own bind then
 /// reports whatever the real problem is).
-pub fn refuse_if_held(listeners: &[ListenerSpec]) -> anyhow::Result<()> {
-    for spec in listeners {
-        let held = match listening(spec.addr) {
+pub fn refuse_if_held(addresses: &[(SocketAddr, &str)]) -> anyhow::Result<()> {
+    for &(addr, what) in addresses {
+        let held = match listening(addr) {
             Some(inodes) => !inodes.is_empty(),
-            None => probe(spec.addr).is_err_and(|e| e.kind() == io::ErrorKind::AddrInUse),
+            None => probe(addr).is_err_and(|e| e.kind() == io::ErrorKind::AddrInUse),
         };
         if held {
-            let who: Vec<String> = holders(spec.addr)
+            let who: Vec<String> = holders(addr)
                 .into_iter()
                 .map(|h| h.to_string())
                 .collect();
@@ -59,8 +59,8 @@ pub fn refuse_if_held(listeners: &[ListenerSpec]) -> anyhow::Result<()> {
             anyhow::bail!(
                 "{} ({}) is already in use by {who}. Stop it, or start this one with --takeover \
                  to replace it without dropping its sessions (it is sent SIGTERM and drains)",
-                spec.addr,
-                spec.proto.name()
+                addr,
+                what
             );
         }
     }

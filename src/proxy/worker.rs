@@ -196,8 +196,18 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
 pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
     let prepared = prepare(&config)?;
     if !takeover {
-        super::takeover::refuse_if_held(&config.listeners)?;
+        let mut held: Vec<(SocketAddr, &str)> =
+            config.listeners.iter().map(|l| (l.addr, l.proto.name())).collect();
+        held.extend(config.admin.map(|a| (a, "admin")));
+        super::takeover::refuse_if_held(&held)?;
     }
+    let admin = match config.admin {
+        Some(addr) => Some(
+            super::admin::bind(addr)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (admin): {e}"))?,
+        ),
+        None => None,
+    };
     reload_on_sighup(prepared.tls_store.clone())?;
     let config = Arc::new(config);
     let shared = Shared::new(config.clone(), prepared);
@@ -224,7 +234,11 @@ pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
     }
     let listening: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
     tracing::info!(workers = config.workers, listeners = ?listening, "ringmail ready");
-    drain_on_sigterm(drains, &config)?;
+    let admin = match admin {
+        Some(l) => Some(super::admin::serve(l, shared.routes.clone())?),
+        None => None,
+    };
+    drain_on_sigterm(drains, admin, &config)?;
     if takeover {
         super::takeover::retire_holders(&config.listeners);
     }
@@ -236,7 +250,11 @@ pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
 }
 
 /// First SIGTERM or SIGINT: tell every worker to drain. A second one: exit at once.
-fn drain_on_sigterm(workers: Vec<oneshot::Sender<()>>, config: &Config) -> anyhow::Result<()> {
+fn drain_on_sigterm(
+    workers: Vec<oneshot::Sender<()>>,
+    admin: Option<super::admin::Closer>,
+    config: &Config,
+) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     let (grace, spread) = (config.shutdown_grace, config.shutdown_spread);
@@ -251,6 +269,9 @@ fn drain_on_sigterm(workers: Vec<oneshot::Sender<()>>, config: &Config) -> anyho
                         tracing::info!(?grace, ?spread, "{name}: draining: no new connections, pre-login sessions closed, relayed sessions closed after the grace period, spread over the spread period; send it again to exit at once");
                         for w in list {
                             let _ = w.send(());
+                        }
+                        if let Some(a) = &admin {
+                            a.close();
                         }
                     }
                     None => {

@@ -514,8 +514,10 @@ impl Ringmail {
         let dir = tempdir("ringmail");
         let port = free_port();
         let pop3_port = free_port();
+        let admin_port = free_port();
         let conf = format!(
-            "[workers]\ncount = 2\npin = false\nbuffers = 64\n\n[imap]\nlisten = [\"127.0.0.1:{port}\"]\n\
+            "[workers]\ncount = 2\npin = false\nbuffers = 64\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n\
+             [imap]\nlisten = [\"127.0.0.1:{port}\"]\n\
              login_penalty = \"1s\"\nlogin_penalty_max = \"2s\"\n{}\n\n[pop3]\n\
              listen = [\"127.0.0.1:{pop3_port}\"]\nlogin_penalty = \"1s\"\n{}\n\n{}\n",
             o.imap, o.pop3, o.extra
