@@ -47,7 +47,11 @@ fn cache(c: &mut Criterion) {
         std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let user = if i % 2 == 0 { "user4242@example.com".to_string() } else { format!("user{}@example.com", i % 100_000) };
+                let user = if i % 2 == 0 {
+                    "user4242@example.com".to_string()
+                } else {
+                    format!("user{}@example.com", i % 100_000)
+                };
                 black_box(cache.lookup(user.as_bytes(), ip, "imap", now));
                 i += 1;
             }

@@ -653,9 +653,9 @@ fn static_target(
                     pop3: SocketAddr::new(ip, pop3_port),
                 });
             }
-            let server = a.parse::<SocketAddr>().map_err(|_| {
-                format!("{key}: {a:?} is neither an IP address nor ip:port")
-            })?;
+            let server = a
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("{key}: {a:?} is neither an IP address nor ip:port"))?;
             if imap && pop3 {
                 return Err(format!(
                     "{key}: {a:?} gives one port, but both IMAP and POP3 are proxied; write the \
@@ -820,11 +820,25 @@ impl FileConfig {
         }
         let (pop3_plain, pop3_login) = mechanisms(&p.auth_mechanisms, "pop3.auth_mechanisms")?;
         for (max_command, max_errors, limit, key, times) in [
-            (i.max_command.0, i.max_errors, i.failed_login_limit, "imap", (i.timeout, i.login_deadline)),
-            (p.max_command.0, p.max_errors, p.failed_login_limit, "pop3", (p.timeout, p.login_deadline)),
+            (
+                i.max_command.0,
+                i.max_errors,
+                i.failed_login_limit,
+                "imap",
+                (i.timeout, i.login_deadline),
+            ),
+            (
+                p.max_command.0,
+                p.max_errors,
+                p.failed_login_limit,
+                "pop3",
+                (p.timeout, p.login_deadline),
+            ),
         ] {
             if times.0 .0.is_zero() || times.1 .0.is_zero() {
-                return Err(format!("{key}.timeout and {key}.login_deadline must be more than 0"));
+                return Err(format!(
+                    "{key}.timeout and {key}.login_deadline must be more than 0"
+                ));
             }
             if !(1024..=1 << 20).contains(&max_command) {
                 return Err(format!("{key}.max_command must be between 1k and 1m"));
@@ -930,7 +944,13 @@ impl FileConfig {
         for (pattern, target) in &l.routes {
             static_routes.insert(
                 pattern,
-                static_target(pattern, target, u.tls, proxied(Proto::Imap), proxied(Proto::Pop3))?,
+                static_target(
+                    pattern,
+                    target,
+                    u.tls,
+                    proxied(Proto::Imap),
+                    proxied(Proto::Pop3),
+                )?,
             );
         }
         if handlers.is_empty() && static_routes.is_empty() {
@@ -1084,11 +1104,17 @@ mod tests {
         let validate = |toml: &str| FileConfig::from_toml(toml).unwrap().validate();
         // one ip:port while both protocols are proxied is refused, with the fix in the message
         let e = validate("[lookup]\nroutes = { \"*\" = \"10.0.0.22:143\" }").unwrap_err();
-        assert!(e.contains("both IMAP and POP3") && e.contains("pop3 = \"10.0.0.22:110\""), "{e}");
+        assert!(
+            e.contains("both IMAP and POP3") && e.contains("pop3 = \"10.0.0.22:110\""),
+            "{e}"
+        );
         // ... and accepted when only one protocol is
         let c = validate("[pop3]\nlisten = []\n[lookup]\nroutes = { \"*\" = \"10.0.0.22:1143\" }")
             .unwrap();
-        assert_eq!(c.static_routes.get(b"x").unwrap().imap, "10.0.0.22:1143".parse().unwrap());
+        assert_eq!(
+            c.static_routes.get(b"x").unwrap().imap,
+            "10.0.0.22:1143".parse().unwrap()
+        );
         // a bare address takes the standard ports, TLS ones with implicit TLS to the backends
         let c = validate(
             "[lookup]\nroutes = { \"*\" = \"10.0.0.22\" }\n[upstream]\ntls = \"on\"\n\

@@ -78,7 +78,11 @@ fn drive_client(client: &mut dyn ClientSide, stream: &[u8], opts: u8) {
         fed += n;
         let mut out = Vec::new();
         let (consumed, event) = client.handle(&buf, &mut out);
-        assert!(consumed <= buf.len(), "consumed {consumed} of {}", buf.len());
+        assert!(
+            consumed <= buf.len(),
+            "consumed {consumed} of {}",
+            buf.len()
+        );
         assert!(out.len() <= 64 * 1024, "a reply of {} bytes", out.len());
         buf.drain(..consumed);
         match event {
@@ -105,7 +109,11 @@ fn drive_client(client: &mut dyn ClientSide, stream: &[u8], opts: u8) {
 fn check_credentials(c: &Credentials) {
     assert!(c.is_clean(), "a login holding CR, LF or NUL got through");
     assert!(c.user.len() <= MAX_USER, "user of {} bytes", c.user.len());
-    assert!(c.password.len() <= MAX_PASSWORD, "password of {} bytes", c.password.len());
+    assert!(
+        c.password.len() <= MAX_PASSWORD,
+        "password of {} bytes",
+        c.password.len()
+    );
     assert!(c.authcid.as_ref().is_none_or(|a| a.len() <= MAX_USER));
 }
 
@@ -152,7 +160,11 @@ fn drive_backend(client: &dyn ClientSide, data: &[u8]) {
         fed += n;
         let mut out = Vec::new();
         let (consumed, progress) = replay.handle(&buf, &mut out);
-        assert!(consumed <= buf.len(), "consumed {consumed} of {}", buf.len());
+        assert!(
+            consumed <= buf.len(),
+            "consumed {consumed} of {}",
+            buf.len()
+        );
         sent += out.len();
         assert!(sent <= 4096, "the replay sent {sent} bytes");
         buf.drain(..consumed);
@@ -181,7 +193,11 @@ fn drive_backend(client: &dyn ClientSide, data: &[u8]) {
 /// The lookup response parser, both dialects, whole and cut.
 pub fn lookup_response(data: &[u8]) {
     let (opts, stream) = split(data);
-    let dialect = if opts & 1 == 0 { Dialect::Zimbra } else { Dialect::Nginx };
+    let dialect = if opts & 1 == 0 {
+        Dialect::Zimbra
+    } else {
+        Dialect::Nginx
+    };
     for cut in [stream.len() / 2, stream.len()] {
         if let Ok(Some(r)) = parse_response(dialect, &stream[..cut], 1024) {
             assert!(r.head_len <= cut, "head of {} bytes in {cut}", r.head_len);
@@ -211,7 +227,12 @@ mod tests {
 
     #[test]
     fn entry_points_take_any_bytes() {
-        for data in [&b""[..], b"\x00", b"\x07a LOGIN a b\r\n", b"\xffUSER a\r\nPASS b\r\n"] {
+        for data in [
+            &b""[..],
+            b"\x00",
+            b"\x07a LOGIN a b\r\n",
+            b"\xffUSER a\r\nPASS b\r\n",
+        ] {
             imap_client(data);
             pop3_client(data);
             imap_backend(data);

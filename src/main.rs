@@ -108,7 +108,9 @@ fn demo_config(listen: SocketAddr) -> anyhow::Result<FileConfig> {
     let mut file = FileConfig::default();
     file.imap.listen = vec![listen.to_string()];
     file.pop3.listen = Vec::new();
-    file.lookup.routes.insert("*".into(), mailbox.to_string().as_str().into());
+    file.lookup
+        .routes
+        .insert("*".into(), mailbox.to_string().as_str().into());
     let (host, port) = (listen.ip(), listen.port());
     println!(
         "ringmail demo: IMAP proxy on {listen} -> built-in demo mailbox on {mailbox} \

@@ -433,11 +433,21 @@ mod tests {
     #[test]
     fn stale_routes_serve_within_the_grace_only() {
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
-        let c = RouteCache::with_stale_grace(100, Duration::from_secs(60), Duration::from_secs(3600));
+        let c =
+            RouteCache::with_stale_grace(100, Duration::from_secs(60), Duration::from_secs(3600));
         let t0 = Instant::now();
-        c.store(b"alice", ip, "imap", &route("10.0.0.1:143", Some("alice@x.org"), true), t0);
+        c.store(
+            b"alice",
+            ip,
+            "imap",
+            &route("10.0.0.1:143", Some("alice@x.org"), true),
+            t0,
+        );
         let late = t0 + Duration::from_secs(61);
-        assert!(c.lookup(b"alice", ip, "imap", late).0.is_none(), "expired: a miss");
+        assert!(
+            c.lookup(b"alice", ip, "imap", late).0.is_none(),
+            "expired: a miss"
+        );
         let (hit, keys) = c.lookup_stale(b"alice", ip, "imap", late);
         assert_eq!(hit.unwrap().account, b"alice@x.org", "stale: still usable");
         // a rejection drops the stale entries too
@@ -445,8 +455,14 @@ mod tests {
         assert!(c.lookup_stale(b"alice", ip, "imap", late).0.is_none());
         c.store(b"bob", ip, "imap", &route("10.0.0.1:143", None, false), t0);
         let too_late = t0 + Duration::from_secs(60 + 3600);
-        assert!(c.lookup_stale(b"bob", ip, "imap", too_late).0.is_none(), "past the grace");
-        assert!(c.lookup_stale(b"bob", ip, "imap", late).0.is_none(), "removed for good");
+        assert!(
+            c.lookup_stale(b"bob", ip, "imap", too_late).0.is_none(),
+            "past the grace"
+        );
+        assert!(
+            c.lookup_stale(b"bob", ip, "imap", late).0.is_none(),
+            "removed for good"
+        );
     }
 
     #[test]
@@ -459,13 +475,32 @@ mod tests {
         c.store(b"alice", ip, "imap", &alice, now);
         c.store(b"alice", other, "pop3", &alice, now);
         c.store(b"alice@x.org", ip, "imapssl", &alice, now);
-        c.store(b"bob@x.org", ip, "imap", &route("10.0.0.2:143", None, true), now);
-        c.store(b"carl", ip, "imap", &route("10.0.0.3:143", None, false), now);
+        c.store(
+            b"bob@x.org",
+            ip,
+            "imap",
+            &route("10.0.0.2:143", None, true),
+            now,
+        );
+        c.store(
+            b"carl",
+            ip,
+            "imap",
+            &route("10.0.0.3:143", None, false),
+            now,
+        );
         let before = c.len();
-        assert_eq!(c.purge(b"alice@x.org"), before - 3, "alice's routes and aliases");
+        assert_eq!(
+            c.purge(b"alice@x.org"),
+            before - 3,
+            "alice's routes and aliases"
+        );
         assert!(c.lookup(b"alice", ip, "imap", now).0.is_none());
         assert!(c.lookup(b"alice@x.org", ip, "imapssl", now).0.is_none());
-        assert!(c.lookup(b"bob@x.org", ip, "imap", now).0.is_some(), "others stay");
+        assert!(
+            c.lookup(b"bob@x.org", ip, "imap", now).0.is_some(),
+            "others stay"
+        );
         // an unqualified account's routes carry the client IP
         assert_eq!(c.purge(b"carl"), 1);
         assert!(c.lookup(b"carl", ip, "imap", now).0.is_none());

@@ -31,7 +31,13 @@ fn credentials_with_line_breaks_never_reach_lookup_or_backend() {
         "-ERR [AUTH] user name and password must not contain CR, LF or NUL\r\n"
     );
     // POP3 AUTH PLAIN with an authzid holding LF, and USER with a NUL
-    c.send(format!("AUTH PLAIN {}\r\n", b64(b"x\nDELE 1\0alice@example.com\0alicepw")).as_bytes());
+    c.send(
+        format!(
+            "AUTH PLAIN {}\r\n",
+            b64(b"x\nDELE 1\0alice@example.com\0alicepw")
+        )
+        .as_bytes(),
+    );
     assert!(c.line().starts_with("-ERR [AUTH] user name and password"));
     c.send(b"USER alice\0@example.com\r\nPASS alicepw\r\n");
     assert_eq!(c.line(), "+OK\r\n");
@@ -52,9 +58,19 @@ fn credentials_with_line_breaks_never_reach_lookup_or_backend() {
         c.line(),
         "a NO [AUTHENTICATIONFAILED] user name and password must not contain CR, LF or NUL\r\n"
     );
-    c.send(format!("b AUTHENTICATE PLAIN {}\r\n", b64(b"\0bob@example.com\0bobpw\r\nc LOGOUT")).as_bytes());
+    c.send(
+        format!(
+            "b AUTHENTICATE PLAIN {}\r\n",
+            b64(b"\0bob@example.com\0bobpw\r\nc LOGOUT")
+        )
+        .as_bytes(),
+    );
     assert!(c.line().starts_with("b NO [AUTHENTICATIONFAILED]"));
-    assert_eq!(env.lookup.requests(), before, "no lookup for a refused credential");
+    assert_eq!(
+        env.lookup.requests(),
+        before,
+        "no lookup for a refused credential"
+    );
     c.login("bob@example.com", "bobpw");
     // nothing with a line break ever reached the lookup handler
     for head in env.lookup.log.heads.lock().unwrap().iter() {
@@ -97,8 +113,14 @@ fn broken_backend_greeting_gives_only_an_internal_error() {
         rm.log().contains("reading the backend greeting")
     });
     let log = rm.log();
-    assert!(log.contains(r"\x00\xff\xfeHELLO\r\n"), "escaped backend line: {log}");
-    assert!(!log.as_bytes().contains(&0xfe), "raw backend bytes in the log");
+    assert!(
+        log.contains(r"\x00\xff\xfeHELLO\r\n"),
+        "escaped backend line: {log}"
+    );
+    assert!(
+        !log.as_bytes().contains(&0xfe),
+        "raw backend bytes in the log"
+    );
 }
 
 /// 9.3: every byte used to restart the pre-login timer, so a client sending one byte every
@@ -148,12 +170,20 @@ fn log_lines_cannot_be_forged_or_coloured() {
     let reply = c.line();
     assert!(reply.starts_with("a NO"), "{reply:?}");
     wait_for(Duration::from_secs(10), "the refusal in the log", || {
-        env.ringmail.log().contains("route lookup refused the login")
+        env.ringmail
+            .log()
+            .contains("route lookup refused the login")
     });
     let log = env.ringmail.log();
-    assert!(!log.contains('\x1b'), "an escape byte reached the log: {log:?}");
+    assert!(
+        !log.contains('\x1b'),
+        "an escape byte reached the log: {log:?}"
+    );
     assert!(!log.contains('\x08'));
-    assert!(log.contains(r"evil\x1b[2K\x1b[1G INFO ringmail: forged\x08"), "{log}");
+    assert!(
+        log.contains(r"evil\x1b[2K\x1b[1G INFO ringmail: forged\x08"),
+        "{log}"
+    );
     assert!(!log.lines().any(|l| l.starts_with(" INFO ringmail: forged")));
 }
 
@@ -171,7 +201,10 @@ fn check_config_loads_certificates_keys_and_ca() {
             .arg("--check-config")
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let base = "[imap]\nlisten = [\"127.0.0.1:1\"]\n[pop3]\nlisten = []\n[lookup]\nroutes = { \"*\" = \"127.0.0.1\" }\n";
     assert!(check(base).0, "a plain config is fine");

@@ -111,7 +111,10 @@ fn drive(client: &mut dyn ClientSide, data: &[u8], rng: &mut Rng) -> Vec<Event> 
             }
             Event::Login(creds) => {
                 assert!(creds.user.len() <= 256 && creds.password.len() <= 1024);
-                assert!(creds.is_clean(), "a login holding CR, LF or NUL got through");
+                assert!(
+                    creds.is_clean(),
+                    "a login holding CR, LF or NUL got through"
+                );
                 // the lookup refuses; the machine must be usable again (or close)
                 let mut out = Vec::new();
                 let f = client.login_denied(None, None, &mut out);

@@ -43,7 +43,11 @@ fn sigterm_drains_sessions_then_exits() {
     // pre-login: told at once
     assert_eq!(pre.line(), SHUTDOWN_BYE);
     assert!(pre.closed());
-    assert!(t0.elapsed() < Duration::from_secs(1), "pre-login BYE took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "pre-login BYE took {:?}",
+        t0.elapsed()
+    );
     // no new connections
     wait_for(Duration::from_secs(2), "the listeners to close", || {
         std::net::TcpStream::connect(("127.0.0.1", env.port())).is_err()
@@ -63,16 +67,28 @@ fn sigterm_drains_sessions_then_exits() {
     }
     closed_at.sort();
     let (first, last) = (closed_at[0], *closed_at.last().unwrap());
-    assert!(first >= Duration::from_millis(900), "closed before the grace: {closed_at:?}");
-    assert!(last <= Duration::from_millis(4500), "closed after grace + spread: {closed_at:?}");
-    assert!(last - first >= Duration::from_millis(300), "not spread: {closed_at:?}");
+    assert!(
+        first >= Duration::from_millis(900),
+        "closed before the grace: {closed_at:?}"
+    );
+    assert!(
+        last <= Duration::from_millis(4500),
+        "closed after grace + spread: {closed_at:?}"
+    );
+    assert!(
+        last - first >= Duration::from_millis(300),
+        "not spread: {closed_at:?}"
+    );
     // POP3 has no unsolicited answer: its session just ends
     assert!(pop.closed());
     let status = env.ringmail.wait_exit(Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "exit: {status:?}");
     let log = env.ringmail.log();
     assert!(log.contains("SIGTERM: draining"), "{log}");
-    assert!(log.contains("worker drained") && log.contains("ringmail stopped"), "{log}");
+    assert!(
+        log.contains("worker drained") && log.contains("ringmail stopped"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -83,7 +99,10 @@ fn a_second_sigterm_exits_at_once() {
     wait_for(Duration::from_secs(5), "the drain to start", || {
         env.ringmail.log().contains("draining")
     });
-    assert!(env.ringmail.alive(), "the relayed session holds the drain open");
+    assert!(
+        env.ringmail.alive(),
+        "the relayed session holds the drain open"
+    );
     env.ringmail.signal("TERM");
     assert!(
         env.ringmail.wait_exit(Duration::from_secs(3)).is_some(),
@@ -98,7 +117,9 @@ fn a_second_instance_is_refused_and_takeover_keeps_every_session() {
     let env = Env::start_with("[shutdown]\ngrace = \"120s\"\nspread = \"10s\"\n");
     // the same ports without --takeover: refused, naming the holder
     let mut second = env.ringmail.start_same(&[]);
-    let status = second.wait_exit(Duration::from_secs(10)).expect("the second instance exits");
+    let status = second
+        .wait_exit(Duration::from_secs(10))
+        .expect("the second instance exits");
     assert!(!status.success());
     let log = second.log();
     assert!(
@@ -120,13 +141,17 @@ fn a_second_instance_is_refused_and_takeover_keeps_every_session() {
 
     // upgrade: the new process binds beside the old one, which drains
     let new = env.ringmail.start_same(&["--takeover"]);
-    wait_for(Duration::from_secs(20), "the new process to be ready", || {
-        new.log().contains("ringmail ready")
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the new process to be ready",
+        || new.log().contains("ringmail ready"),
+    );
     wait_for(Duration::from_secs(10), "the old process to drain", || {
         env.ringmail.log().contains("SIGTERM: draining")
     });
-    assert!(new.log().contains(&format!("process {} (ringmail)", env.ringmail.pid())));
+    assert!(new
+        .log()
+        .contains(&format!("process {} (ringmail)", env.ringmail.pid())));
     // new logins reach the new process
     for _ in 0..10 {
         let mut c = Raw::greeted(env.port());
@@ -143,8 +168,14 @@ fn a_second_instance_is_refused_and_takeover_keeps_every_session() {
     }
     for (i, c) in sessions.iter_mut().enumerate() {
         let done = c.until("i ");
-        assert!(done.last().unwrap().starts_with("i OK"), "session {i}: {done:?}");
+        assert!(
+            done.last().unwrap().starts_with("i OK"),
+            "session {i}: {done:?}"
+        );
         let noop = c.until("n ");
-        assert!(noop.last().unwrap().starts_with("n OK"), "session {i}: {noop:?}");
+        assert!(
+            noop.last().unwrap().starts_with("n OK"),
+            "session {i}: {noop:?}"
+        );
     }
 }

@@ -48,7 +48,8 @@ fn big_fetch_backend() -> (SocketAddr, Arc<AtomicU64>) {
                         }
                         let _ = w.write_all(format!("{tag} OK logged in\r\n").as_bytes());
                     } else if upper.contains(" FETCH ") {
-                        let _ = w.write_all(format!("* 1 FETCH (BODY[] {{{MESSAGE}}}\r\n").as_bytes());
+                        let _ =
+                            w.write_all(format!("* 1 FETCH (BODY[] {{{MESSAGE}}}\r\n").as_bytes());
                         let chunk = vec![b'x'; 64 * 1024];
                         let mut left = MESSAGE;
                         while left > 0 {
@@ -106,7 +107,10 @@ fn a_client_that_stops_reading_holds_the_backend_back() {
     c.login("alice", "pw");
     c.send(b"f FETCH 1 BODY[]\r\n");
     let head = c.line();
-    assert!(head.starts_with("* 1 FETCH (BODY[] {104857600}"), "{head:?}");
+    assert!(
+        head.starts_with("* 1 FETCH (BODY[] {104857600}"),
+        "{head:?}"
+    );
     // read the first 4 MiB, so that the ring and the allocator are warm, then stop reading
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = 0u64;
@@ -115,8 +119,16 @@ fn a_client_that_stops_reading_holds_the_backend_back() {
         assert!(buf[..n].iter().all(|&b| b == b'x'));
         got += n as u64;
     }
-    let stalled = settled(|| sent.load(Ordering::SeqCst), Duration::from_secs(1), Duration::from_secs(20));
-    let rss_stalled = settled(|| rss_kib(rm.pid()), Duration::from_secs(1), Duration::from_secs(10));
+    let stalled = settled(
+        || sent.load(Ordering::SeqCst),
+        Duration::from_secs(1),
+        Duration::from_secs(20),
+    );
+    let rss_stalled = settled(
+        || rss_kib(rm.pid()),
+        Duration::from_secs(1),
+        Duration::from_secs(10),
+    );
     // a while later nothing has moved: TCP holds the backend back
     std::thread::sleep(Duration::from_secs(2));
     let later = sent.load(Ordering::SeqCst);
@@ -128,18 +140,30 @@ fn a_client_that_stops_reading_holds_the_backend_back() {
         rss_stalled,
         rss_later
     );
-    assert!(stalled < MESSAGE / 2, "the backend wrote {stalled} bytes: not held back");
-    assert_eq!(later, stalled, "the backend kept writing to a stalled session");
+    assert!(
+        stalled < MESSAGE / 2,
+        "the backend wrote {stalled} bytes: not held back"
+    );
+    assert_eq!(
+        later, stalled,
+        "the backend kept writing to a stalled session"
+    );
     // ringmail holds at most one buffer per direction for the session (2 × buffer_size =
     // 32 KiB) beyond what it had: everything else waits in the kernel's socket buffers
-    assert!(rss_later <= rss_stalled + 32 + 64, "RSS grew from {rss_stalled} to {rss_later} KiB");
+    assert!(
+        rss_later <= rss_stalled + 32 + 64,
+        "RSS grew from {rss_stalled} to {rss_later} KiB"
+    );
     // ... and the session is intact: reading on delivers every byte, in order
     let mut total = got;
     while total < MESSAGE {
         let want = buf.len().min((MESSAGE - total) as usize);
         let n = c.r.read(&mut buf[..want]).unwrap();
         assert!(n > 0, "EOF after {total} bytes");
-        assert!(buf[..n].iter().all(|&b| b == b'x'), "a byte that is not the message's");
+        assert!(
+            buf[..n].iter().all(|&b| b == b'x'),
+            "a byte that is not the message's"
+        );
         total += n as u64;
     }
     let rest = c.until("f ");

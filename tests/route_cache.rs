@@ -45,7 +45,11 @@ fn concurrent_logins_on_every_worker_share_one_lookup() {
     for l in logins {
         l.join().expect("every login succeeds");
     }
-    assert_eq!(env.lookup.requests(), 1, "one lookup for twenty concurrent logins");
+    assert_eq!(
+        env.lookup.requests(),
+        1,
+        "one lookup for twenty concurrent logins"
+    );
 }
 
 /// Issue 8.3: when every lookup handler fails, a route that expired less than `stale_grace`
@@ -93,7 +97,11 @@ fn a_restarted_handler_is_used_at_once_when_all_are_down() {
     );
     let mut c = Raw::greeted(rm.port);
     c.send(b"a LOGIN bob@example.com bobpw\r\n");
-    assert_eq!(c.line(), "* BAD internal server error\r\n", "no handler listens yet");
+    assert_eq!(
+        c.line(),
+        "* BAD internal server error\r\n",
+        "no handler listens yet"
+    );
     // the handler (re)starts
     let mut rules = std::collections::HashMap::new();
     rules.insert(
@@ -127,10 +135,20 @@ fn after_a_purge_the_next_login_looks_the_route_up_again() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout, "purged 2 route cache entries for alice@example.com\n");
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "purged 2 route cache entries for alice@example.com\n"
+    );
     let mut c = Raw::greeted(env.port());
     c.login("alice", "alicepw");
     assert_eq!(env.lookup.requests(), 2, "looked up again after the purge");
-    assert!(env.ringmail.log().contains("purge: routes and aliases removed"));
+    assert!(env
+        .ringmail
+        .log()
+        .contains("purge: routes and aliases removed"));
 }

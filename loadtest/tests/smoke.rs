@@ -32,7 +32,10 @@ impl Kill {
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(status) = self.0.try_wait().unwrap() {
-                panic!("it exited ({status}) before listening on {port}: {}", self.stderr());
+                panic!(
+                    "it exited ({status}) before listening on {port}: {}",
+                    self.stderr()
+                );
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),

@@ -140,7 +140,10 @@ impl BackendLogin {
                 }
                 AuthKind::Login | AuthKind::SaslLogin if c.literal_auth => {
                     let (u, p) = (user.len(), password.len());
-                    let (u_sync, u_plus) = (format!(" LOGIN {{{u}}}\r\n"), format!(" LOGIN {{{u}+}}\r\n"));
+                    let (u_sync, u_plus) = (
+                        format!(" LOGIN {{{u}}}\r\n"),
+                        format!(" LOGIN {{{u}+}}\r\n"),
+                    );
                     let (p_sync, p_plus) = (format!(" {{{p}}}\r\n"), format!(" {{{p}+}}\r\n"));
                     (
                         Secret::concat(&[t, u_sync.as_bytes()]),
@@ -160,9 +163,8 @@ impl BackendLogin {
                     )
                 }
                 AuthKind::Login | AuthKind::SaslLogin => {
-                    let mut line = Vec::with_capacity(
-                        t.len() + 16 + 2 * (user.len() + password.len()),
-                    );
+                    let mut line =
+                        Vec::with_capacity(t.len() + 16 + 2 * (user.len() + password.len()));
                     line.extend_from_slice(t);
                     line.extend_from_slice(b" LOGIN ");
                     quote(&mut line, &user);

@@ -844,20 +844,36 @@ mod tests {
             format!("a AUTHENTICATE PLAIN {}\r\n", b64(b"\0alice\0pw\r\nb NOOP")).into_bytes(),
             format!("a AUTHENTICATE PLAIN {}\r\n", b64(b"a\nb\0alice\0pw")).into_bytes(),
             format!("a AUTHENTICATE PLAIN\r\n{}\r\n", b64(b"\0al\0ice\0pw")).into_bytes(),
-            format!("a AUTHENTICATE LOGIN {}\r\n{}\r\n", b64(b"alice"), b64(b"pw\r\n")).into_bytes(),
-            format!("a AUTHENTICATE LOGIN\r\n{}\r\n{}\r\n", b64(b"al\rice"), b64(b"pw")).into_bytes(),
+            format!(
+                "a AUTHENTICATE LOGIN {}\r\n{}\r\n",
+                b64(b"alice"),
+                b64(b"pw\r\n")
+            )
+            .into_bytes(),
+            format!(
+                "a AUTHENTICATE LOGIN\r\n{}\r\n{}\r\n",
+                b64(b"al\rice"),
+                b64(b"pw")
+            )
+            .into_bytes(),
         ];
         for input in cases {
             let mut c = p.plain();
             let (out, ev, n) = run(&mut c, &input);
-            assert!(out.ends_with(&format!("a {refused}\r\n")), "{input:?}: {out:?}");
+            assert!(
+                out.ends_with(&format!("a {refused}\r\n")),
+                "{input:?}: {out:?}"
+            );
             assert_eq!((ev, n), (Event::NeedMore, input.len()), "{input:?}");
             let (_, ev, _) = run(&mut c, b"b LOGIN alice pw\r\n");
             assert!(matches!(ev, Event::Login(_)), "{input:?}");
         }
         let mut c = p.plain();
         let (out, ev, _) = run(&mut c, &b"a LOGIN alice {3}\r\np\0w\r\n".repeat(5));
-        assert!(out.ends_with("* BYE IMAP server terminating connection\r\n"), "{out}");
+        assert!(
+            out.ends_with("* BYE IMAP server terminating connection\r\n"),
+            "{out}"
+        );
         assert_eq!(ev, Event::Close);
     }
 

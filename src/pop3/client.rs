@@ -270,7 +270,13 @@ impl Pop3Client<'_> {
         if p.authzid.is_empty() {
             self.login(&p.authcid, None, p.password, AuthKind::SaslPlain, out)
         } else {
-            self.login(&p.authzid, Some(p.authcid), p.password, AuthKind::SaslPlain, out)
+            self.login(
+                &p.authzid,
+                Some(p.authcid),
+                p.password,
+                AuthKind::SaslPlain,
+                out,
+            )
         }
     }
 
@@ -568,7 +574,10 @@ mod tests {
         let refused = std::str::from_utf8(BROKEN_CREDENTIALS).unwrap();
         // the reported case: AUTH LOGIN with the password "pw-0001\r\nSTAT"
         let mut c = p.client(false, StartTls::Off);
-        let (out, ev, _) = run(&mut c, b"AUTH LOGIN dXNlcjAwMDE=\r\ncHctMDAwMQ0KU1RBVA==\r\n");
+        let (out, ev, _) = run(
+            &mut c,
+            b"AUTH LOGIN dXNlcjAwMDE=\r\ncHctMDAwMQ0KU1RBVA==\r\n",
+        );
         assert_eq!(out, format!("+ UGFzc3dvcmQ6\r\n{refused}"));
         assert_eq!(ev, Event::NeedMore);
         let b64 = |v: &[u8]| crate::sasl::encode_b64(v);

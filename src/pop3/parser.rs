@@ -68,7 +68,12 @@ pub fn parse_command(buf: &[u8]) -> Parse {
     };
     let keyword = keyword.to_ascii_uppercase();
     match keyword.as_slice() {
-        b"USER" => return Parse::Command { consumed, command: Command::User(whole()) },
+        b"USER" => {
+            return Parse::Command {
+                consumed,
+                command: Command::User(whole()),
+            }
+        }
         b"PASS" => {
             return Parse::Command {
                 consumed,

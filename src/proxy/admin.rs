@@ -186,10 +186,16 @@ mod tests {
         let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = l.local_addr().unwrap();
         let closer = serve(l, routes.clone()).unwrap();
-        assert_eq!(request(addr, "GET", "/health").unwrap(), (200, "ok\n".into()));
+        assert_eq!(
+            request(addr, "GET", "/health").unwrap(),
+            (200, "ok\n".into())
+        );
         let target = format!("/purge?account={}", encode_query(b"a b@x.org"));
         let (code, body) = request(addr, "POST", &target).unwrap();
-        assert_eq!((code, body.as_str()), (200, "purged 1 route cache entries for a b@x.org\n"));
+        assert_eq!(
+            (code, body.as_str()),
+            (200, "purged 1 route cache entries for a b@x.org\n")
+        );
         assert_eq!(routes.len(), 0);
         assert_eq!(request(addr, "POST", "/purge").unwrap().0, 400);
         assert_eq!(request(addr, "GET", "/purge?account=x").unwrap().0, 405);

@@ -112,12 +112,8 @@ impl LookupClient {
             tried = true;
             let h = &self.handlers[idx];
             // zeroed on drop: the stock dialect's request carries the password
-            let mut request = crate::secret::Scratch(encode_request(
-                self.dialect,
-                &h.cfg.host,
-                &h.cfg.uri,
-                req,
-            ));
+            let mut request =
+                crate::secret::Scratch(encode_request(self.dialect, &h.cfg.host, &h.cfg.uri, req));
             // a pooled connection first; if it was stale, once more on a fresh one
             if let Some(conn) = self.take_idle(idx) {
                 match self.exchange(idx, conn, request.0.clone()).await? {
@@ -144,7 +140,10 @@ impl LookupClient {
                 }
             };
             let _ = conn.set_nodelay(true);
-            match self.exchange(idx, conn, std::mem::take(&mut request.0)).await? {
+            match self
+                .exchange(idx, conn, std::mem::take(&mut request.0))
+                .await?
+            {
                 Exchange::Done(a) => return Ok(a),
                 Exchange::Stale => {
                     return Err(self.fail(idx, "connection closed before the answer"))

@@ -15,8 +15,8 @@ use futures_channel::oneshot;
 use super::worker::Worker;
 use crate::config::Proto;
 use crate::login::Credentials;
-use crate::lookup::codec::{Answer, Dialect, Request};
 use crate::logsafe::Escaped;
+use crate::lookup::codec::{Answer, Dialect, Request};
 use crate::route::SessionKeys;
 use crate::secret::Secret;
 
@@ -51,7 +51,9 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>> {
+    fn table(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>> {
         // a panic while holding this lock cannot leave the map inconsistent (single inserts
         // and removes), so a poisoned lock is still usable
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())

@@ -18,9 +18,9 @@ use super::relay::{relay, End};
 use super::resolve::{resolve, LoginContext, Resolution};
 use super::worker::Worker;
 use crate::config::{BackendTls, ListenerSpec, Proto};
+use crate::login::{breaks_line, BackendSide, ClientSide, Event, Progress, ReplayParams};
 use crate::logsafe::{escaped, Escaped};
 use crate::secret::Scratch;
-use crate::login::{breaks_line, BackendSide, ClientSide, Event, Progress, ReplayParams};
 
 enum After {
     /// Back to the pre-login state (a failed login the client may retry).

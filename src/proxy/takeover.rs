@@ -47,10 +47,7 @@ pub fn refuse_if_held(addresses: &[(SocketAddr, &str)]) -> anyhow::Result<()> {
             None => probe(addr).is_err_and(|e| e.kind() == io::ErrorKind::AddrInUse),
         };
         if held {
-            let who: Vec<String> = holders(addr)
-                .into_iter()
-                .map(|h| h.to_string())
-                .collect();
+            let who: Vec<String> = holders(addr).into_iter().map(|h| h.to_string()).collect();
             let who = if who.is_empty() {
                 "another process".to_string()
             } else {
@@ -90,8 +87,12 @@ pub fn retire_holders(listeners: &[ListenerSpec]) {
                 continue;
             };
             match rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
-                Ok(()) => tracing::info!(old = %h, "takeover: the old process was sent SIGTERM and drains"),
-                Err(e) => tracing::error!(old = %h, error = %e, "takeover: could not signal the old process"),
+                Ok(()) => {
+                    tracing::info!(old = %h, "takeover: the old process was sent SIGTERM and drains")
+                }
+                Err(e) => {
+                    tracing::error!(old = %h, error = %e, "takeover: could not signal the old process")
+                }
             }
         }
     }

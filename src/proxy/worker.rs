@@ -62,7 +62,11 @@ impl Worker {
             inflight: shared.inflight.clone(),
             connections: Cell::new(0),
             relaying: Cell::new(0),
-            drain: Drain::new(config.shutdown_grace, config.shutdown_spread, id as u64 * 7919),
+            drain: Drain::new(
+                config.shutdown_grace,
+                config.shutdown_spread,
+                id as u64 * 7919,
+            ),
             backend_tls,
             tls_local: RefCell::new((0, None)),
             tls_store,
@@ -196,8 +200,11 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
 pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
     let prepared = prepare(&config)?;
     if !takeover {
-        let mut held: Vec<(SocketAddr, &str)> =
-            config.listeners.iter().map(|l| (l.addr, l.proto.name())).collect();
+        let mut held: Vec<(SocketAddr, &str)> = config
+            .listeners
+            .iter()
+            .map(|l| (l.addr, l.proto.name()))
+            .collect();
         held.extend(config.admin.map(|a| (a, "admin")));
         super::takeover::refuse_if_held(&held)?;
     }
@@ -363,7 +370,11 @@ fn worker_main(
         }
         let left = worker.connections.get();
         if left > 0 {
-            tracing::warn!(worker = id, sessions = left, "drain time is up; dropping the sessions still open");
+            tracing::warn!(
+                worker = id,
+                sessions = left,
+                "drain time is up; dropping the sessions still open"
+            );
         }
         tracing::info!(worker = id, took = ?start.elapsed(), "worker drained");
     });

@@ -530,7 +530,10 @@ impl Ringmail {
             if !rm.alive() {
                 panic!("ringmail exited before listening:\n{}", rm.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "ringmail did not listen on {port}");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "ringmail did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         rm
@@ -810,7 +813,10 @@ pub fn fake_backend(greeting: &'static [u8]) -> SocketAddr {
 pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
