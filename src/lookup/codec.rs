@@ -240,9 +240,18 @@ pub fn parse_response(
     let status = status.ok_or(LookupError::Malformed("no Auth-Status header"))?;
     let answer = if status == b"OK" {
         let server = parse_server(server, port).ok_or(LookupError::InvalidRoute)?;
+        let account = user.filter(|u| !u.is_empty()).map(unescape);
+        // Auth-User is %-decoded and replayed to the backend: it must not smuggle a command
+        if account.as_deref().is_some_and(crate::login::breaks_line)
+            || pass.is_some_and(crate::login::breaks_line)
+        {
+            return Err(LookupError::Malformed(
+                "Auth-User or Auth-Pass holds CR, LF or NUL",
+            ));
+        }
         Answer::Route(Route {
             server,
-            account: user.filter(|u| !u.is_empty()).map(unescape),
+            account,
             account_raw: user.filter(|u| !u.is_empty()).map(<[u8]>::to_vec),
             password: pass.map(Secret::from),
             cache_alias,
@@ -432,5 +441,27 @@ mod tests {
                 wait: Duration::from_secs(3)
             }
         );
+    }
+
+    /// Issue 9.1: an answer whose account decodes to a line break (or NUL) is refused, so it
+    /// never reaches the backend replay.
+    #[test]
+    fn an_account_with_a_line_break_is_refused() {
+        let head = |user: &str| {
+            format!(
+                "HTTP/1.1 200 OK\r\nAuth-Status: OK\r\nAuth-Server: 10.0.0.1\r\n\
+                 Auth-Port: 143\r\nAuth-User: {user}\r\n\r\n"
+            )
+        };
+        for bad in ["a%0d%0aSTAT", "a%0Ab", "a%00b"] {
+            assert_eq!(
+                parse_response(Dialect::Zimbra, head(bad).as_bytes(), 4096),
+                Err(LookupError::Malformed(
+                    "Auth-User or Auth-Pass holds CR, LF or NUL"
+                )),
+                "{bad}"
+            );
+        }
+        assert!(parse_response(Dialect::Zimbra, head("a%40b").as_bytes(), 4096).is_ok());
     }
 }

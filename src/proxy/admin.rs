@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 
 use crate::logsafe::Escaped;
 use crate::lookup::codec::unescape;
@@ -24,15 +24,12 @@ use crate::route::RouteCache;
 
 const MAX_HEAD: usize = 8192;
 
-/// Bind the admin address (SO_REUSEPORT, so that a `--takeover` start can bind beside the old
-/// process).
+/// Bind the admin address like a mail listener (SO_REUSEPORT, so that a `--takeover` start
+/// can bind beside the old process), for blocking accepts on the admin thread.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(64)?;
-    Ok(socket.into())
+    let l = super::worker::listener(addr, 64)?;
+    l.set_nonblocking(false)?;
+    Ok(l)
 }
 
 /// Closes the endpoint (when the process starts draining, so that during a `--takeover`
