@@ -49,7 +49,8 @@ pub fn imap_client(data: &[u8]) {
     });
     let mode = [StartTls::Off, StartTls::On, StartTls::Only][usize::from(opts % 3)];
     let mut client = prepared.client(opts & 0x8 != 0, mode);
-    drive_client(&mut client, stream, opts);
+    let mut chunks = Chunks(u32::from(opts));
+    drive_client(&mut client, stream, || chunks.next());
 }
 
 /// The POP3 pre-login machine.
@@ -61,19 +62,26 @@ pub fn pop3_client(data: &[u8]) {
     });
     let mode = [StartTls::Off, StartTls::On, StartTls::Only][usize::from(opts % 3)];
     let mut client = prepared.client(opts & 0x8 != 0, mode);
-    drive_client(&mut client, stream, opts);
+    let mut chunks = Chunks(u32::from(opts));
+    drive_client(&mut client, stream, || chunks.next());
 }
 
-/// Feed `stream` to a pre-login machine in chunks; check every step.
-fn drive_client(client: &mut dyn ClientSide, stream: &[u8], opts: u8) {
+/// Feed `stream` to a pre-login machine in chunks of `chunk()` bytes (at least 1), as a socket
+/// would; check every step, refuse every login as a lookup denial would, and return the events
+/// the machine produced (`NeedMore` left out). Shared with `tests/hostile_input.rs`.
+pub fn drive_client(
+    client: &mut dyn ClientSide,
+    stream: &[u8],
+    mut chunk: impl FnMut() -> usize,
+) -> Vec<Event> {
     let max = client.max_command();
-    let mut chunks = Chunks(u32::from(opts));
     let mut buf: Vec<u8> = Vec::new();
+    let mut events = Vec::new();
     let mut fed = 0;
-    // every round consumes input, closes, or feeds more: bounded by the input length
+    // every round feeds input or consumes a command, so this bounds the loop
     for _ in 0..=2 * (stream.len() + 4) {
         let room = max.saturating_sub(buf.len());
-        let n = chunks.next().min(stream.len() - fed).min(room);
+        let n = chunk().max(1).min(stream.len() - fed).min(room);
         buf.extend_from_slice(&stream[fed..fed + n]);
         fed += n;
         let mut out = Vec::new();
@@ -86,24 +94,30 @@ fn drive_client(client: &mut dyn ClientSide, stream: &[u8], opts: u8) {
         assert!(out.len() <= 64 * 1024, "a reply of {} bytes", out.len());
         buf.drain(..consumed);
         match event {
-            Event::NeedMore if fed == stream.len() && n == 0 => return,
+            Event::NeedMore if fed == stream.len() => break,
             Event::NeedMore => {}
-            Event::Close => return,
+            Event::Close => {
+                events.push(Event::Close);
+                break;
+            }
             Event::StartTls => {
                 buf.clear();
                 client.tls_started();
+                events.push(Event::StartTls);
             }
             Event::Login(creds) => {
                 check_credentials(&creds);
                 let mut out = Vec::new();
                 let f = client.login_denied(None, None, &mut out);
                 assert!(!out.is_empty(), "a refused login gets an answer");
+                events.push(Event::Login(creds));
                 if f.close {
-                    return;
+                    break;
                 }
             }
         }
     }
+    events
 }
 
 fn check_credentials(c: &Credentials) {

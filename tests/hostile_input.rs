@@ -4,13 +4,10 @@
 //! never claim more bytes than they were given, keep their replies bounded, and end a session
 //! that keeps sending garbage. Deterministic (seeded), a few thousand cases, well under a second.
 
-use std::net::IpAddr;
-
 use ringmail::imap::client::{Prepared as ImapPrepared, Settings as ImapSettings, StartTls};
-use ringmail::login::{AuthKind, ClientSide, Credentials, Event, ReplayParams};
+use ringmail::login::{ClientSide, Event};
 use ringmail::lookup::codec::{parse_response, Dialect};
 use ringmail::pop3::client::{Prepared as Pop3Prepared, Settings as Pop3Settings};
-use ringmail::secret::Secret;
 
 /// xorshift64*: small, deterministic, good enough to shuffle bytes.
 struct Rng(u64);
@@ -77,56 +74,10 @@ fn input(rng: &mut Rng, seeds: &[&[u8]]) -> Vec<u8> {
     v
 }
 
-/// Feed `data` in random chunks like a socket would; returns the events seen.
+/// Feed `data` in random chunks like a socket would; returns the events seen (the checks are
+/// the fuzz targets' own, `ringmail::fuzzing::drive_client`).
 fn drive(client: &mut dyn ClientSide, data: &[u8], rng: &mut Rng) -> Vec<Event> {
-    let max = client.max_command();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut events = Vec::new();
-    let mut fed = 0;
-    for _ in 0..10_000 {
-        let room = max.saturating_sub(buf.len());
-        let n = (1 + rng.below(64)).min(data.len() - fed).min(room);
-        buf.extend_from_slice(&data[fed..fed + n]);
-        fed += n;
-        let mut out = Vec::new();
-        let (consumed, event) = client.handle(&buf, &mut out);
-        assert!(
-            consumed <= buf.len(),
-            "consumed {consumed} of {}",
-            buf.len()
-        );
-        assert!(out.len() <= 64 * 1024, "reply of {} bytes", out.len());
-        buf.drain(..consumed);
-        match event {
-            Event::NeedMore if fed == data.len() => break,
-            Event::NeedMore => {}
-            Event::Close => {
-                events.push(Event::Close);
-                break;
-            }
-            Event::StartTls => {
-                buf.clear();
-                client.tls_started();
-                events.push(Event::StartTls);
-            }
-            Event::Login(creds) => {
-                assert!(creds.user.len() <= 256 && creds.password.len() <= 1024);
-                assert!(
-                    creds.is_clean(),
-                    "a login holding CR, LF or NUL got through"
-                );
-                // the lookup refuses; the machine must be usable again (or close)
-                let mut out = Vec::new();
-                let f = client.login_denied(None, None, &mut out);
-                assert!(!out.is_empty());
-                events.push(Event::Login(creds));
-                if f.close {
-                    break;
-                }
-            }
-        }
-    }
-    events
+    ringmail::fuzzing::drive_client(client, data, || 1 + rng.below(64))
 }
 
 /// 3000 sessions of hostile input against clients made by `client(tls, mode)`; the generator
@@ -195,61 +146,21 @@ fn garbage_forever_is_cut_off() {
 
 #[test]
 fn backend_replays_survive_hostile_backends() {
-    let imap = ImapPrepared::new(ImapSettings::default());
-    let pop3 = Pop3Prepared::new(Pop3Settings::default());
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
     let mut rng = Rng(0x5eed_1234_abcd_0003);
     let seeds: &[&[u8]] = &[
-        b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR] ready\r\nt-ID OK\r\nt OK done\r\n",
-        b"* OK ready\r\n+ go\r\n+ go\r\nt NO [AUTHENTICATIONFAILED] no\r\n",
+        b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR] ready\r\nt1-ID OK\r\nt1 OK done\r\n",
+        b"* OK ready\r\n+ go\r\n+ go\r\nt1 NO [AUTHENTICATIONFAILED] no\r\n",
         b"+OK ready\r\n+OK\r\n+OK\r\n-ERR [AUTH] failed\r\n",
         b"+OK ready\r\n+ \r\n+OK logged in\r\n",
     ];
     for case in 0..3000 {
-        let creds = Credentials {
-            tag: b"t".to_vec(),
-            user: b"alice".to_vec(),
-            suffix: b"",
-            authcid: None,
-            password: Secret::from(&b"pw"[..]),
-            kind: [AuthKind::Login, AuthKind::SaslPlain, AuthKind::SaslLogin][case % 3],
-        };
-        let params = ReplayParams {
-            send_client_ip: case % 2 == 0,
-            literal_auth: case % 4 < 2,
-            starttls: case % 7 == 0,
-            client_ip: ip,
-            proxy_ip: ip,
-            account: b"alice@example.com",
-            password: None,
-        };
-        let client: &dyn ClientSide = if case % 2 == 0 {
-            &imap.client(false, StartTls::Off)
+        // byte 0 picks the mechanism, ID/XOIP, literals, STARTTLS and the chunking
+        let mut framed = vec![rng.next() as u8];
+        framed.extend(input(&mut rng, seeds));
+        if case % 2 == 0 {
+            ringmail::fuzzing::imap_backend(&framed);
         } else {
-            &pop3.client(false, StartTls::Off)
-        };
-        let mut replay = client.backend(&creds, &params);
-        let data = input(&mut rng, seeds);
-        let mut buf = Vec::new();
-        let mut fed = 0;
-        for _ in 0..10_000 {
-            let n = (1 + rng.below(64)).min(data.len() - fed);
-            buf.extend_from_slice(&data[fed..fed + n]);
-            fed += n;
-            let mut out = Vec::new();
-            let (consumed, progress) = replay.handle(&buf, &mut out);
-            assert!(consumed <= buf.len());
-            assert!(out.len() <= 4096);
-            buf.drain(..consumed);
-            match progress {
-                ringmail::login::Progress::NeedMore if fed < data.len() => {}
-                ringmail::login::Progress::StartTls => {
-                    buf.clear();
-                    let mut out = Vec::new();
-                    replay.tls_started(&mut out);
-                }
-                _ => break,
-            }
+            ringmail::fuzzing::pop3_backend(&framed);
         }
     }
 }
