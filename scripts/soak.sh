@@ -5,6 +5,7 @@
 # once every session is open.
 #
 #   scripts/soak.sh [SECONDS] [SESSIONS]          (default: 600 s, 9000 sessions)
+#   RINGMAIL_FLAGS="--buffers-per-worker 64" scripts/soak.sh      (extra ringmail flags)
 #
 # The backend is `loadtest backend` (one process, a task per session): a Dovecot with 9000
 # logged-in sessions needs 9000 imap processes, more than this 2-core machine can run beside
@@ -61,7 +62,8 @@ certificates = [{ cert = "$dir/cert.pem", key = "$dir/key.pem" }]
 [lookup]
 handlers = ["http://127.0.0.1:$lookup/lookup"]
 CONF
-"$bin/ringmail" --config "$dir/ringmail.toml" 2> "$dir/ringmail.log" &
+# shellcheck disable=SC2086
+"$bin/ringmail" --config "$dir/ringmail.toml" ${RINGMAIL_FLAGS:-} 2> "$dir/ringmail.log" &
 rm_pid=$!
 pids+=($rm_pid)
 for _ in $(seq 100); do
