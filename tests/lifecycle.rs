@@ -57,14 +57,21 @@ fn sigterm_drains_sessions_then_exits() {
     active.until("i OK");
     active.until("n OK");
     // ... then are closed over the spread, each with a BYE
-    let mut closed_at = Vec::new();
-    for c in idle.iter_mut().chain(std::iter::once(&mut active)) {
-        let line = c.line();
-        let at = t0.elapsed();
-        assert_eq!(line, SHUTDOWN_BYE);
-        assert!(c.closed());
-        closed_at.push(at);
-    }
+    // (read on a thread each, so that every close time is when it happened)
+    idle.push(active);
+    let readers: Vec<_> = idle
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                let line = c.line();
+                let at = t0.elapsed();
+                assert_eq!(line, SHUTDOWN_BYE);
+                assert!(c.closed());
+                at
+            })
+        })
+        .collect();
+    let mut closed_at: Vec<Duration> = readers.into_iter().map(|r| r.join().unwrap()).collect();
     closed_at.sort();
     let (first, last) = (closed_at[0], *closed_at.last().unwrap());
     assert!(
