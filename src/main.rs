@@ -39,6 +39,9 @@ enum Command {
         /// The account, as the lookup returns it (e.g. alice@example.com).
         account: String,
     },
+    /// List the lookup handlers (and memcached servers) the running instance uses, each up or
+    /// down since when, with its last error (what `zmprov -garpu` / `-gamcs` answer).
+    Servers,
     /// Run the proxy in front of a built-in demo mailbox (needs nothing else installed).
     Demo {
         /// Where the proxy listens.
@@ -59,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut file = match &cli.command {
         Some(Command::Demo { listen }) => demo_config(*listen)?,
-        Some(Command::Purge { .. }) | None => {
+        Some(Command::Purge { .. } | Command::Servers) | None => {
             FileConfig::load(&cli.config).map_err(anyhow::Error::msg)?
         }
     };
@@ -68,8 +71,16 @@ fn main() -> anyhow::Result<()> {
         .validate()
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
-    if let Some(Command::Purge { account }) = &cli.command {
-        return purge(config.admin, account);
+    match &cli.command {
+        Some(Command::Purge { account }) => {
+            let target = format!(
+                "/purge?account={}",
+                ringmail::proxy::admin::encode_query(account.as_bytes())
+            );
+            return ask_admin(config.admin, "POST", &target);
+        }
+        Some(Command::Servers) => return ask_admin(config.admin, "GET", "/servers"),
+        _ => {}
     }
     if cli.check_config {
         // load what a start loads: certificates, keys, the backend CA; probe io_uring
@@ -84,16 +95,13 @@ fn main() -> anyhow::Result<()> {
     ringmail::proxy::worker::run(config, cli.takeover)
 }
 
-/// `ringmail purge ACCOUNT`: ask the running instance's admin endpoint.
-fn purge(admin: Option<SocketAddr>, account: &str) -> anyhow::Result<()> {
+/// `ringmail purge` / `ringmail servers`: ask the running instance's admin endpoint, print
+/// its answer.
+fn ask_admin(admin: Option<SocketAddr>, method: &str, target: &str) -> anyhow::Result<()> {
     let Some(addr) = admin else {
         anyhow::bail!("the admin endpoint is off (admin.listen is empty): nothing to ask");
     };
-    let target = format!(
-        "/purge?account={}",
-        ringmail::proxy::admin::encode_query(account.as_bytes())
-    );
-    let (code, body) = ringmail::proxy::admin::request(addr, "POST", &target)
+    let (code, body) = ringmail::proxy::admin::request(addr, method, target)
         .with_context(|| format!("asking the admin endpoint at {addr} (is ringmail running?)"))?;
     if code != 200 {
         anyhow::bail!("the admin endpoint answered {code}: {}", body.trim());

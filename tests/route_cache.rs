@@ -152,3 +152,44 @@ fn after_a_purge_the_next_login_looks_the_route_up_again() {
         .log()
         .contains("purge: routes and aliases removed"));
 }
+
+/// Issue 8.5: `ringmail servers` lists the lookup handlers the running instance uses, each up
+/// or down since when, with its last error; a handler one worker found down is down for all.
+#[test]
+fn servers_lists_the_handlers_and_their_state() {
+    let dovecot = Dovecot::start();
+    let dead = free_port();
+    let mut rules = std::collections::HashMap::new();
+    rules.insert(
+        "bob@example.com".to_string(),
+        Rule::Route {
+            server: dovecot.addr(),
+            account: Some("bob@example.com".into()),
+            alias: false,
+        },
+    );
+    let live = LookupHandler::start(rules);
+    let rm = Ringmail::start(&format!(
+        "[lookup]\nhandlers = [\"http://127.0.0.1:{dead}/lookup\", \"{}\"]\n",
+        live.url()
+    ));
+    let mut c = Raw::greeted(rm.port);
+    c.login("bob@example.com", "bobpw"); // the dead handler first, then fail-over
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmail"))
+        .arg("--config")
+        .arg(rm.dir.join("ringmail.toml"))
+        .arg("servers")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("lookup http://127.0.0.1:{dead}/lookup down since"))
+            && lines[0].contains("skipped for")
+            && lines[0].contains("connect:"),
+        "{text}"
+    );
+    assert_eq!(lines[1], format!("lookup {} up", live.url()), "{text}");
+    assert!(lines[2].starts_with("memcached:"), "{text}");
+}

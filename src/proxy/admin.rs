@@ -5,6 +5,8 @@
 //! - `POST /purge?account=<account>`: remove the account's routes and aliases, for every
 //!   protocol, from the route cache (what `zmproxypurge` does after a mailbox moved);
 //!   `ringmail purge ACCOUNT` is its client.
+//! - `GET /servers`: the lookup handlers in use, each up or down since when, with its last
+//!   error (what `zmprov -garpu` answers for a Zimbra Proxy); `ringmail servers` prints it.
 //! - `GET /health`: `ok`.
 //!
 //! One request per connection, answered with `Connection: close`; a client gets 5 s to send
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use socket2::Socket;
 
+use super::lookup::HandlerHealth;
 use crate::logsafe::Escaped;
 use crate::lookup::codec::unescape;
 use crate::route::RouteCache;
@@ -44,8 +47,15 @@ impl Closer {
     }
 }
 
+/// What the endpoint reads and changes: the process's route cache and lookup handlers' health.
+#[derive(Clone)]
+pub struct State {
+    pub routes: Arc<RouteCache>,
+    pub lookup: Arc<Vec<HandlerHealth>>,
+}
+
 /// Serve the endpoint on its own thread until [`Closer::close`] or the process exits.
-pub fn serve(listener: TcpListener, routes: Arc<RouteCache>) -> io::Result<Closer> {
+pub fn serve(listener: TcpListener, state: State) -> io::Result<Closer> {
     let closer = Closer(Socket::from(listener.try_clone()?));
     std::thread::Builder::new()
         .name("ringmail-admin".into())
@@ -53,7 +63,7 @@ pub fn serve(listener: TcpListener, routes: Arc<RouteCache>) -> io::Result<Close
             for stream in listener.incoming() {
                 match stream {
                     Ok(s) => {
-                        if let Err(e) = handle(s, &routes) {
+                        if let Err(e) = handle(s, &state) {
                             tracing::debug!(error = %e, "admin request failed");
                         }
                     }
@@ -68,7 +78,7 @@ pub fn serve(listener: TcpListener, routes: Arc<RouteCache>) -> io::Result<Close
     Ok(closer)
 }
 
-fn handle(mut s: TcpStream, routes: &RouteCache) -> io::Result<()> {
+fn handle(mut s: TcpStream, state: &State) -> io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut head = Vec::with_capacity(512);
@@ -92,6 +102,19 @@ fn handle(mut s: TcpStream, routes: &RouteCache) -> io::Result<()> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     match (method, path) {
         ("GET", "/health") => respond(&mut s, 200, "ok\n"),
+        ("GET", "/servers") => {
+            let now = std::time::Instant::now();
+            let mut body = String::new();
+            for h in state.lookup.iter() {
+                body.push_str(&h.describe(now));
+                body.push('\n');
+            }
+            if state.lookup.is_empty() {
+                body.push_str("lookup: no handlers (static routes only)\n");
+            }
+            body.push_str("memcached: none (the shared memcached tier is not built yet)\n");
+            respond(&mut s, 200, &body)
+        }
         ("POST", "/purge") => {
             let account = query
                 .split('&')
@@ -101,7 +124,7 @@ fn handle(mut s: TcpStream, routes: &RouteCache) -> io::Result<()> {
             let Some(account) = account else {
                 return respond(&mut s, 400, "purge needs ?account=<account>\n");
             };
-            let n = routes.purge(&account);
+            let n = state.routes.purge(&account);
             tracing::info!(account = %Escaped(&account), entries = n, "purge: routes and aliases removed from the route cache");
             respond(
                 &mut s,
@@ -109,7 +132,7 @@ fn handle(mut s: TcpStream, routes: &RouteCache) -> io::Result<()> {
                 &format!("purged {n} route cache entries for {}\n", Escaped(&account)),
             )
         }
-        (_, "/health" | "/purge") => respond(&mut s, 405, "method not allowed\n"),
+        (_, "/health" | "/purge" | "/servers") => respond(&mut s, 405, "method not allowed\n"),
         _ => respond(&mut s, 404, "not found\n"),
     }
 }
@@ -182,10 +205,20 @@ mod tests {
         routes.store(b"a b@x.org", ip, "imap", &route, std::time::Instant::now());
         let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = l.local_addr().unwrap();
-        let closer = serve(l, routes.clone()).unwrap();
+        let state = State {
+            routes: routes.clone(),
+            lookup: Arc::new(vec![]),
+        };
+        let closer = serve(l, state).unwrap();
         assert_eq!(
             request(addr, "GET", "/health").unwrap(),
             (200, "ok\n".into())
+        );
+        let (code, servers) = request(addr, "GET", "/servers").unwrap();
+        assert_eq!(code, 200);
+        assert!(
+            servers.contains("no handlers") && servers.contains("memcached"),
+            "{servers}"
         );
         let target = format!("/purge?account={}", encode_query(b"a b@x.org"));
         let (code, body) = request(addr, "POST", &target).unwrap();

@@ -1,5 +1,8 @@
 //! The per-worker route lookup client: pooled keep-alive HTTP/1.1 connections to the lookup
-//! handlers, round-robin with fail-over, a per-request timeout and a bounded response.
+//! handlers, round-robin with fail-over, a per-request timeout and a bounded response. The
+//! handlers' health ([`HandlerHealth`]: marked down, last error) is shared by the workers of
+//! the process, so a handler one worker finds down is skipped by all, and `ringmail servers`
+//! can report it.
 //!
 //! Wire format and parsing are [`crate::lookup::codec`]'s; this file only moves bytes.
 //! Fail-over follows Zimbra (`spec/auth-http.md` §2): a handler that cannot be connected to is
@@ -8,6 +11,7 @@
 //! handler is retried once on a fresh connection.
 
 use std::cell::{Cell, RefCell};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use compio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,13 +31,92 @@ pub enum LookupFailure {
     Timeout(Duration),
 }
 
+/// One lookup handler's health, shared by every worker (touched once per lookup, never on the
+/// relay path).
+pub struct HandlerHealth {
+    /// `http://ip:port/path`, for the listing.
+    pub url: String,
+    state: Mutex<Health>,
+}
+
+#[derive(Default)]
+struct Health {
+    down_since: Option<Instant>,
+    down_until: Option<Instant>,
+    last_error: Option<(Instant, String)>,
+}
+
+impl HandlerHealth {
+    pub fn new(h: &Handler) -> Self {
+        HandlerHealth {
+            url: format!("http://{}{}", h.addr, h.uri),
+            state: Mutex::new(Health::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Health> {
+        // plain fields: a panic elsewhere cannot leave them inconsistent
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn down_until(&self) -> Option<Instant> {
+        self.state().down_until
+    }
+
+    fn mark_down(&self, now: Instant, until: Instant, error: String) {
+        let mut s = self.state();
+        s.down_since.get_or_insert(now);
+        s.down_until = Some(until);
+        s.last_error = Some((now, error));
+    }
+
+    fn note_error(&self, now: Instant, error: String) {
+        self.state().last_error = Some((now, error));
+    }
+
+    fn mark_up(&self) {
+        let mut s = self.state();
+        s.down_since = None;
+        s.down_until = None;
+    }
+
+    /// One line for `ringmail servers`: up, or down since when, and the last error.
+    pub fn describe(&self, now: Instant) -> String {
+        let s = self.state();
+        let ago = |t: Instant| format!("{} s ago", now.saturating_duration_since(t).as_secs());
+        let mut line = match (s.down_since, s.down_until) {
+            (Some(since), Some(until)) if until > now => format!(
+                "lookup {} down since {}, skipped for {} s more",
+                self.url,
+                ago(since),
+                until.saturating_duration_since(now).as_secs()
+            ),
+            (Some(since), _) => format!(
+                "lookup {} down since {}, to be tried again",
+                self.url,
+                ago(since)
+            ),
+            (None, _) => format!("lookup {} up", self.url),
+        };
+        if let Some((at, error)) = &s.last_error {
+            line.push_str(&format!("; last error {}: {error}", ago(*at)));
+        }
+        line
+    }
+}
+
+/// The health of every configured handler, shared by the workers.
+pub fn health(c: &Config) -> Arc<Vec<HandlerHealth>> {
+    Arc::new(c.handlers.iter().map(HandlerHealth::new).collect())
+}
+
 struct HandlerState {
     cfg: Handler,
-    down_until: Cell<Option<Instant>>,
 }
 
 pub struct LookupClient {
     handlers: Vec<HandlerState>,
+    health: Arc<Vec<HandlerHealth>>,
     next: Cell<usize>,
     idle: RefCell<Vec<(usize, TcpStream)>>,
     pool_size: usize,
@@ -51,16 +134,14 @@ enum Exchange {
 }
 
 impl LookupClient {
-    pub fn new(c: &Config) -> Self {
+    pub fn new(c: &Config, health: Arc<Vec<HandlerHealth>>) -> Self {
         LookupClient {
             handlers: c
                 .handlers
                 .iter()
-                .map(|h| HandlerState {
-                    cfg: h.clone(),
-                    down_until: Cell::new(None),
-                })
+                .map(|h| HandlerState { cfg: h.clone() })
                 .collect(),
+            health,
             next: Cell::new(0),
             idle: RefCell::new(Vec::new()),
             pool_size: c.pool_size,
@@ -94,7 +175,7 @@ impl LookupClient {
             let idx = if round < n {
                 let idx = self.next.get() % n;
                 self.next.set(idx.wrapping_add(1));
-                if self.handlers[idx].down_until.get().is_some_and(|t| t > now) {
+                if self.health[idx].down_until().is_some_and(|t| t > now) {
                     continue;
                 }
                 idx
@@ -104,7 +185,7 @@ impl LookupClient {
                 // every handler is marked down: try the one whose mark ends first, at once,
                 // rather than refuse every login for the rest of `retry_interval` (a
                 // restarted lookup servlet is back long before that)
-                match (0..n).min_by_key(|&i| self.handlers[i].down_until.get()) {
+                match (0..n).min_by_key(|&i| self.health[i].down_until()) {
                     Some(i) => i,
                     None => break,
                 }
@@ -116,7 +197,8 @@ impl LookupClient {
                 crate::secret::Scratch(encode_request(self.dialect, &h.cfg.host, &h.cfg.uri, req));
             // a pooled connection first; if it was stale, once more on a fresh one
             if let Some(conn) = self.take_idle(idx) {
-                match self.exchange(idx, conn, request.0.clone()).await? {
+                let done = self.exchange(idx, conn, request.0.clone()).await;
+                match self.recorded(idx, done)? {
                     Exchange::Done(a) => return Ok(a),
                     Exchange::Stale => {}
                 }
@@ -130,27 +212,51 @@ impl LookupClient {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
                     tracing::warn!(handler = %h.cfg.addr, error = %e, "connecting to lookup handler failed; skipping it for {:?}", self.retry_interval);
-                    h.down_until.set(Some(now + self.retry_interval));
+                    self.health[idx].mark_down(
+                        now,
+                        now + self.retry_interval,
+                        format!("connect: {e}"),
+                    );
                     continue;
                 }
                 Err(_) => {
                     tracing::warn!(handler = %h.cfg.addr, "connecting to lookup handler timed out; skipping it for {:?}", self.retry_interval);
-                    h.down_until.set(Some(now + self.retry_interval));
+                    self.health[idx].mark_down(
+                        now,
+                        now + self.retry_interval,
+                        "connect timed out".into(),
+                    );
                     continue;
                 }
             };
             let _ = conn.set_nodelay(true);
-            match self
+            let done = self
                 .exchange(idx, conn, std::mem::take(&mut request.0))
-                .await?
-            {
+                .await;
+            match self.recorded(idx, done)? {
                 Exchange::Done(a) => return Ok(a),
                 Exchange::Stale => {
-                    return Err(self.fail(idx, "connection closed before the answer"))
+                    let e = self.fail(idx, "connection closed before the answer");
+                    self.health[idx].note_error(Instant::now(), e.to_string());
+                    return Err(e);
                 }
             }
         }
         Err(LookupFailure::NoHandler)
+    }
+
+    /// Keep the handler's health up to date with an exchange's outcome.
+    fn recorded(
+        &self,
+        idx: usize,
+        r: Result<Exchange, LookupFailure>,
+    ) -> Result<Exchange, LookupFailure> {
+        match &r {
+            Ok(Exchange::Done(_)) => self.health[idx].mark_up(),
+            Ok(Exchange::Stale) => {}
+            Err(e) => self.health[idx].note_error(Instant::now(), e.to_string()),
+        }
+        r
     }
 
     fn take_idle(&self, idx: usize) -> Option<TcpStream> {

@@ -58,7 +58,7 @@ impl Worker {
             imap: ImapPrepared::new(config.imap.clone()),
             pop3: Pop3Prepared::new(config.pop3.clone()),
             routes: shared.routes.clone(),
-            lookup: LookupClient::new(&config),
+            lookup: LookupClient::new(&config, shared.lookup_health.clone()),
             inflight: shared.inflight.clone(),
             connections: Cell::new(0),
             relaying: Cell::new(0),
@@ -154,6 +154,8 @@ pub struct Shared {
     pub backend_tls: Option<Arc<rustls::ClientConfig>>,
     pub routes: Arc<RouteCache>,
     pub inflight: Arc<InFlight>,
+    /// The lookup handlers' health (down marks, last errors).
+    pub lookup_health: Arc<Vec<super::lookup::HandlerHealth>>,
 }
 
 impl Shared {
@@ -165,6 +167,7 @@ impl Shared {
                 config.stale_grace,
             )),
             inflight: Arc::new(InFlight::default()),
+            lookup_health: super::lookup::health(&config),
             tls_store: prepared.tls_store,
             backend_tls: prepared.backend_tls,
             config,
@@ -242,7 +245,13 @@ pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
     let listening: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
     tracing::info!(workers = config.workers, listeners = ?listening, "ringmail ready");
     let admin = match admin {
-        Some(l) => Some(super::admin::serve(l, shared.routes.clone())?),
+        Some(l) => Some(super::admin::serve(
+            l,
+            super::admin::State {
+                routes: shared.routes.clone(),
+                lookup: shared.lookup_health.clone(),
+            },
+        )?),
         None => None,
     };
     drain_on_sigterm(drains, admin, &config)?;
