@@ -103,15 +103,7 @@ fn a_restarted_handler_is_used_at_once_when_all_are_down() {
         "no handler listens yet"
     );
     // the handler (re)starts
-    let mut rules = std::collections::HashMap::new();
-    rules.insert(
-        "bob@example.com".to_string(),
-        Rule::Route {
-            server: dovecot.addr(),
-            account: Some("bob@example.com".into()),
-            alias: false,
-        },
-    );
+    let rules = routes_to(dovecot.addr(), &["bob@example.com"]);
     let lookup = LookupHandler::start_on(handler_port, rules);
     let mut c = Raw::greeted(rm.port);
     c.login("bob@example.com", "bobpw");
@@ -128,12 +120,7 @@ fn after_a_purge_the_next_login_looks_the_route_up_again() {
     let mut c = Raw::greeted(env.port());
     c.login("alice", "alicepw");
     assert_eq!(env.lookup.requests(), 1);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmail"))
-        .arg("--config")
-        .arg(env.ringmail.dir.join("ringmail.toml"))
-        .args(["purge", "alice@example.com"])
-        .output()
-        .unwrap();
+    let out = env.ringmail.command(&["purge", "alice@example.com"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -159,15 +146,7 @@ fn after_a_purge_the_next_login_looks_the_route_up_again() {
 fn servers_lists_the_handlers_and_their_state() {
     let dovecot = Dovecot::start();
     let dead = free_port();
-    let mut rules = std::collections::HashMap::new();
-    rules.insert(
-        "bob@example.com".to_string(),
-        Rule::Route {
-            server: dovecot.addr(),
-            account: Some("bob@example.com".into()),
-            alias: false,
-        },
-    );
+    let rules = routes_to(dovecot.addr(), &["bob@example.com"]);
     let live = LookupHandler::start(rules);
     let rm = Ringmail::start(&format!(
         "[lookup]\nhandlers = [\"http://127.0.0.1:{dead}/lookup\", \"{}\"]\n",
@@ -175,12 +154,7 @@ fn servers_lists_the_handlers_and_their_state() {
     ));
     let mut c = Raw::greeted(rm.port);
     c.login("bob@example.com", "bobpw"); // the dead handler first, then fail-over
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmail"))
-        .arg("--config")
-        .arg(rm.dir.join("ringmail.toml"))
-        .arg("servers")
-        .output()
-        .unwrap();
+    let out = rm.command(&["servers"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     let lines: Vec<&str> = text.lines().collect();

@@ -298,6 +298,21 @@ impl Drop for Dovecot {
     }
 }
 
+/// Rules routing each of `users` to `server`, as its own account, without aliases.
+pub fn routes_to(server: SocketAddr, users: &[&str]) -> HashMap<String, Rule> {
+    users
+        .iter()
+        .map(|u| {
+            let rule = Rule::Route {
+                server,
+                account: Some(u.to_string()),
+                alias: false,
+            };
+            (u.to_string(), rule)
+        })
+        .collect()
+}
+
 /// What the scripted lookup handler answers for one login.
 #[derive(Clone, Debug)]
 pub enum Rule {
@@ -582,6 +597,17 @@ impl Ringmail {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Run the binary once more on this instance's configuration with `args` (a subcommand
+    /// such as `purge` or `servers` that talks to the running process).
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_ringmail"))
+            .arg("--config")
+            .arg(self.dir.join("ringmail.toml"))
+            .args(args)
+            .output()
+            .expect("running ringmail")
     }
 
     /// Send a signal to the process.
