@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests need on a fresh machine (Dovecot IMAP and POP3, curl, python3,
-# openssl),
+# Install what the tests need on a fresh machine (Dovecot IMAP and POP3, memcached, curl,
+# python3, openssl),
 # then run every test of the workspace. Used by the README and by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,12 +10,13 @@ command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -x /usr/bin/memcached ] || need+=(memcached)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  # the packages' own services are not wanted: the tests start Dovecot themselves
+  # the packages' own services are not wanted: the tests start Dovecot and memcached themselves
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 # the Debian packages may start system-wide daemons; they do not clash with the tests

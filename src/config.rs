@@ -379,6 +379,45 @@ impl Default for AdminFile {
     }
 }
 
+/// `[memcache]`: the route tier shared by a fleet of proxies (Zimbra's memcached servers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemcacheFile {
+    /// `ip:port` or `ip` (port 11211), in the same order on every proxy of the fleet (the
+    /// order picks the server of each key).
+    pub servers: Vec<String>,
+    /// Per operation; past it the server is marked down (a miss).
+    pub timeout: Dur,
+    /// How long a failed server is skipped.
+    pub reconnect: Dur,
+    /// Entry lifetime in memcached.
+    pub ttl: Dur,
+    /// Idle connections kept per worker and server.
+    pub pool_size: usize,
+}
+
+impl Default for MemcacheFile {
+    fn default() -> Self {
+        MemcacheFile {
+            servers: Vec::new(),
+            timeout: Dur(Duration::from_secs(3)),
+            reconnect: Dur(Duration::from_secs(60)),
+            ttl: Dur(Duration::from_secs(3600)),
+            pool_size: 2,
+        }
+    }
+}
+
+/// The memcached tier, when servers are configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemcacheConfig {
+    pub servers: Vec<SocketAddr>,
+    pub timeout: Duration,
+    pub reconnect: Duration,
+    pub ttl: Duration,
+    pub pool_size: usize,
+}
+
 /// The admin endpoint's default address: loopback only.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:7781";
 
@@ -393,6 +432,7 @@ pub struct FileConfig {
     pub pop3: Pop3File,
     pub tls: TlsFile,
     pub lookup: LookupFile,
+    pub memcache: MemcacheFile,
     pub upstream: UpstreamFile,
 }
 
@@ -528,6 +568,8 @@ pub struct Config {
     pub shutdown_spread: Duration,
     /// The admin endpoint, when on.
     pub admin: Option<SocketAddr>,
+    /// The shared memcached route tier, when servers are configured.
+    pub memcache: Option<MemcacheConfig>,
 }
 
 /// The mail protocol a listener speaks.
@@ -971,6 +1013,14 @@ impl FileConfig {
                 Some(addr)
             }
         };
+        let memcache = memcache(&self.memcache)?;
+        if memcache.is_some() && handlers.is_empty() {
+            return Err(
+                "memcache.servers is set but lookup.handlers is empty: the tier caches the \
+                 handlers' answers (static routes are never cached)"
+                    .into(),
+            );
+        }
         if l.max_response.0 < 256 || l.max_response.0 > 1 << 20 {
             return Err("lookup.max_response must be between 256 bytes and 1m".into());
         }
@@ -1024,8 +1074,41 @@ impl FileConfig {
             shutdown_grace: self.shutdown.grace.0,
             shutdown_spread: self.shutdown.spread.0,
             admin,
+            memcache,
         })
     }
+}
+
+fn memcache(m: &MemcacheFile) -> Result<Option<MemcacheConfig>, String> {
+    if m.servers.is_empty() {
+        return Ok(None);
+    }
+    let servers = m
+        .servers
+        .iter()
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| {
+                    s.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 11211))
+                })
+                .map_err(|_| format!("memcache.servers: {s:?} is not an ip:port or ip address"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if m.timeout.0.is_zero() {
+        return Err("memcache.timeout must be more than 0".into());
+    }
+    if m.ttl.0 > Duration::from_secs(30 * 24 * 3600) {
+        // memcached reads an expiry past 30 days as a Unix time, long past: stored, then gone
+        return Err("memcache.ttl must be at most 30 days (memcached's relative limit)".into());
+    }
+    Ok(Some(MemcacheConfig {
+        servers,
+        timeout: m.timeout.0,
+        reconnect: m.reconnect.0,
+        ttl: m.ttl.0,
+        pool_size: m.pool_size,
+    }))
 }
 
 #[cfg(test)]

@@ -222,6 +222,48 @@ pub fn lookup_response(data: &[u8]) {
     }
 }
 
+/// The memcached reply parser: fed growing prefixes as reads would arrive, it never claims more
+/// bytes than it has, never returns a value past [`crate::memcache::MAX_VALUE`], and once a
+/// reply is complete, more bytes after it do not change it (a resumable parser).
+pub fn memcache_reply(data: &[u8]) {
+    use crate::memcache::{parse_reply, Command, Reply, MAX_VALUE};
+    let (opts, stream) = split(data);
+    let key = "k";
+    let cmd = match opts % 3 {
+        0 => Command::Get(key),
+        1 => Command::Add {
+            key,
+            ttl: "60",
+            value: b"v",
+        },
+        _ => Command::Delete(key),
+    };
+    let mut chunks = Chunks(u32::from(opts));
+    let mut have = 0;
+    let mut done: Option<(Reply, usize)> = None;
+    while have < stream.len() {
+        have = (have + chunks.next()).min(stream.len());
+        match parse_reply(&cmd, &stream[..have]) {
+            Ok(Some((reply, used))) => {
+                assert!(used <= have, "used {used} of {have}");
+                if let Reply::Value(Some(v)) = &reply {
+                    assert!(v.len() <= MAX_VALUE);
+                }
+                if let Some(first) = &done {
+                    assert_eq!(first, &(reply, used), "a complete reply changed");
+                } else {
+                    done = Some((reply, used));
+                }
+            }
+            Ok(None) => assert!(done.is_none(), "a complete reply became incomplete"),
+            Err(_) => {
+                assert!(done.is_none(), "a complete reply became malformed");
+                return;
+            }
+        }
+    }
+}
+
 /// SASL PLAIN and LOGIN decoding.
 pub fn sasl(data: &[u8]) {
     if let Ok(p) = crate::sasl::decode_plain(data) {

@@ -12,6 +12,7 @@ pub mod imap;
 pub mod login;
 pub mod logsafe;
 pub mod lookup;
+pub mod memcache;
 pub mod pop3;
 pub mod proxy;
 pub mod route;

@@ -49,7 +49,8 @@ pub struct RouteCache {
     stale_grace: Duration,
 }
 
-fn alias_key(login_escaped: &[u8], client_ip: IpAddr) -> Vec<u8> {
+/// `alias:user=<login>;ip=<client ip>`.
+pub fn alias_key(login_escaped: &[u8], client_ip: IpAddr) -> Vec<u8> {
     let mut k = b"alias:user=".to_vec();
     k.extend_from_slice(login_escaped);
     k.extend_from_slice(format!(";ip={client_ip}").as_bytes());
@@ -58,7 +59,7 @@ fn alias_key(login_escaped: &[u8], client_ip: IpAddr) -> Vec<u8> {
 
 /// `route:proto=<p>;user=<name>`, qualified with `@<client ip>` when the name has no `@`
 /// before its last byte (Zimbra's rule for unqualified logins).
-fn route_key(proto: &str, name_escaped: &[u8], client_ip: IpAddr) -> Vec<u8> {
+pub fn route_key(proto: &str, name_escaped: &[u8], client_ip: IpAddr) -> Vec<u8> {
     let mut k = format!("route:proto={proto};user=").into_bytes();
     k.extend_from_slice(name_escaped);
     let qualified = name_escaped
@@ -201,11 +202,39 @@ impl RouteCache {
         keys
     }
 
+    /// Keep what the memcached tier answered: the alias (when one was found there) and the
+    /// route, under the keys they came from.
+    pub fn adopt(
+        &self,
+        keys: &SessionKeys,
+        alias: Option<&[u8]>,
+        server: SocketAddr,
+        now: Instant,
+    ) {
+        let expires = now + self.ttl;
+        if let Some(account) = alias {
+            self.cache.insert(
+                keys.alias.clone(),
+                Entry {
+                    value: Value::Alias(account.to_vec()),
+                    expires,
+                },
+            );
+        }
+        self.cache.insert(
+            keys.route.clone(),
+            Entry {
+                value: Value::Route(server),
+                expires,
+            },
+        );
+    }
+
     /// Remove every entry of `account` (what `zmproxypurge` does after a mailbox moved): its
     /// routes for every protocol (qualified, or unqualified with any client IP), and the
-    /// aliases that point to it or are named after it or its local part. Returns how many
-    /// entries went.
-    pub fn purge(&self, account: &[u8]) -> usize {
+    /// aliases that point to it or are named after it or its local part. Returns the keys
+    /// that went.
+    pub fn purge(&self, account: &[u8]) -> Vec<Vec<u8>> {
         let mut esc = Vec::new();
         escape(&mut esc, account);
         let local = esc
@@ -213,7 +242,7 @@ impl RouteCache {
             .position(|&b| b == b'@')
             .map(|p| esc[..p].to_vec());
         let qualified = local.is_some();
-        let removed = std::cell::Cell::new(0usize);
+        let removed = std::cell::RefCell::new(Vec::new());
         self.cache.retain(|key, entry| {
             let hit = if let Some(rest) = key.strip_prefix(b"route:proto=".as_slice()) {
                 let user = rest
@@ -238,11 +267,11 @@ impl RouteCache {
                 false
             };
             if hit {
-                removed.set(removed.get() + 1);
+                removed.borrow_mut().push(key.clone());
             }
             !hit
         });
-        removed.get()
+        removed.into_inner()
     }
 
     /// Drop a session's entries (the backend rejected its credentials).
@@ -258,6 +287,32 @@ impl RouteCache {
     pub fn is_empty(&self) -> bool {
         self.cache.len() == 0
     }
+}
+
+/// Every protocol a Zimbra route key can name (mail and web, plain and TLS).
+pub const ROUTE_PROTOCOLS: [&str; 6] = ["imap", "imapssl", "pop3", "pop3ssl", "http", "httpssl"];
+
+/// The route keys `zmproxypurge` deletes for an account whatever was cached here: the account's
+/// route under every protocol. (Routes of unqualified names carry a client IP and aliases
+/// carry one too: those can only be found in a cache that holds them.)
+pub fn purge_keys(account: &[u8]) -> Vec<Vec<u8>> {
+    let mut esc = Vec::new();
+    escape(&mut esc, account);
+    let qualified = esc
+        .iter()
+        .position(|&b| b == b'@')
+        .is_some_and(|p| p + 1 < esc.len());
+    if !qualified {
+        return Vec::new();
+    }
+    ROUTE_PROTOCOLS
+        .iter()
+        .map(|p| {
+            let mut k = format!("route:proto={p};user=").into_bytes();
+            k.extend_from_slice(&esc);
+            k
+        })
+        .collect()
 }
 
 /// Where a static route sends each protocol: a mailbox host listens on one port per protocol.
@@ -491,7 +546,7 @@ mod tests {
         );
         let before = c.len();
         assert_eq!(
-            c.purge(b"alice@x.org"),
+            c.purge(b"alice@x.org").len(),
             before - 3,
             "alice's routes and aliases"
         );
@@ -502,9 +557,18 @@ mod tests {
             "others stay"
         );
         // an unqualified account's routes carry the client IP
-        assert_eq!(c.purge(b"carl"), 1);
+        assert_eq!(
+            c.purge(b"carl"),
+            vec![b"route:proto=imap;user=carl@198.51.100.7".to_vec()]
+        );
         assert!(c.lookup(b"carl", ip, "imap", now).0.is_none());
-        assert_eq!(c.purge(b"nobody@x.org"), 0);
+        assert!(c.purge(b"nobody@x.org").is_empty());
+        assert_eq!(
+            purge_keys(b"a b@x.org")[1],
+            b"route:proto=imapssl;user=a%20b@x.org"
+        );
+        assert_eq!(purge_keys(b"a b@x.org").len(), 6);
+        assert!(purge_keys(b"carl").is_empty());
     }
 
     #[test]

@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use socket2::Socket;
 
-use super::lookup::HandlerHealth;
+use super::health::PeerHealth;
+use super::memcache::Servers;
 use crate::logsafe::Escaped;
 use crate::lookup::codec::unescape;
 use crate::route::RouteCache;
@@ -51,7 +52,9 @@ impl Closer {
 #[derive(Clone)]
 pub struct State {
     pub routes: Arc<RouteCache>,
-    pub lookup: Arc<Vec<HandlerHealth>>,
+    pub lookup: Arc<Vec<PeerHealth>>,
+    /// The memcached tier's servers, when configured.
+    pub memcache: Option<Arc<Servers>>,
 }
 
 /// Serve the endpoint on its own thread until [`Closer::close`] or the process exits.
@@ -112,7 +115,15 @@ fn handle(mut s: TcpStream, state: &State) -> io::Result<()> {
             if state.lookup.is_empty() {
                 body.push_str("lookup: no handlers (static routes only)\n");
             }
-            body.push_str("memcached: none (the shared memcached tier is not built yet)\n");
+            match &state.memcache {
+                Some(m) => {
+                    for h in &m.health {
+                        body.push_str(&h.describe(now));
+                        body.push('\n');
+                    }
+                }
+                None => body.push_str("memcached: none (memcache.servers is empty)\n"),
+            }
             respond(&mut s, 200, &body)
         }
         ("POST", "/purge") => {
@@ -124,12 +135,30 @@ fn handle(mut s: TcpStream, state: &State) -> io::Result<()> {
             let Some(account) = account else {
                 return respond(&mut s, 400, "purge needs ?account=<account>\n");
             };
-            let n = state.routes.purge(&account);
-            tracing::info!(account = %Escaped(&account), entries = n, "purge: routes and aliases removed from the route cache");
+            let mut keys = state.routes.purge(&account);
+            let n = keys.len();
+            let Some(servers) = &state.memcache else {
+                tracing::info!(account = %Escaped(&account), entries = n, "purge: routes and aliases removed from the route cache");
+                return respond(
+                    &mut s,
+                    200,
+                    &format!("purged {n} route cache entries for {}\n", Escaped(&account)),
+                );
+            };
+            // memcached's keys cannot be listed: delete the account's route under every
+            // protocol (as zmproxypurge does), and whatever this process had cached for it
+            keys.extend(crate::route::purge_keys(&account));
+            keys.sort();
+            keys.dedup();
+            let m = super::memcache::delete_blocking(servers, &keys);
+            tracing::info!(account = %Escaped(&account), entries = n, memcached = m, "purge: routes and aliases removed from the route cache and memcached");
             respond(
                 &mut s,
                 200,
-                &format!("purged {n} route cache entries for {}\n", Escaped(&account)),
+                &format!(
+                    "purged {n} route cache entries and {m} memcached entries for {}\n",
+                    Escaped(&account)
+                ),
             )
         }
         (_, "/health" | "/purge" | "/servers") => respond(&mut s, 405, "method not allowed\n"),
@@ -208,6 +237,7 @@ mod tests {
         let state = State {
             routes: routes.clone(),
             lookup: Arc::new(vec![]),
+            memcache: None,
         };
         let closer = serve(l, state).unwrap();
         assert_eq!(

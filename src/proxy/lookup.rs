@@ -1,6 +1,6 @@
 //! The per-worker route lookup client: pooled keep-alive HTTP/1.1 connections to the lookup
 //! handlers, round-robin with fail-over, a per-request timeout and a bounded response. The
-//! handlers' health ([`HandlerHealth`]: marked down, last error) is shared by the workers of
+//! handlers' health ([`PeerHealth`]: marked down, last error) is shared by the workers of
 //! the process, so a handler one worker finds down is skipped by all, and `ringmail servers`
 //! can report it.
 //!
@@ -11,12 +11,13 @@
 //! handler is retried once on a fresh connection.
 
 use std::cell::{Cell, RefCell};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
 
+use super::health::PeerHealth;
 use crate::config::{Config, Handler};
 use crate::lookup::codec::{encode_request, parse_response, Answer, Dialect, Request};
 
@@ -31,83 +32,14 @@ pub enum LookupFailure {
     Timeout(Duration),
 }
 
-/// One lookup handler's health, shared by every worker (touched once per lookup, never on the
-/// relay path).
-pub struct HandlerHealth {
-    /// `http://ip:port/path`, for the listing.
-    pub url: String,
-    state: Mutex<Health>,
-}
-
-#[derive(Default)]
-struct Health {
-    down_since: Option<Instant>,
-    down_until: Option<Instant>,
-    last_error: Option<(Instant, String)>,
-}
-
-impl HandlerHealth {
-    pub fn new(h: &Handler) -> Self {
-        HandlerHealth {
-            url: format!("http://{}{}", h.addr, h.uri),
-            state: Mutex::new(Health::default()),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, Health> {
-        // plain fields: a panic elsewhere cannot leave them inconsistent
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn down_until(&self) -> Option<Instant> {
-        self.state().down_until
-    }
-
-    fn mark_down(&self, now: Instant, until: Instant, error: String) {
-        let mut s = self.state();
-        s.down_since.get_or_insert(now);
-        s.down_until = Some(until);
-        s.last_error = Some((now, error));
-    }
-
-    fn note_error(&self, now: Instant, error: String) {
-        self.state().last_error = Some((now, error));
-    }
-
-    fn mark_up(&self) {
-        let mut s = self.state();
-        s.down_since = None;
-        s.down_until = None;
-    }
-
-    /// One line for `ringmail servers`: up, or down since when, and the last error.
-    pub fn describe(&self, now: Instant) -> String {
-        let s = self.state();
-        let ago = |t: Instant| format!("{} s ago", now.saturating_duration_since(t).as_secs());
-        let mut line = match (s.down_since, s.down_until) {
-            (Some(since), Some(until)) if until > now => format!(
-                "lookup {} down since {}, skipped for {} s more",
-                self.url,
-                ago(since),
-                until.saturating_duration_since(now).as_secs()
-            ),
-            (Some(since), _) => format!(
-                "lookup {} down since {}, to be tried again",
-                self.url,
-                ago(since)
-            ),
-            (None, _) => format!("lookup {} up", self.url),
-        };
-        if let Some((at, error)) = &s.last_error {
-            line.push_str(&format!("; last error {}: {error}", ago(*at)));
-        }
-        line
-    }
-}
-
 /// The health of every configured handler, shared by the workers.
-pub fn health(c: &Config) -> Arc<Vec<HandlerHealth>> {
-    Arc::new(c.handlers.iter().map(HandlerHealth::new).collect())
+pub fn health(c: &Config) -> Arc<Vec<PeerHealth>> {
+    Arc::new(
+        c.handlers
+            .iter()
+            .map(|h| PeerHealth::new("lookup", format!("http://{}{}", h.addr, h.uri)))
+            .collect(),
+    )
 }
 
 struct HandlerState {
@@ -116,7 +48,7 @@ struct HandlerState {
 
 pub struct LookupClient {
     handlers: Vec<HandlerState>,
-    health: Arc<Vec<HandlerHealth>>,
+    health: Arc<Vec<PeerHealth>>,
     next: Cell<usize>,
     idle: RefCell<Vec<(usize, TcpStream)>>,
     pool_size: usize,
@@ -134,7 +66,7 @@ enum Exchange {
 }
 
 impl LookupClient {
-    pub fn new(c: &Config, health: Arc<Vec<HandlerHealth>>) -> Self {
+    pub fn new(c: &Config, health: Arc<Vec<PeerHealth>>) -> Self {
         LookupClient {
             handlers: c
                 .handlers

@@ -4,7 +4,9 @@
 pub mod admin;
 pub mod conn;
 pub mod drain;
+pub mod health;
 pub mod lookup;
+pub mod memcache;
 pub mod relay;
 pub mod resolve;
 pub mod session;

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
+use super::memcache::Tier;
 use super::worker::Worker;
 use crate::config::Proto;
-use crate::login::Credentials;
+use crate::login::{breaks_line, Credentials};
 use crate::logsafe::Escaped;
-use crate::lookup::codec::{Answer, Dialect, Request};
-use crate::route::SessionKeys;
+use crate::lookup::codec::{escape, unescape, Answer, Dialect, Request, Route};
+use crate::route::{self, SessionKeys};
 use crate::secret::Secret;
 
 /// The outcome of resolving a login.
@@ -132,7 +133,15 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
         }
         // If this future is dropped mid-lookup, the guard wakes the waiters with a failure.
         let guard = InFlightGuard { w, key: Some(key) };
-        let mut res = ask(w, ctx).await;
+        // the fleet's tier next, then the handlers
+        let (found, alias_in_memcache) = match &w.memcache {
+            Some(mc) => from_memcache(w, mc, ctx).await,
+            None => (None, false),
+        };
+        let mut res = match found {
+            Some(r) => r,
+            None => ask(w, ctx, alias_in_memcache).await,
+        };
         if let Resolution::Failed(error) = &res {
             // every handler failed: a route that expired within `stale_grace` still serves
             // (the next login asks the handlers again)
@@ -160,7 +169,7 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
         res
     } else {
         // stock dialect: the handler checks the password, so answers are not shared or cached
-        ask(w, ctx).await
+        ask(w, ctx, false).await
     }
 }
 
@@ -195,7 +204,94 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
-async fn ask(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
+/// Ask the memcached tier, as Zimbra's nginx does (`spec/auth-http.md` §8): the alias of
+/// (login, client IP) names the candidate account, whose route is then read. A hit is kept in
+/// the process cache too. Returns the hit, and whether the alias was found (then it is not
+/// written again after a lookup). Anything unusable is a miss.
+async fn from_memcache(
+    w: &Worker,
+    mc: &Tier,
+    ctx: &LoginContext<'_>,
+) -> (Option<Resolution>, bool) {
+    let mut login_esc = Vec::new();
+    escape(&mut login_esc, &ctx.creds.user);
+    let alias_key = route::alias_key(&login_esc, ctx.client_ip);
+    let alias = mc.get(&alias_key).await.filter(|account| {
+        // a value that would break the backend's command line is not a name: a miss
+        let usable = !account.is_empty() && !breaks_line(&unescape(account));
+        if !usable {
+            tracing::warn!(key = %Escaped(&alias_key), value = %Escaped(account), "memcached alias value is not an account name; ignored");
+        }
+        usable
+    });
+    let candidate = alias.clone().unwrap_or(login_esc);
+    let keys = SessionKeys {
+        route: route::route_key(ctx.protocol, &candidate, ctx.client_ip),
+        alias: alias_key,
+    };
+    let Some(value) = mc.get(&keys.route).await else {
+        return (None, alias.is_some());
+    };
+    let Some(server) = std::str::from_utf8(&value)
+        .ok()
+        .and_then(|v| v.parse::<SocketAddr>().ok())
+    else {
+        // Zimbra's nginx fails the login here ("invalid route"); a miss is kinder
+        tracing::warn!(key = %Escaped(&keys.route), value = %Escaped(&value), "memcached route is not a numeric ip:port; looking the login up instead");
+        return (None, alias.is_some());
+    };
+    w.routes
+        .adopt(&keys, alias.as_deref(), server, Instant::now());
+    let res = Resolution::Route {
+        server,
+        account: unescape(&candidate),
+        password: None,
+        keys: Some(keys),
+        looked_up: false,
+    };
+    (Some(res), alias.is_some())
+}
+
+/// The backend rejected the credentials: drop the session's cache entries here and in the
+/// memcached tier (Zimbra's rule), so the next login looks the route up again.
+pub fn forget(w: &Worker, keys: &SessionKeys) {
+    w.routes.forget(keys);
+    if let Some(mc) = &w.memcache {
+        let (mc, keys) = (mc.clone(), keys.clone());
+        compio::runtime::spawn(async move {
+            mc.delete(&keys.alias).await;
+            mc.delete(&keys.route).await;
+        })
+        .detach();
+    }
+}
+
+/// Write a handler's answer to the memcached tier, in the background (the login does not wait
+/// for it): the alias (unless memcached already had it) and the route, with `add`.
+fn share(w: &Worker, keys: &SessionKeys, login: &[u8], route: &Route, alias_known: bool) {
+    let Some(mc) = &w.memcache else {
+        return;
+    };
+    let mut writes = Vec::with_capacity(2);
+    if !keys.alias.is_empty() && !alias_known {
+        let account = route.account_raw.clone().unwrap_or_else(|| {
+            let mut esc = Vec::new();
+            escape(&mut esc, login);
+            esc
+        });
+        writes.push((keys.alias.clone(), account));
+    }
+    writes.push((keys.route.clone(), route.server.to_string().into_bytes()));
+    let mc = mc.clone();
+    compio::runtime::spawn(async move {
+        for (key, value) in writes {
+            mc.add(&key, &value).await;
+        }
+    })
+    .detach();
+}
+
+async fn ask(w: &Worker, ctx: &LoginContext<'_>, alias_in_memcache: bool) -> Resolution {
     let req = Request {
         user: &ctx.creds.user,
         password: &ctx.creds.password,
@@ -209,13 +305,15 @@ async fn ask(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
             Ok(Answer::Route(route)) => {
                 let keys = (w.lookup.dialect() == Dialect::Zimbra && route.password.is_none())
                     .then(|| {
-                        w.routes.store(
+                        let keys = w.routes.store(
                             &ctx.creds.user,
                             ctx.client_ip,
                             ctx.protocol,
                             &route,
                             Instant::now(),
-                        )
+                        );
+                        share(w, &keys, &ctx.creds.user, &route, alias_in_memcache);
+                        keys
                     });
                 return Resolution::Route {
                     server: route.server,

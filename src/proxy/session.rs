@@ -331,7 +331,7 @@ async fn login(
         Progress::Rejected { reply } => {
             tracing::info!(%user, client = %ctx.client_ip, backend = %server, protocol = proto.name(), "backend rejected the credentials");
             if let Some(keys) = &keys {
-                w.routes.forget(keys);
+                super::resolve::forget(w, keys);
             }
             drop(backend);
             let f = client.login_rejected(&reply, out);

@@ -20,6 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::drain::Drain;
 use super::lookup::LookupClient;
+use super::memcache::{Servers, Tier};
 use super::resolve::InFlight;
 use crate::config::{BackendTls, Config, ListenerSpec, Proto};
 use crate::imap::client::Prepared as ImapPrepared;
@@ -36,6 +37,8 @@ pub struct Worker {
     /// The process's route cache and in-flight lookups (shared by every worker).
     pub routes: Arc<RouteCache>,
     pub lookup: LookupClient,
+    /// The shared memcached route tier, when configured (this worker's connections to it).
+    pub memcache: Option<Rc<Tier>>,
     pub inflight: Arc<InFlight>,
     pub connections: Cell<usize>,
     /// Sessions past their login, relaying.
@@ -59,6 +62,10 @@ impl Worker {
             pop3: Pop3Prepared::new(config.pop3.clone()),
             routes: shared.routes.clone(),
             lookup: LookupClient::new(&config, shared.lookup_health.clone()),
+            memcache: match (&config.memcache, &shared.memcache) {
+                (Some(c), Some(servers)) => Some(Rc::new(Tier::new(servers.clone(), c))),
+                _ => None,
+            },
             inflight: shared.inflight.clone(),
             connections: Cell::new(0),
             relaying: Cell::new(0),
@@ -155,7 +162,9 @@ pub struct Shared {
     pub routes: Arc<RouteCache>,
     pub inflight: Arc<InFlight>,
     /// The lookup handlers' health (down marks, last errors).
-    pub lookup_health: Arc<Vec<super::lookup::HandlerHealth>>,
+    pub lookup_health: Arc<Vec<super::health::PeerHealth>>,
+    /// The memcached servers and their health, when the tier is configured.
+    pub memcache: Option<Arc<Servers>>,
 }
 
 impl Shared {
@@ -168,6 +177,7 @@ impl Shared {
             )),
             inflight: Arc::new(InFlight::default()),
             lookup_health: super::lookup::health(&config),
+            memcache: config.memcache.as_ref().map(Servers::new),
             tls_store: prepared.tls_store,
             backend_tls: prepared.backend_tls,
             config,
@@ -250,6 +260,7 @@ pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
             super::admin::State {
                 routes: shared.routes.clone(),
                 lookup: shared.lookup_health.clone(),
+                memcache: shared.memcache.clone(),
             },
         )?),
         None => None,

@@ -846,3 +846,82 @@ pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A real memcached (Debian's package) on a free loopback port, for the route tier's tests.
+pub struct Memcached {
+    child: Child,
+    pub port: u16,
+}
+
+impl Memcached {
+    pub fn start() -> Memcached {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Memcached {
+        let bin = "/usr/bin/memcached";
+        assert!(
+            Path::new(bin).exists(),
+            "memcached is not installed: run scripts/test.sh (it installs memcached)"
+        );
+        let child = Command::new(bin)
+            .args(["-l", "127.0.0.1", "-U", "0", "-m", "16", "-c", "512"])
+            .args(["-p", &port.to_string()])
+            // memcached refuses to run as root without a user to switch to
+            .args(["-u", "nobody"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting memcached");
+        wait_port(port, "memcached");
+        Memcached { child, port }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kill it now (the tier must carry on without it).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// One raw text-protocol exchange: send `request`, read until a line in `ends` closes the
+    /// reply. Returns the whole reply.
+    pub fn raw(&self, request: &str, ends: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut r = BufReader::new(s);
+        let mut reply = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap() == 0 {
+                return reply;
+            }
+            reply.push_str(&line);
+            if ends.iter().any(|e| line == format!("{e}\r\n")) {
+                return reply;
+            }
+        }
+    }
+
+    /// The value under a wire key, if any.
+    pub fn get(&self, wire_key: &str) -> Option<String> {
+        let reply = self.raw(&format!("get {wire_key}\r\n"), &["END"]);
+        let mut lines = reply.split("\r\n");
+        lines
+            .next()
+            .filter(|l| l.starts_with("VALUE "))
+            .and_then(|_| lines.next())
+            .map(str::to_string)
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
