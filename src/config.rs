@@ -403,7 +403,7 @@ impl Default for MemcacheFile {
             timeout: Dur(Duration::from_secs(3)),
             reconnect: Dur(Duration::from_secs(60)),
             ttl: Dur(Duration::from_secs(3600)),
-            pool_size: 2,
+            pool_size: 8,
         }
     }
 }

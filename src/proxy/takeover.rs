@@ -42,12 +42,26 @@ impl std::fmt::Display for Holder {
 /// reports whatever the real problem is).
 pub fn refuse_if_held(addresses: &[(SocketAddr, &str)]) -> anyhow::Result<()> {
     for &(addr, what) in addresses {
-        let held = match listening(addr) {
-            Some(inodes) => !inodes.is_empty(),
-            None => probe(addr).is_err_and(|e| e.kind() == io::ErrorKind::AddrInUse),
-        };
-        if held {
+        // A listener whose process has just exited can stay in LISTEN for a moment with no
+        // process holding it: io_uring tears a ring down in a kernel worker after the exit,
+        // and a pending accept keeps the socket until then. A restart right after a stop
+        // must not be refused for that, so an ownerless listener is given a few seconds.
+        let deadline = std::time::Instant::now() + ORPHAN_WAIT;
+        let held_by = loop {
+            let held = match listening(addr) {
+                Some(inodes) => !inodes.is_empty(),
+                None => probe(addr).is_err_and(|e| e.kind() == io::ErrorKind::AddrInUse),
+            };
+            if !held {
+                break None;
+            }
             let who: Vec<String> = holders(addr).into_iter().map(|h| h.to_string()).collect();
+            if !who.is_empty() || std::time::Instant::now() >= deadline {
+                break Some(who);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        if let Some(who) = held_by {
             let who = if who.is_empty() {
                 "another process".to_string()
             } else {
@@ -63,6 +77,9 @@ pub fn refuse_if_held(addresses: &[(SocketAddr, &str)]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How long a listener with no owning process may linger before it counts as held.
+const ORPHAN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Bind `addr` without SO_REUSEPORT, then let it go.
 fn probe(addr: SocketAddr) -> io::Result<()> {
