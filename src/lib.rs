@@ -4,6 +4,7 @@
 //! [`route`]):
 //! bytes in, actions out, time passed in. The I/O side ([`proxy`]) runs one compio io_uring
 //! runtime per core and drives them. See `docs/architecture.md`.
+pub mod cidr;
 pub mod config;
 pub mod demo;
 #[doc(hidden)]
@@ -15,6 +16,7 @@ pub mod lookup;
 pub mod memcache;
 pub mod pop3;
 pub mod proxy;
+pub mod proxyproto;
 pub mod route;
 pub mod sasl;
 pub mod secret;
