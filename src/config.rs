@@ -120,13 +120,64 @@ impl Default for WorkersFile {
     }
 }
 
+/// A listener as written: `"ip:port"`, or `{ address = "ip:port", proxy_protocol = true }`
+/// for a listener behind a load balancer that sends the PROXY protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ListenFile {
+    Address(String),
+    Options {
+        address: String,
+        #[serde(default)]
+        proxy_protocol: bool,
+    },
+}
+
+impl From<&str> for ListenFile {
+    fn from(s: &str) -> Self {
+        ListenFile::Address(s.to_string())
+    }
+}
+
+impl ListenFile {
+    fn parts(&self) -> (&str, bool) {
+        match self {
+            ListenFile::Address(a) => (a, false),
+            ListenFile::Options {
+                address,
+                proxy_protocol,
+            } => (address, *proxy_protocol),
+        }
+    }
+}
+
+/// `[proxy_protocol]`: who may send a PROXY header to the listeners that require one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyProtocolFile {
+    /// CIDR ranges of the load balancers; a connection from elsewhere to a PROXY listener is
+    /// closed.
+    pub trusted: Vec<String>,
+    /// The whole header must arrive within this.
+    pub timeout: Dur,
+}
+
+impl Default for ProxyProtocolFile {
+    fn default() -> Self {
+        ProxyProtocolFile {
+            trusted: Vec::new(),
+            timeout: Dur(Duration::from_secs(5)),
+        }
+    }
+}
+
 /// `[imap]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImapFile {
-    pub listen: Vec<String>,
+    pub listen: Vec<ListenFile>,
     /// Implicit-TLS listeners (993).
-    pub listen_tls: Vec<String>,
+    pub listen_tls: Vec<ListenFile>,
     /// STARTTLS on the plaintext listeners: off, on, only.
     pub starttls: StartTls,
     pub greeting: String,
@@ -182,9 +233,9 @@ impl Default for ImapFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pop3File {
-    pub listen: Vec<String>,
+    pub listen: Vec<ListenFile>,
     /// Implicit-TLS listeners (995).
-    pub listen_tls: Vec<String>,
+    pub listen_tls: Vec<ListenFile>,
     /// STLS on the plaintext listeners: off, on, only.
     pub starttls: StartTls,
     pub greeting: String,
@@ -316,6 +367,8 @@ pub struct UpstreamFile {
     pub server_name: Option<String>,
     /// Accept any backend certificate. Only for testing.
     pub insecure_skip_verify: bool,
+    /// Send a PROXY protocol header to the backends: off, v1 or v2.
+    pub proxy_protocol: crate::proxyproto::Version,
 }
 
 /// TLS towards the backends.
@@ -340,6 +393,7 @@ impl Default for UpstreamFile {
             ca_file: None,
             server_name: None,
             insecure_skip_verify: false,
+            proxy_protocol: crate::proxyproto::Version::Off,
         }
     }
 }
@@ -433,6 +487,7 @@ pub struct FileConfig {
     pub tls: TlsFile,
     pub lookup: LookupFile,
     pub memcache: MemcacheFile,
+    pub proxy_protocol: ProxyProtocolFile,
     pub upstream: UpstreamFile,
 }
 
@@ -570,6 +625,11 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// The shared memcached route tier, when servers are configured.
     pub memcache: Option<MemcacheConfig>,
+    /// Peers allowed to send a PROXY header (listeners with `proxy_protocol = true`).
+    pub proxy_trusted: Vec<crate::cidr::Cidr>,
+    pub proxy_timeout: Duration,
+    /// The PROXY header sent to backends.
+    pub backend_proxy_protocol: crate::proxyproto::Version,
 }
 
 /// The mail protocol a listener speaks.
@@ -597,12 +657,19 @@ pub struct ListenerSpec {
     pub tls: bool,
     /// STARTTLS/STLS policy (plaintext listeners).
     pub starttls: StartTls,
+    /// A PROXY protocol header comes first (from a trusted load balancer).
+    pub proxy_protocol: bool,
 }
 
 impl std::fmt::Display for ListenerSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let tls = if self.tls { "S" } else { "" };
-        write!(f, "{}{tls} {}", self.proto.name(), self.addr)
+        let pp = if self.proxy_protocol {
+            " (PROXY protocol)"
+        } else {
+            ""
+        };
+        write!(f, "{}{tls} {}{pp}", self.proto.name(), self.addr)
     }
 }
 
@@ -637,15 +704,6 @@ impl Config {
             (Proto::Pop3, BackendTls::On) => "pop3ssl",
         }
     }
-}
-
-fn addresses(list: &[String], key: &str) -> Result<Vec<SocketAddr>, String> {
-    list.iter()
-        .map(|a| {
-            a.parse::<SocketAddr>()
-                .map_err(|_| format!("{key}: {a:?} is not an ip:port address"))
-        })
-        .collect()
 }
 
 /// (plain, login) from an `auth_mechanisms` list.
@@ -910,7 +968,11 @@ impl FileConfig {
                 "pop3.listen_tls",
             ),
         ] {
-            for addr in addresses(list, key)? {
+            for entry in list {
+                let (text, proxy_protocol) = entry.parts();
+                let addr: SocketAddr = text
+                    .parse()
+                    .map_err(|_| format!("{key}: {text:?} is not an ip:port address"))?;
                 if listeners.iter().any(|l: &ListenerSpec| l.addr == addr) {
                     return Err(format!("{key}: {addr} is listed twice"));
                 }
@@ -919,6 +981,7 @@ impl FileConfig {
                     proto,
                     tls,
                     starttls,
+                    proxy_protocol,
                 });
             }
         }
@@ -1014,6 +1077,26 @@ impl FileConfig {
             }
         };
         let memcache = memcache(&self.memcache)?;
+        let proxy_trusted = self
+            .proxy_protocol
+            .trusted
+            .iter()
+            .map(|c| {
+                c.parse::<crate::cidr::Cidr>()
+                    .map_err(|e| format!("proxy_protocol.trusted: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(l) = listeners.iter().find(|l| l.proxy_protocol) {
+            if proxy_trusted.is_empty() {
+                return Err(format!(
+                    "{l} requires the PROXY protocol but proxy_protocol.trusted is empty: list \
+                     the load balancers' addresses"
+                ));
+            }
+        }
+        if self.proxy_protocol.timeout.0.is_zero() {
+            return Err("proxy_protocol.timeout must be more than 0".into());
+        }
         if memcache.is_some() && handlers.is_empty() {
             return Err(
                 "memcache.servers is set but lookup.handlers is empty: the tier caches the \
@@ -1075,6 +1158,9 @@ impl FileConfig {
             shutdown_spread: self.shutdown.spread.0,
             admin,
             memcache,
+            proxy_trusted,
+            proxy_timeout: self.proxy_protocol.timeout.0,
+            backend_proxy_protocol: u.proxy_protocol,
         })
     }
 }

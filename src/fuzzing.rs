@@ -160,6 +160,9 @@ fn drive_backend(client: &dyn ClientSide, data: &[u8]) {
         starttls: opts & 0x20 != 0,
         client_ip: ip,
         proxy_ip: ip,
+        client_port: 1,
+        proxy_port: 143,
+        session_id: "fuzz",
         account: b"alice@example.com",
         password: None,
     };
@@ -258,6 +261,49 @@ pub fn memcache_reply(data: &[u8]) {
             Ok(None) => assert!(done.is_none(), "a complete reply became incomplete"),
             Err(_) => {
                 assert!(done.is_none(), "a complete reply became malformed");
+                return;
+            }
+        }
+    }
+}
+
+/// The PROXY protocol header parser: fed growing prefixes, it never claims more bytes than it
+/// has or more than [`crate::proxyproto::MAX_HEADER`], a complete header stays complete, and
+/// the addresses it returns survive our own encoding.
+pub fn proxy_header(data: &[u8]) {
+    use crate::proxyproto::{encode, parse, Header, Version, MAX_HEADER};
+    let (opts, stream) = split(data);
+    let mut chunks = Chunks(u32::from(opts));
+    let mut have = 0;
+    let mut done = None;
+    while have < stream.len() {
+        have = (have + chunks.next()).min(stream.len());
+        match parse(&stream[..have]) {
+            Ok(Some((header, used))) => {
+                assert!(used <= have && used <= MAX_HEADER, "used {used} of {have}");
+                if let Some(first) = done {
+                    assert_eq!(first, (header, used), "a complete header changed");
+                }
+                done = Some((header, used));
+                if let Header::Proxied {
+                    source,
+                    destination,
+                } = header
+                {
+                    for v in [Version::V1, Version::V2] {
+                        let again = encode(v, source, destination);
+                        let (back, n) = parse(&again).expect("our header parses").expect("whole");
+                        assert_eq!(n, again.len());
+                        let Header::Proxied { source: s, .. } = back else {
+                            panic!("our header lost its addresses")
+                        };
+                        assert_eq!(s.port(), source.port());
+                    }
+                }
+            }
+            Ok(None) => assert!(done.is_none(), "a complete header became incomplete"),
+            Err(_) => {
+                assert!(done.is_none(), "a complete header became malformed");
                 return;
             }
         }

@@ -94,8 +94,12 @@ pub struct ReplayParams<'a> {
     /// Ask the backend for STARTTLS (IMAP) / STLS (POP3) right after its greeting.
     pub starttls: bool,
     pub client_ip: IpAddr,
-    /// Proxy-side address of the client connection.
+    pub client_port: u16,
+    /// Proxy-side address of the client connection (where the client connected).
     pub proxy_ip: IpAddr,
+    pub proxy_port: u16,
+    /// This session's id, sent to the backend (IMAP ID `x-session-id`) and logged.
+    pub session_id: &'a str,
     /// The account to log in as (Auth-User from the lookup, or the login).
     pub account: &'a [u8],
     /// A password from the lookup's Auth-Pass, replacing the client's.

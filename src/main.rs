@@ -114,7 +114,7 @@ fn demo_config(listen: SocketAddr) -> anyhow::Result<FileConfig> {
     let mailbox = ringmail::demo::start_mailbox("127.0.0.1:0".parse()?)
         .context("starting the demo mailbox")?;
     let mut file = FileConfig::default();
-    file.imap.listen = vec![listen.to_string()];
+    file.imap.listen = vec![listen.to_string().as_str().into()];
     file.pop3.listen = Vec::new();
     file.lookup
         .routes

@@ -198,6 +198,7 @@ fn fuzz_seeds_pass_the_fuzz_checks() {
         ("pop3_backend", ringmail::fuzzing::pop3_backend),
         ("lookup_response", ringmail::fuzzing::lookup_response),
         ("memcache_reply", ringmail::fuzzing::memcache_reply),
+        ("proxy_header", ringmail::fuzzing::proxy_header),
         ("sasl", ringmail::fuzzing::sasl),
     ];
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");

@@ -53,6 +53,7 @@ fn tls_env(mode: &str, backend: &str) -> TlsEnv {
         extra: &extra,
         args: &[],
         backend_pki: backend_tls.then_some(&pki),
+        ..Opts::default()
     });
     TlsEnv {
         env,

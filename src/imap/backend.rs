@@ -87,6 +87,9 @@ fn quote(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
+/// `x-proxy-ttl`: how many more proxies the login may pass (Dovecot's default budget).
+const PROXY_TTL: u32 = 5;
+
 impl BackendLogin {
     pub fn new(creds: &Credentials, r: &Replay<'_>) -> Self {
         let tag = creds.tag.clone();
@@ -117,6 +120,18 @@ impl BackendLogin {
             quote(&mut cmd, r.own_version.as_bytes());
             cmd.extend_from_slice(b" \"X-VIA\" ");
             quote(&mut cmd, &via);
+            // Dovecot's forwarding fields (honoured from its login_trusted_networks; the
+            // Zimbra mailbox server ignores them)
+            for (key, value) in [
+                ("x-originating-port", c.client_port.to_string()),
+                ("x-connected-ip", c.proxy_ip.to_string()),
+                ("x-connected-port", c.proxy_port.to_string()),
+                ("x-proxy-ttl", PROXY_TTL.to_string()),
+                ("x-session-id", c.session_id.to_string()),
+            ] {
+                cmd.extend_from_slice(format!(" \"{key}\" ").as_bytes());
+                quote(&mut cmd, value.as_bytes());
+            }
             cmd.extend_from_slice(b")\r\n");
             cmd
         });
@@ -397,6 +412,9 @@ mod tests {
                 starttls: false,
                 client_ip: "198.51.100.7".parse().unwrap(),
                 proxy_ip: "192.0.2.10".parse().unwrap(),
+                client_port: 56324,
+                proxy_port: 143,
+                session_id: "tEsTsEsSiOn1",
                 account,
                 password: None,
             },
@@ -433,7 +451,10 @@ mod tests {
                 (
                     b"* OK Dovecot ready.\r\n",
                     b"a1-ID ID (\"X-ORIGINATING-IP\" \"198.51.100.7\" \"name\" \"ringmail\" \
-                      \"version\" \"1.0\" \"X-VIA\" \"Thunderbird/115.0,192.0.2.10(ringmail/0.1.0)\")\r\n",
+                      \"version\" \"1.0\" \"X-VIA\" \"Thunderbird/115.0,192.0.2.10(ringmail/0.1.0)\" \
+                      \"x-originating-port\" \"56324\" \"x-connected-ip\" \"192.0.2.10\" \
+                      \"x-connected-port\" \"143\" \"x-proxy-ttl\" \"5\" \
+                      \"x-session-id\" \"tEsTsEsSiOn1\")\r\n",
                 ),
                 (b"* ID NIL\r\na1-ID OK ID completed.\r\n", b"a1 LOGIN {20}\r\n"),
                 (b"+ OK\r\n", b"alice@example.com/tb {3}\r\n"),

@@ -187,6 +187,9 @@ mod tests {
             starttls: false,
             client_ip: "198.51.100.7".parse().unwrap(),
             proxy_ip: "192.0.2.10".parse().unwrap(),
+            client_port: 56324,
+            proxy_port: 143,
+            session_id: "tEsTsEsSiOn1",
             account,
             password: None,
         }

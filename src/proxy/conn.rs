@@ -76,10 +76,16 @@ impl Conn {
         }
     }
 
-    /// Start TLS as the server (implicit TLS, or after STARTTLS/STLS).
-    pub async fn accept_tls(mut self, cfg: Arc<rustls::ServerConfig>) -> io::Result<Conn> {
-        let c = rustls::ServerConnection::new(cfg).map_err(tls_err)?;
-        self.tls = Some(Box::new(Tls::new(c.into())));
+    /// Start TLS as the server (implicit TLS, or after STARTTLS/STLS). `early` holds bytes
+    /// of the client's first TLS records already read from the socket (after a PROXY header).
+    pub async fn accept_tls(
+        mut self,
+        cfg: Arc<rustls::ServerConfig>,
+        early: &[u8],
+    ) -> io::Result<Conn> {
+        let mut c: rustls::Connection = rustls::ServerConnection::new(cfg).map_err(tls_err)?.into();
+        feed(&mut c, early)?;
+        self.tls = Some(Box::new(Tls::new(c)));
         self.handshake().await?;
         Ok(self)
     }

@@ -68,6 +68,10 @@ pub struct LoginContext<'a> {
     pub creds: &'a Credentials,
     pub client_ip: IpAddr,
     pub proxy_ip: IpAddr,
+    /// The client's address (from the PROXY header, when one came) and the address it
+    /// connected to on this host.
+    pub client: SocketAddr,
+    pub local: SocketAddr,
     pub protocol: &'static str,
     /// The listener's protocol (picks a static route's address).
     pub proto: Proto,

@@ -43,6 +43,10 @@ pub struct Worker {
     pub connections: Cell<usize>,
     /// Sessions past their login, relaying.
     pub relaying: Cell<usize>,
+    /// Logins replayed by this worker (numbers the session ids).
+    logins: Cell<u32>,
+    /// When the process started, in seconds (the session ids' prefix).
+    started: u32,
     /// Graceful shutdown state (SIGTERM).
     pub drain: Drain,
     /// TLS to backends, when `upstream.tls` is on.
@@ -69,6 +73,8 @@ impl Worker {
             inflight: shared.inflight.clone(),
             connections: Cell::new(0),
             relaying: Cell::new(0),
+            logins: Cell::new(0),
+            started: shared.started,
             drain: Drain::new(
                 config.shutdown_grace,
                 config.shutdown_spread,
@@ -79,6 +85,20 @@ impl Worker {
             tls_store,
             config,
         }
+    }
+
+    /// A new session id, as Dovecot makes them: 12 base64 characters (9 bytes: the process
+    /// start time, the worker, a per-worker count), unique across the workers and restarts
+    /// of a host. Sent to the backend as IMAP ID `x-session-id`.
+    pub fn session_id(&self) -> String {
+        use base64::Engine;
+        let n = self.logins.get().wrapping_add(1);
+        self.logins.set(n);
+        let mut raw = [0u8; 9];
+        raw[..4].copy_from_slice(&self.started.to_be_bytes());
+        raw[4] = self.id as u8;
+        raw[5..].copy_from_slice(&n.to_be_bytes());
+        base64::engine::general_purpose::STANDARD.encode(raw)
     }
 
     /// The server TLS config for `proto`, refreshed after a certificate reload.
@@ -165,6 +185,8 @@ pub struct Shared {
     pub lookup_health: Arc<Vec<super::health::PeerHealth>>,
     /// The memcached servers and their health, when the tier is configured.
     pub memcache: Option<Arc<Servers>>,
+    /// Start time in Unix seconds (truncated), for session ids.
+    pub started: u32,
 }
 
 impl Shared {
@@ -178,6 +200,9 @@ impl Shared {
             inflight: Arc::new(InFlight::default()),
             lookup_health: super::lookup::health(&config),
             memcache: config.memcache.as_ref().map(Servers::new),
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as u32),
             tls_store: prepared.tls_store,
             backend_tls: prepared.backend_tls,
             config,

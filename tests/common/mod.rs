@@ -155,6 +155,9 @@ pub struct Dovecot {
     /// Implicit-TLS ports (0 unless started with a certificate).
     pub imaps_port: u16,
     pub pop3s_port: u16,
+    /// Listeners that require a PROXY protocol header (`haproxy = yes`, trusted from loopback).
+    pub imap_haproxy_port: u16,
+    pub pop3_haproxy_port: u16,
 }
 
 /// Test users: (login, password).
@@ -181,6 +184,8 @@ impl Dovecot {
         }
         let imap_port = free_port();
         let pop3_port = free_port();
+        let imap_haproxy_port = free_port();
+        let pop3_haproxy_port = free_port();
         let (imaps_port, pop3s_port, ssl) = match &cert {
             Some((c, k)) => (
                 free_port(),
@@ -204,6 +209,7 @@ listen = 127.0.0.1
 auth_mechanisms = plain login
 auth_failure_delay = 0
 login_trusted_networks = 127.0.0.0/8
+haproxy_trusted_networks = 127.0.0.0/8
 first_valid_uid = 1
 mail_location = maildir:{d}/mail/%u
 passdb {{
@@ -222,6 +228,10 @@ service imap-login {{
     port = {imaps_port}
     ssl = yes
   }}
+  inet_listener imap_haproxy {{
+    port = {imap_haproxy_port}
+    haproxy = yes
+  }}
   process_min_avail = 2
 }}
 service pop3-login {{
@@ -231,6 +241,10 @@ service pop3-login {{
   inet_listener pop3s {{
     port = {pop3s_port}
     ssl = yes
+  }}
+  inet_listener pop3_haproxy {{
+    port = {pop3_haproxy_port}
+    haproxy = yes
   }}
 }}
 protocol imap {{
@@ -271,7 +285,14 @@ default_client_limit = 4000
             pop3_port,
             imaps_port,
             pop3s_port,
+            imap_haproxy_port,
+            pop3_haproxy_port,
         }
+    }
+
+    /// Dovecot's log so far (logins are logged with `rip=` and `session=<...>`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -503,6 +524,8 @@ pub struct Opts<'a> {
     pub args: &'a [&'a str],
     /// Start Dovecot with TLS ports, with a certificate from this CA.
     pub backend_pki: Option<&'a Pki>,
+    /// The plain IMAP and POP3 listeners require a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 impl Ringmail {
@@ -530,12 +553,23 @@ impl Ringmail {
         let port = free_port();
         let pop3_port = free_port();
         let admin_port = free_port();
+        let listen = |port: u16| {
+            if o.proxy_protocol {
+                format!("[{{ address = \"127.0.0.1:{port}\", proxy_protocol = true }}]")
+            } else {
+                format!("[\"127.0.0.1:{port}\"]")
+            }
+        };
         let conf = format!(
             "[workers]\ncount = 2\npin = false\nbuffers = 64\n\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n\
-             [imap]\nlisten = [\"127.0.0.1:{port}\"]\n\
+             [imap]\nlisten = {}\n\
              login_penalty = \"1s\"\nlogin_penalty_max = \"2s\"\n{}\n\n[pop3]\n\
-             listen = [\"127.0.0.1:{pop3_port}\"]\nlogin_penalty = \"1s\"\n{}\n\n{}\n",
-            o.imap, o.pop3, o.extra
+             listen = {}\nlogin_penalty = \"1s\"\n{}\n\n{}\n",
+            listen(port),
+            o.imap,
+            listen(pop3_port),
+            o.pop3,
+            o.extra
         );
         std::fs::write(dir.join("ringmail.toml"), &conf).unwrap();
         let mut rm = Self::spawn(dir, o.args, port, pop3_port);
@@ -808,7 +842,15 @@ impl Env {
 
     /// A full login + SELECT + LOGOUT by a fresh client must work (other sessions are fine).
     pub fn assert_healthy(&self) {
-        let mut c = Raw::greeted(self.port());
+        self.assert_healthy_through(b"");
+    }
+
+    /// [`Env::assert_healthy`] for a client that first sends `header` (a PROXY header).
+    pub fn assert_healthy_through(&self, header: &[u8]) {
+        let mut c = Raw::connect(self.port());
+        c.send(header);
+        let g = c.line();
+        assert!(g.starts_with("* OK"), "greeting: {g:?}");
         c.login("bob@example.com", "bobpw");
         c.send(b"s SELECT INBOX\r\n");
         let lines = c.until("s ");
