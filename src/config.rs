@@ -151,6 +151,53 @@ impl ListenFile {
     }
 }
 
+/// `[throttle]`: Zimbra's login throttling and the pre-login limits (all off by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleFile {
+    /// New sessions per client IP per window (`mail_login_ip_max`), for a protocol without
+    /// its own limit.
+    pub ip_max: u64,
+    pub ip_imap_max: u64,
+    pub ip_pop3_max: u64,
+    pub ip_imap_ttl: Dur,
+    pub ip_pop3_ttl: Dur,
+    pub ip_reject_message: String,
+    /// Successful logins per user per window (`mail_login_user_max`).
+    pub user_max: u64,
+    pub user_ttl: Dur,
+    pub user_reject_message: String,
+    /// Clients (CIDR) never throttled nor limited (`mail_whitelist_ip`).
+    pub whitelist: Vec<String>,
+    /// Concurrent not-yet-logged-in connections per client IP.
+    pub prelogin_per_ip: u32,
+    /// New connections per client IP per second.
+    pub new_per_ip_per_second: u32,
+    /// Keys the per-process counters hold (used without memcached, or when it fails).
+    pub capacity: usize,
+}
+
+impl Default for ThrottleFile {
+    fn default() -> Self {
+        let s = crate::throttle::Settings::default();
+        ThrottleFile {
+            ip_max: 0,
+            ip_imap_max: 0,
+            ip_pop3_max: 0,
+            ip_imap_ttl: Dur(s.ip_imap_ttl),
+            ip_pop3_ttl: Dur(s.ip_pop3_ttl),
+            ip_reject_message: s.ip_reject,
+            user_max: 0,
+            user_ttl: Dur(s.user_ttl),
+            user_reject_message: s.user_reject,
+            whitelist: Vec::new(),
+            prelogin_per_ip: 0,
+            new_per_ip_per_second: 0,
+            capacity: 100_000,
+        }
+    }
+}
+
 /// `[proxy_protocol]`: who may send a PROXY header to the listeners that require one.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -488,6 +535,7 @@ pub struct FileConfig {
     pub lookup: LookupFile,
     pub memcache: MemcacheFile,
     pub proxy_protocol: ProxyProtocolFile,
+    pub throttle: ThrottleFile,
     pub upstream: UpstreamFile,
 }
 
@@ -630,6 +678,9 @@ pub struct Config {
     pub proxy_timeout: Duration,
     /// The PROXY header sent to backends.
     pub backend_proxy_protocol: crate::proxyproto::Version,
+    pub throttle: crate::throttle::Settings,
+    /// Keys the per-process throttle counters hold.
+    pub throttle_capacity: usize,
 }
 
 /// The mail protocol a listener speaks.
@@ -1094,6 +1145,39 @@ impl FileConfig {
                 ));
             }
         }
+        let t = &self.throttle;
+        check_line(&t.ip_reject_message, "throttle.ip_reject_message")?;
+        check_line(&t.user_reject_message, "throttle.user_reject_message")?;
+        let throttle = crate::throttle::Settings {
+            ip_max: t.ip_max,
+            ip_imap_max: t.ip_imap_max,
+            ip_pop3_max: t.ip_pop3_max,
+            ip_imap_ttl: t.ip_imap_ttl.0,
+            ip_pop3_ttl: t.ip_pop3_ttl.0,
+            ip_reject: t.ip_reject_message.clone(),
+            user_max: t.user_max,
+            user_ttl: t.user_ttl.0,
+            user_reject: t.user_reject_message.clone(),
+            whitelist: t
+                .whitelist
+                .iter()
+                .map(|c| {
+                    c.parse::<crate::cidr::Cidr>()
+                        .map_err(|e| format!("throttle.whitelist: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            prelogin_per_ip: t.prelogin_per_ip,
+            new_per_ip_per_second: t.new_per_ip_per_second,
+        };
+        for (ttl, key) in [
+            (t.ip_imap_ttl.0, "throttle.ip_imap_ttl"),
+            (t.ip_pop3_ttl.0, "throttle.ip_pop3_ttl"),
+            (t.user_ttl.0, "throttle.user_ttl"),
+        ] {
+            if ttl.is_zero() || ttl > Duration::from_secs(30 * 24 * 3600) {
+                return Err(format!("{key} must be between 1s and 30 days"));
+            }
+        }
         if self.proxy_protocol.timeout.0.is_zero() {
             return Err("proxy_protocol.timeout must be more than 0".into());
         }
@@ -1161,6 +1245,8 @@ impl FileConfig {
             proxy_trusted,
             proxy_timeout: self.proxy_protocol.timeout.0,
             backend_proxy_protocol: u.proxy_protocol,
+            throttle,
+            throttle_capacity: self.throttle.capacity.max(16),
         })
     }
 }

@@ -232,14 +232,15 @@ pub fn memcache_reply(data: &[u8]) {
     use crate::memcache::{parse_reply, Command, Reply, MAX_VALUE};
     let (opts, stream) = split(data);
     let key = "k";
-    let cmd = match opts % 3 {
+    let cmd = match opts % 4 {
         0 => Command::Get(key),
         1 => Command::Add {
             key,
             ttl: "60",
             value: b"v",
         },
-        _ => Command::Delete(key),
+        2 => Command::Delete(key),
+        _ => Command::Incr { key, by: 1 },
     };
     let mut chunks = Chunks(u32::from(opts));
     let mut have = 0;

@@ -20,4 +20,5 @@ pub mod proxyproto;
 pub mod route;
 pub mod sasl;
 pub mod secret;
+pub mod throttle;
 pub mod tls;

@@ -81,6 +81,11 @@ pub enum Command<'a> {
         value: &'a [u8],
     },
     Delete(&'a str),
+    /// `incr <key> <by>`: the counter's new value, or `NOT_FOUND`.
+    Incr {
+        key: &'a str,
+        by: u64,
+    },
 }
 
 impl Command<'_> {
@@ -99,6 +104,9 @@ impl Command<'_> {
                 out.extend_from_slice(b"delete ");
                 out.extend_from_slice(key.as_bytes());
             }
+            Command::Incr { key, by } => {
+                out.extend_from_slice(format!("incr {key} {by}").as_bytes());
+            }
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -115,8 +123,10 @@ pub enum Reply {
     NotStored,
     /// `delete`: `DELETED`.
     Deleted,
-    /// `delete`: `NOT_FOUND`.
+    /// `delete` or `incr`: `NOT_FOUND`.
     NotFound,
+    /// `incr`: the new value.
+    Number(u64),
     /// `ERROR`, `CLIENT_ERROR ..` or `SERVER_ERROR ..`: counted as a miss by the caller.
     Error(String),
 }
@@ -163,7 +173,16 @@ pub fn parse_reply(cmd: &Command<'_>, buf: &[u8]) -> Result<Option<(Reply, usize
         (Command::Add { .. }, b"STORED") => Reply::Stored,
         (Command::Add { .. }, b"NOT_STORED" | b"EXISTS") => Reply::NotStored,
         (Command::Delete(_), b"DELETED") => Reply::Deleted,
-        (Command::Delete(_), b"NOT_FOUND") => Reply::NotFound,
+        (Command::Delete(_) | Command::Incr { .. }, b"NOT_FOUND") => Reply::NotFound,
+        (Command::Incr { .. }, _)
+            if !line.is_empty() && line.len() <= 20 && line.iter().all(u8::is_ascii_digit) =>
+        {
+            // digits only, at most 20: fits u64 unless absurd, then malformed
+            match std::str::from_utf8(line).ok().and_then(|s| s.parse().ok()) {
+                Some(n) => Reply::Number(n),
+                None => return Err(Malformed::Unexpected(text())),
+            }
+        }
         _ => return Err(Malformed::Unexpected(text())),
     };
     Ok(Some((reply, used)))
@@ -276,9 +295,10 @@ mod tests {
         }
         .encode(&mut out);
         Command::Delete("k3").encode(&mut out);
+        Command::Incr { key: "k4", by: 1 }.encode(&mut out);
         assert_eq!(
             out,
-            b"get k1\r\nadd k2 0 3600 14\r\n10.0.0.21:7993\r\ndelete k3\r\n"
+            b"get k1\r\nadd k2 0 3600 14\r\n10.0.0.21:7993\r\ndelete k3\r\nincr k4 1\r\n"
         );
     }
 
@@ -357,5 +377,16 @@ mod tests {
             Ok(Some((Reply::NotFound, 11)))
         );
         assert!(parse_reply(&del, b"END\r\n").is_err());
+        let incr = Command::Incr { key: "k", by: 1 };
+        assert_eq!(
+            parse_reply(&incr, b"3\r\n"),
+            Ok(Some((Reply::Number(3), 3)))
+        );
+        assert_eq!(
+            parse_reply(&incr, b"NOT_FOUND\r\n"),
+            Ok(Some((Reply::NotFound, 11)))
+        );
+        assert!(parse_reply(&incr, b"99999999999999999999\r\n").is_err());
+        assert!(parse_reply(&incr, b"-1\r\n").is_err());
     }
 }

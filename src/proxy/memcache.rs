@@ -113,6 +113,44 @@ impl Tier {
         )
     }
 
+    /// A fixed-window counter, as Zimbra's throttle keeps it: `incr`, and on `NOT_FOUND` an
+    /// `add` of 1 with the window as TTL (a lost race with another proxy counts as 1 too).
+    /// `None` when memcached did not answer.
+    pub async fn count(&self, logical: &[u8], window: &str) -> Option<u64> {
+        let key = wire_key(logical);
+        match self
+            .run(logical, Command::Incr { key: &key, by: 1 })
+            .await?
+        {
+            Reply::Number(n) => Some(n),
+            Reply::NotFound => {
+                let add = Command::Add {
+                    key: &key,
+                    ttl: window,
+                    value: b"1",
+                };
+                match self.run(logical, add).await? {
+                    Reply::Stored | Reply::NotStored => Some(1),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// A counter's value: `Some(0)` when there is none, `None` when memcached did not
+    /// answer (or holds something that is not a number).
+    pub async fn counter(&self, logical: &[u8]) -> Option<u64> {
+        let key = wire_key(logical);
+        match self.run(logical, Command::Get(&key)).await? {
+            Reply::Value(None) => Some(0),
+            Reply::Value(Some(v)) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
+            _ => None,
+        }
+    }
+
     async fn run(&self, logical: &[u8], cmd: Command<'_>) -> Option<Reply> {
         let idx = self.servers.pick(logical, Instant::now())?;
         let mut request = Vec::with_capacity(128);

@@ -11,4 +11,5 @@ pub mod relay;
 pub mod resolve;
 pub mod session;
 pub mod takeover;
+pub mod throttle;
 pub mod worker;

@@ -22,6 +22,7 @@ use crate::login::{BackendSide, ClientSide, Event, Progress, ReplayParams};
 use crate::logsafe::{escaped, Escaped};
 use crate::proxyproto;
 use crate::secret::Scratch;
+use crate::throttle;
 
 enum After {
     /// Back to the pre-login state (a failed login the client may retry).
@@ -50,6 +51,19 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
         peer = client.unwrap_or(peer);
         inbuf = rest;
     }
+    // the pre-login limits, before any TLS work is spent on the connection
+    let mut slot = match super::throttle::enter(w, peer.ip()) {
+        Ok(slot) => slot,
+        Err(busy) => {
+            tracing::warn!(client = %peer, protocol = spec.proto.name(), reason = ?busy, "too many connections from this address; refused");
+            if !spec.tls {
+                let mut out = Vec::new();
+                throttle::busy_refusal(spec.proto, &mut out);
+                let _ = Box::pin(conn.write_vec(&mut out)).await;
+            }
+            return;
+        }
+    };
     if spec.tls {
         conn = match Box::pin(start_tls(w, spec.proto, conn, peer, &inbuf)).await {
             Some(c) => c,
@@ -64,6 +78,15 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
     let times = *w.config.session(spec.proto);
     let max = client.max_command();
     let mut out = Vec::new();
+    // Zimbra's per-IP throttle counts every session that gets this far
+    if w.config.throttle.ip_limit(spec.proto).is_some()
+        && !Box::pin(super::throttle::ip_allowed(w, spec.proto, peer.ip())).await
+    {
+        tracing::info!(client = %peer, protocol = spec.proto.name(), "client address over its login limit (throttle.ip_max); refused");
+        throttle::ip_refusal(spec.proto, &w.config.throttle.ip_reject, &mut out);
+        let _ = Box::pin(conn.write_vec(&mut out)).await;
+        return;
+    }
     client.greeting(&mut out);
     if Box::pin(conn.write_vec(&mut out)).await.is_err() {
         return;
@@ -140,6 +163,7 @@ pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: Sock
                     &conn,
                     client.as_mut(),
                     ctx,
+                    &mut slot,
                     &mut inbuf,
                     &mut out,
                 );
@@ -290,6 +314,7 @@ async fn login(
     conn: &Conn,
     client: &mut (dyn ClientSide + '_),
     ctx: LoginContext<'_>,
+    slot: &mut Option<Box<super::throttle::Slot>>,
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> After {
@@ -317,6 +342,22 @@ async fn login(
             return After::Close;
         }
     };
+    // a user who used up the window's logins is refused before the backend is asked (Zimbra
+    // asks it, then refuses)
+    if w.config.throttle.user_limit().is_some()
+        && super::throttle::user_exhausted(w, &account, ctx.client_ip).await
+    {
+        tracing::info!(%user, client = %ctx.client, protocol = proto.name(), "user over the login limit (throttle.user_max); refused");
+        throttle::user_refusal(
+            proto,
+            &w.config.throttle.user_reject,
+            &creds.tag,
+            creds.kind,
+            out,
+        );
+        let _ = conn.write_vec(out).await;
+        return After::Close;
+    }
     let fail = |client: &mut (dyn ClientSide + '_),
                 out: &mut Vec<u8>,
                 step: &str,
@@ -366,6 +407,8 @@ async fn login(
         );
         Box::pin(replayed).await
     };
+    // the name the user throttle counts (the account the backend logged in)
+    let counted_as = w.config.throttle.user_limit().map(|_| account.clone());
     drop((account, password));
     let (backend, progress, rest) = match outcome {
         Ok(Ok(r)) => r,
@@ -387,6 +430,23 @@ async fn login(
     };
     match progress {
         Progress::Success { mut forward } => {
+            if let Some(account) = counted_as {
+                if !super::throttle::user_allowed(w, &account, ctx.client_ip).await {
+                    tracing::info!(%user, client = %ctx.client, backend = %server, protocol = proto.name(), "user over the login limit (throttle.user_max) after the backend login; closed");
+                    drop(backend);
+                    throttle::user_refusal(
+                        proto,
+                        &w.config.throttle.user_reject,
+                        &creds.tag,
+                        creds.kind,
+                        out,
+                    );
+                    let _ = conn.write_vec(out).await;
+                    return After::Close;
+                }
+            }
+            // logged in: no longer one of this address's pre-login connections
+            drop(slot.take());
             forward.extend_from_slice(&rest);
             drop((rest, keys));
             tracing::debug!(%user, client = %ctx.client, backend = %server, protocol = proto.name(), session = %session_id, "logged in");
@@ -538,7 +598,7 @@ mod tests {
             let serve = serve(&w, spec, TcpStream::connect(addr).await.unwrap(), addr);
             let relay = relay(&a, &b, std::time::Duration::from_secs(1), 1024, &w.drain, 0);
             let (serve, relay) = (size(&serve), size(&relay));
-            // 664 bytes on 2026-12-02
+            // 672 bytes on 2026-12-02
             assert!(serve <= 768, "serve future grew to {serve} bytes");
             assert!(relay <= 2048, "relay future grew to {relay} bytes");
         });

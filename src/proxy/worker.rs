@@ -40,6 +40,9 @@ pub struct Worker {
     /// The shared memcached route tier, when configured (this worker's connections to it).
     pub memcache: Option<Rc<Tier>>,
     pub inflight: Arc<InFlight>,
+    /// The process's throttle counters and pre-login connection counts.
+    pub counters: Arc<crate::throttle::Counters>,
+    pub prelogin: Arc<crate::throttle::PreLogin>,
     pub connections: Cell<usize>,
     /// Sessions past their login, relaying.
     pub relaying: Cell<usize>,
@@ -71,6 +74,8 @@ impl Worker {
                 _ => None,
             },
             inflight: shared.inflight.clone(),
+            counters: shared.counters.clone(),
+            prelogin: shared.prelogin.clone(),
             connections: Cell::new(0),
             relaying: Cell::new(0),
             logins: Cell::new(0),
@@ -187,6 +192,8 @@ pub struct Shared {
     pub memcache: Option<Arc<Servers>>,
     /// Start time in Unix seconds (truncated), for session ids.
     pub started: u32,
+    pub counters: Arc<crate::throttle::Counters>,
+    pub prelogin: Arc<crate::throttle::PreLogin>,
 }
 
 impl Shared {
@@ -200,6 +207,8 @@ impl Shared {
             inflight: Arc::new(InFlight::default()),
             lookup_health: super::lookup::health(&config),
             memcache: config.memcache.as_ref().map(Servers::new),
+            counters: Arc::new(crate::throttle::Counters::new(config.throttle_capacity)),
+            prelogin: Arc::new(crate::throttle::PreLogin::default()),
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as u32),
