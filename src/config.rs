@@ -757,17 +757,31 @@ impl Config {
     }
 }
 
-/// (plain, login) from an `auth_mechanisms` list.
-fn mechanisms(list: &[String], key: &str) -> Result<(bool, bool), String> {
-    let (mut plain, mut login) = (false, false);
-    for m in list {
-        match m.to_ascii_lowercase().as_str() {
-            "plain" => plain = true,
-            "login" => login = true,
-            other => return Err(format!("{key}: {other:?} is not supported (plain, login)")),
+/// The SASL mechanisms of an `auth_mechanisms` list.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mechanisms {
+    plain: bool,
+    login: bool,
+    xoauth2: bool,
+    oauthbearer: bool,
+}
+
+fn mechanisms(list: &[String], key: &str) -> Result<Mechanisms, String> {
+    let mut m = Mechanisms::default();
+    for name in list {
+        match name.to_ascii_lowercase().as_str() {
+            "plain" => m.plain = true,
+            "login" => m.login = true,
+            "xoauth2" => m.xoauth2 = true,
+            "oauthbearer" => m.oauthbearer = true,
+            other => {
+                return Err(format!(
+                    "{key}: {other:?} is not supported (plain, login, xoauth2, oauthbearer)"
+                ))
+            }
         }
     }
-    Ok((plain, login))
+    Ok(m)
 }
 
 fn check_line(text: &str, key: &str) -> Result<(), String> {
@@ -963,13 +977,13 @@ impl FileConfig {
         if i.id.len() % 2 != 0 {
             return Err("imap.id must hold field/value pairs".into());
         }
-        let (sasl_plain, sasl_login) = mechanisms(&i.auth_mechanisms, "imap.auth_mechanisms")?;
+        let im = mechanisms(&i.auth_mechanisms, "imap.auth_mechanisms")?;
         let p = &self.pop3;
         check_line(&p.greeting, "pop3.greeting")?;
         for c in &p.capabilities {
             check_line(c, "pop3.capabilities")?;
         }
-        let (pop3_plain, pop3_login) = mechanisms(&p.auth_mechanisms, "pop3.auth_mechanisms")?;
+        let pm = mechanisms(&p.auth_mechanisms, "pop3.auth_mechanisms")?;
         for (max_command, max_errors, limit, key, times) in [
             (
                 i.max_command.0,
@@ -1056,8 +1070,10 @@ impl FileConfig {
                 .chunks(2)
                 .map(|p| (p[0].clone(), p[1].clone()))
                 .collect(),
-            sasl_plain,
-            sasl_login,
+            sasl_plain: im.plain,
+            sasl_login: im.login,
+            sasl_xoauth2: im.xoauth2,
+            sasl_oauthbearer: im.oauthbearer,
             max_errors: i.max_errors,
             max_command: i.max_command.0,
             failures: FailurePolicy {
@@ -1070,8 +1086,10 @@ impl FileConfig {
         let pop3 = Pop3Settings {
             greeting: p.greeting.clone().into_bytes(),
             capabilities: p.capabilities.clone(),
-            sasl_plain: pop3_plain,
-            sasl_login: pop3_login,
+            sasl_plain: pm.plain,
+            sasl_login: pm.login,
+            sasl_xoauth2: pm.xoauth2,
+            sasl_oauthbearer: pm.oauthbearer,
             max_errors: p.max_errors,
             max_command: p.max_command.0,
             failures: FailurePolicy {

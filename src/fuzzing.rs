@@ -152,7 +152,11 @@ fn drive_backend(client: &dyn ClientSide, data: &[u8]) {
         suffix: b"",
         authcid: (opts & 0x10 != 0).then(|| b"admin".to_vec()),
         password: Secret::from(&b"p\"w"[..]),
-        kind: [AuthKind::Login, AuthKind::SaslPlain, AuthKind::SaslLogin][usize::from(opts % 3)],
+        kind: if opts & 0x40 != 0 {
+            [AuthKind::XOAuth2, AuthKind::OAuthBearer][usize::from(opts & 1)]
+        } else {
+            [AuthKind::Login, AuthKind::SaslPlain, AuthKind::SaslLogin][usize::from(opts % 3)]
+        },
     };
     let params = ReplayParams {
         send_client_ip: opts & 0x4 != 0,
@@ -201,6 +205,12 @@ fn drive_backend(client: &dyn ClientSide, data: &[u8]) {
             Progress::Rejected { reply } => {
                 assert!(reply.len() <= stream.len());
                 return;
+            }
+            Progress::Challenge { line } => {
+                // relayed to the client, whose empty answer goes to the backend
+                assert!(creds.kind.is_oauth(), "a challenge outside OAuth");
+                assert!(line.len() <= stream.len() && line.starts_with(b"+"));
+                sent += 2;
             }
             Progress::Failed { .. } => return,
         }

@@ -76,6 +76,10 @@ pub enum Progress {
     Success { forward: Vec<u8> },
     /// The backend refused the credentials with this answer.
     Rejected { reply: Vec<u8> },
+    /// An OAuth login failed and the backend sent its error challenge (`+ <base64 JSON>`):
+    /// forward this line to the client, send the client's one-line answer to the backend
+    /// as is, and go on reading the backend (its final `NO` / `-ERR` follows).
+    Challenge { line: Vec<u8> },
     /// The backend answered something unexpected at `step`; `line` is what it said, for the
     /// log only: the client gets ringmail's own internal-error reply, never backend bytes.
     Failed {
@@ -173,6 +177,17 @@ pub enum AuthKind {
     SaslPlain,
     /// SASL LOGIN.
     SaslLogin,
+    /// SASL XOAUTH2: `password` holds the bearer token.
+    XOAuth2,
+    /// SASL OAUTHBEARER (RFC 7628): `password` holds the bearer token.
+    OAuthBearer,
+}
+
+impl AuthKind {
+    /// An OAuth mechanism: the secret is a bearer token, replayed with the same mechanism.
+    pub fn is_oauth(self) -> bool {
+        matches!(self, AuthKind::XOAuth2 | AuthKind::OAuthBearer)
+    }
 }
 
 /// A collected login.
@@ -224,6 +239,8 @@ pub fn strip_suffix(login: &[u8]) -> (Vec<u8>, &'static [u8]) {
 /// Zimbra nginx limits on collected credentials.
 pub const MAX_USER: usize = 256;
 pub const MAX_PASSWORD: usize = 1024;
+/// Longest OAuth bearer token accepted (JWTs from some providers pass 2 KiB).
+pub const MAX_TOKEN: usize = 8192;
 
 /// What to do after failed logins on one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

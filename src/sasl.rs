@@ -1,5 +1,6 @@
-//! SASL PLAIN (RFC 4616) and LOGIN (draft-murchison-sasl-login) decoding and encoding,
-//! shared by the IMAP and POP3 state machines. Sans-I/O: bytes in, values out.
+//! SASL PLAIN (RFC 4616), LOGIN (draft-murchison-sasl-login), XOAUTH2 (Google's) and
+//! OAUTHBEARER (RFC 7628) decoding and encoding, shared by the IMAP and POP3 state machines.
+//! Sans-I/O: bytes in, values out.
 #![forbid(unsafe_code)]
 
 use base64::engine::general_purpose::STANDARD;
@@ -22,6 +23,140 @@ pub enum SaslError {
     Base64,
     #[error("malformed PLAIN response")]
     Malformed,
+    #[error("malformed OAuth response")]
+    MalformedOAuth,
+}
+
+/// The user and bearer token an XOAUTH2 or OAUTHBEARER response carries.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OAuth {
+    pub user: Vec<u8>,
+    pub token: Secret,
+}
+
+/// Decode an XOAUTH2 response: `user=<user> ^A auth=Bearer <token> ^A ^A`.
+pub fn decode_xoauth2(b64: &[u8]) -> Result<OAuth, SaslError> {
+    let raw = Secret::new(decode_b64(b64)?);
+    let mut user = None;
+    let mut token = None;
+    let fields = raw
+        .expose()
+        .strip_suffix(b"\x01\x01")
+        .ok_or(SaslError::MalformedOAuth)?;
+    for field in fields.split(|&b| b == 1) {
+        if let Some(u) = field.strip_prefix(b"user=") {
+            user = Some(u);
+        } else if let Some(t) = bearer(field) {
+            token = Some(t);
+        } else {
+            return Err(SaslError::MalformedOAuth);
+        }
+    }
+    oauth(user, token)
+}
+
+/// Decode an OAUTHBEARER response (RFC 7628): `n,a=<user>, ^A [host=.. ^A port=.. ^A]
+/// auth=Bearer <token> ^A ^A`. The authzid is required: it is the login to route.
+pub fn decode_oauthbearer(b64: &[u8]) -> Result<OAuth, SaslError> {
+    let raw = Secret::new(decode_b64(b64)?);
+    let body = raw
+        .expose()
+        .strip_suffix(b"\x01\x01")
+        .ok_or(SaslError::MalformedOAuth)?;
+    let mut parts = body.splitn(2, |&b| b == 1);
+    let gs2 = parts.next().unwrap_or_default();
+    let kvpairs = parts.next().ok_or(SaslError::MalformedOAuth)?;
+    // gs2-header: "n" or "y" (no channel binding), then ",a=<authzid>," ("=2C" is ",",
+    // "=3D" is "=")
+    let rest = gs2
+        .strip_prefix(b"n,")
+        .or_else(|| gs2.strip_prefix(b"y,"))
+        .ok_or(SaslError::MalformedOAuth)?;
+    let authzid = rest
+        .strip_prefix(b"a=")
+        .and_then(|a| a.strip_suffix(b","))
+        .ok_or(SaslError::MalformedOAuth)?;
+    let mut user = Vec::with_capacity(authzid.len());
+    let mut i = 0;
+    while i < authzid.len() {
+        match &authzid[i..] {
+            [b'=', b'2', b'C', ..] => {
+                user.push(b',');
+                i += 3;
+            }
+            [b'=', b'3', b'D', ..] => {
+                user.push(b'=');
+                i += 3;
+            }
+            [b'=', ..] | [b',', ..] => return Err(SaslError::MalformedOAuth),
+            [b, ..] => {
+                user.push(*b);
+                i += 1;
+            }
+            [] => break,
+        }
+    }
+    let mut token = None;
+    for field in kvpairs.split(|&b| b == 1) {
+        if let Some(t) = bearer(field) {
+            token = Some(t);
+        }
+    }
+    oauth(Some(&user), token)
+}
+
+fn bearer(field: &[u8]) -> Option<&[u8]> {
+    let v = field.strip_prefix(b"auth=")?;
+    (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"Bearer ")).then(|| &v[7..])
+}
+
+fn oauth(user: Option<&[u8]>, token: Option<&[u8]>) -> Result<OAuth, SaslError> {
+    match (user, token) {
+        (Some(u), Some(t)) if !u.is_empty() && !t.is_empty() => Ok(OAuth {
+            user: u.to_vec(),
+            token: Secret::from(t),
+        }),
+        _ => Err(SaslError::MalformedOAuth),
+    }
+}
+
+/// An XOAUTH2 response for the backend, base64.
+pub fn encode_xoauth2(user: &[u8], token: &[u8]) -> Secret {
+    b64_secret(&Secret::concat(&[
+        b"user=",
+        user,
+        b"\x01auth=Bearer ",
+        token,
+        b"\x01\x01",
+    ]))
+}
+
+/// An OAUTHBEARER response for the backend, base64 (the user as authzid, escaped).
+pub fn encode_oauthbearer(user: &[u8], token: &[u8]) -> Secret {
+    let mut authzid = Vec::with_capacity(user.len());
+    for &b in user {
+        match b {
+            b',' => authzid.extend_from_slice(b"=2C"),
+            b'=' => authzid.extend_from_slice(b"=3D"),
+            _ => authzid.push(b),
+        }
+    }
+    b64_secret(&Secret::concat(&[
+        b"n,a=",
+        &authzid,
+        b",\x01auth=Bearer ",
+        token,
+        b"\x01\x01",
+    ]))
+}
+
+fn b64_secret(raw: &Secret) -> Secret {
+    let mut b64 = vec![0; base64::encoded_len(raw.len(), true).unwrap_or(0)];
+    let n = STANDARD
+        .encode_slice(raw.expose(), &mut b64)
+        .expect("the buffer has the encoded length");
+    b64.truncate(n);
+    Secret::new(b64)
 }
 
 /// Decode base64 as sent in a SASL exchange. The RFC 4959 empty response `=` decodes to
@@ -57,13 +192,7 @@ pub fn decode_plain(b64: &[u8]) -> Result<Plain, SaslError> {
 
 /// Encode a PLAIN response for the backend (base64 of `authzid NUL authcid NUL password`).
 pub fn encode_plain(authzid: &[u8], authcid: &[u8], password: &[u8]) -> Secret {
-    let raw = Secret::concat(&[authzid, b"\0", authcid, b"\0", password]);
-    let mut b64 = vec![0; base64::encoded_len(raw.len(), true).unwrap_or(0)];
-    let n = STANDARD
-        .encode_slice(raw.expose(), &mut b64)
-        .expect("the buffer has the encoded length");
-    b64.truncate(n);
-    Secret::new(b64)
+    b64_secret(&Secret::concat(&[authzid, b"\0", authcid, b"\0", password]))
 }
 
 #[cfg(test)]
@@ -84,6 +213,59 @@ mod tests {
         );
         let enc = encode_plain(b"boss", b"alice", b"");
         assert_eq!(decode_plain(enc.expose()).unwrap().authzid, b"boss");
+    }
+
+    #[test]
+    fn oauth_round_trips_and_errors() {
+        let x = encode_xoauth2(b"bob@example.com", b"tok");
+        assert_eq!(
+            decode_b64(x.expose()).unwrap(),
+            b"user=bob@example.com\x01auth=Bearer tok\x01\x01"
+        );
+        let d = decode_xoauth2(x.expose()).unwrap();
+        assert_eq!(
+            (d.user.as_slice(), d.token.expose()),
+            (&b"bob@example.com"[..], &b"tok"[..])
+        );
+        let o = encode_oauthbearer(b"a,b=c", b"tok");
+        assert_eq!(
+            decode_b64(o.expose()).unwrap(),
+            b"n,a=a=2Cb=3Dc,\x01auth=Bearer tok\x01\x01"
+        );
+        assert_eq!(decode_oauthbearer(o.expose()).unwrap().user, b"a,b=c");
+        // RFC 7628's example, with host and port
+        let rfc = encode_b64(
+            b"n,a=user@example.com,\x01host=server.example.com\x01port=143\x01\
+              auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01",
+        );
+        let d = decode_oauthbearer(rfc.as_bytes()).unwrap();
+        assert_eq!(d.user, b"user@example.com");
+        assert_eq!(
+            d.token.expose(),
+            b"vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg=="
+        );
+        for bad in [
+            &b"user=bob\x01auth=Bearer tok"[..],
+            b"user=\x01auth=Bearer tok\x01\x01",
+            b"user=bob\x01auth=Basic tok\x01\x01",
+            b"user=bob\x01auth=Bearer \x01\x01",
+        ] {
+            assert!(
+                decode_xoauth2(encode_b64(bad).as_bytes()).is_err(),
+                "{bad:?}"
+            );
+        }
+        for bad in [
+            &b"n,,\x01auth=Bearer tok\x01\x01"[..],
+            b"p=tls-unique,a=bob,\x01auth=Bearer tok\x01\x01",
+            b"n,a=b=4bob,\x01auth=Bearer tok\x01\x01",
+            b"n,a=bob,\x01host=x\x01\x01",
+        ] {
+            assert!(
+                decode_oauthbearer(encode_b64(bad).as_bytes()).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub fn user_refusal(proto: Proto, msg: &str, tag: &[u8], kind: AuthKind, out: &m
             out.extend_from_slice(tag);
             out.extend_from_slice(match kind {
                 AuthKind::Login => b" NO LOGIN failed\r\n",
-                AuthKind::SaslPlain | AuthKind::SaslLogin => b" NO AUTHENTICATE failed\r\n",
+                _ => b" NO AUTHENTICATE failed\r\n",
             });
             out.extend_from_slice(b"* BYE IMAP server terminating connection\r\n");
         }

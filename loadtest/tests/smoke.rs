@@ -191,7 +191,9 @@ fn every_scenario_reports() {
         &pid,
     ]);
     assert!(r["errors"].as_object().unwrap().is_empty(), "{r}");
-    assert!(r["cpu_us_per_op"].as_f64().unwrap() > 0.0, "{r}");
+    // sampled (a number, not null); 100 logins may take less than one 10 ms clock tick of CPU,
+    // so the value itself can be 0
+    assert!(r["cpu_us_per_op"].as_f64().is_some(), "{r}");
     let r = run(&[
         "command",
         "--target",

@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 use crate::login::{each_line, AuthKind, BackendSide, Credentials, Progress, ReplayParams};
-use crate::sasl::encode_plain;
+use crate::sasl::{encode_oauthbearer, encode_plain, encode_xoauth2};
 use crate::secret::Secret;
 
 /// Largest backend response block kept while logging in.
@@ -66,6 +66,10 @@ pub struct BackendLogin {
     /// The greeting allowed the one-write login (decided before TLS: LITERAL+ and SASL-IR do
     /// not depend on it).
     pipelined: bool,
+    /// AUTHENTICATE: the first `+` asks for the initial response.
+    sasl: bool,
+    /// OAuth: a `+` after the credentials is the backend's error challenge for the client.
+    oauth: bool,
 }
 
 impl std::fmt::Debug for BackendLogin {
@@ -153,6 +157,21 @@ impl BackendLogin {
                         b"SASL-IR",
                     )
                 }
+                AuthKind::XOAuth2 | AuthKind::OAuthBearer => {
+                    // the same mechanism, for the account the lookup named
+                    let (mech, ir): (&[u8], Secret) = if creds.kind == AuthKind::XOAuth2 {
+                        (b"XOAUTH2", encode_xoauth2(&user, password))
+                    } else {
+                        (b"OAUTHBEARER", encode_oauthbearer(&user, password))
+                    };
+                    let ir = ir.expose();
+                    (
+                        Secret::concat(&[t, b" AUTHENTICATE ", mech, b"\r\n"]),
+                        Secret::concat(&[t, b" AUTHENTICATE ", mech, b" ", ir, b"\r\n"]),
+                        vec![Secret::concat(&[ir, b"\r\n"])],
+                        b"SASL-IR",
+                    )
+                }
                 AuthKind::Login | AuthKind::SaslLogin if c.literal_auth => {
                     let (u, p) = (user.len(), password.len());
                     let (u_sync, u_plus) = (
@@ -203,6 +222,11 @@ impl BackendLogin {
             response: Vec::new(),
             starttls: c.starttls,
             pipelined: false,
+            sasl: matches!(
+                creds.kind,
+                AuthKind::SaslPlain | AuthKind::XOAuth2 | AuthKind::OAuthBearer
+            ),
+            oauth: creds.kind.is_oauth(),
         }
     }
 
@@ -311,6 +335,9 @@ impl BackendLogin {
                     failed("waiting for the backend's login continuation")
                 }
             }
+            State::Final if self.oauth && line.starts_with(b"+") => Some(Progress::Challenge {
+                line: line.to_vec(),
+            }),
             State::Final => {
                 self.response.extend_from_slice(line);
                 if !self.is_tagged(line) {
@@ -337,7 +364,7 @@ impl BackendLogin {
         out.extend_from_slice(self.login_cmd.expose());
         self.state = if self.pending.is_empty() {
             State::Final
-        } else if self.login_cmd.expose().ends_with(b"PLAIN\r\n") {
+        } else if self.sasl {
             State::PlainContinue
         } else {
             State::LiteralUser

@@ -13,9 +13,9 @@ use super::backend::{BackendLogin, Replay};
 use super::parser::{parse_command, sasl_line, Command, Parse};
 use crate::login::{
     strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
-    FailurePolicy, ReplayParams, TlsVariants, MAX_PASSWORD, MAX_USER,
+    FailurePolicy, ReplayParams, TlsVariants, MAX_PASSWORD, MAX_TOKEN, MAX_USER,
 };
-use crate::sasl::{decode_b64, decode_plain};
+use crate::sasl::{decode_b64, decode_oauthbearer, decode_plain, decode_xoauth2};
 use crate::secret::Secret;
 
 pub const BYE: &[u8] = b"* BYE IMAP server terminating connection\r\n";
@@ -39,6 +39,8 @@ pub struct Settings {
     pub id: Vec<(String, String)>,
     pub sasl_plain: bool,
     pub sasl_login: bool,
+    pub sasl_xoauth2: bool,
+    pub sasl_oauthbearer: bool,
     /// Parse errors after which the connection is closed.
     pub max_errors: u32,
     /// Largest command, literal octets included.
@@ -57,6 +59,8 @@ impl Default for Settings {
             ],
             sasl_plain: true,
             sasl_login: true,
+            sasl_xoauth2: false,
+            sasl_oauthbearer: false,
             max_errors: 5,
             max_command: 16384,
             failures: FailurePolicy::default(),
@@ -112,6 +116,12 @@ impl Settings {
         if logins_allowed && self.sasl_plain {
             line.extend_from_slice(b" AUTH=PLAIN");
         }
+        if logins_allowed && self.sasl_xoauth2 {
+            line.extend_from_slice(b" AUTH=XOAUTH2");
+        }
+        if logins_allowed && self.sasl_oauthbearer {
+            line.extend_from_slice(b" AUTH=OAUTHBEARER");
+        }
         if !tls && mode != StartTls::Off {
             line.extend_from_slice(b" STARTTLS");
         }
@@ -159,6 +169,7 @@ enum State {
     SaslPlain { tag: Vec<u8> },
     SaslLoginUser { tag: Vec<u8> },
     SaslLoginPass { tag: Vec<u8>, user: Vec<u8> },
+    SaslOAuth { tag: Vec<u8>, kind: AuthKind },
     LoggingIn { tag: Vec<u8>, kind: AuthKind },
     Closed,
 }
@@ -369,9 +380,49 @@ impl<'s> ImapClient<'s> {
                     None
                 }
             }
+        } else if let Some(kind) = self.oauth_mechanism(mechanism) {
+            match initial {
+                Some(ir) => self.oauth_response(tag, kind, &ir, out),
+                None => {
+                    out.extend_from_slice(b"+ \r\n");
+                    self.state = State::SaslOAuth { tag, kind };
+                    None
+                }
+            }
         } else {
             reply(out, &tag, b"NO mechanism not supported");
             None
+        }
+    }
+
+    fn oauth_mechanism(&self, mechanism: &[u8]) -> Option<AuthKind> {
+        if mechanism.eq_ignore_ascii_case(b"XOAUTH2") && self.settings.sasl_xoauth2 {
+            Some(AuthKind::XOAuth2)
+        } else if mechanism.eq_ignore_ascii_case(b"OAUTHBEARER") && self.settings.sasl_oauthbearer {
+            Some(AuthKind::OAuthBearer)
+        } else {
+            None
+        }
+    }
+
+    fn oauth_response(
+        &mut self,
+        tag: Vec<u8>,
+        kind: AuthKind,
+        b64: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Option<Event> {
+        let decoded = match kind {
+            AuthKind::OAuthBearer => decode_oauthbearer(b64),
+            _ => decode_xoauth2(b64),
+        };
+        match decoded {
+            Ok(o) if o.user.len() > MAX_USER || o.token.len() > MAX_TOKEN => {
+                reply(out, &tag, b"NO AUTHENTICATE failed");
+                None
+            }
+            Ok(o) => self.start_login(tag, &o.user, None, o.token, kind, out),
+            Err(_) => self.invalid(&tag, out, false),
         }
     }
 
@@ -383,7 +434,8 @@ impl<'s> ImapClient<'s> {
         let tag = match &state {
             State::SaslPlain { tag }
             | State::SaslLoginUser { tag }
-            | State::SaslLoginPass { tag, .. } => tag.clone(),
+            | State::SaslLoginPass { tag, .. }
+            | State::SaslOAuth { tag, .. } => tag.clone(),
             _ => return Step::Consumed(consumed, None),
         };
         if line == b"*" {
@@ -392,6 +444,7 @@ impl<'s> ImapClient<'s> {
         }
         let event = match state {
             State::SaslPlain { tag } => self.plain_response(tag, &line, out),
+            State::SaslOAuth { tag, kind } => self.oauth_response(tag, kind, &line, out),
             State::SaslLoginUser { tag } => self.login_user(tag, &line, out),
             State::SaslLoginPass { tag, user } => match decode_b64(&line).map(Secret::new) {
                 Ok(pass) if pass.len() > MAX_PASSWORD => {
@@ -539,7 +592,8 @@ impl ClientSide for ImapClient<'_> {
                             State::Commands => tag_prefix(rest),
                             State::SaslPlain { tag }
                             | State::SaslLoginUser { tag }
-                            | State::SaslLoginPass { tag, .. } => tag.clone(),
+                            | State::SaslLoginPass { tag, .. }
+                            | State::SaslOAuth { tag, .. } => tag.clone(),
                             _ => b"*".to_vec(),
                         };
                         reply(out, &tag, b"BAD invalid command");

@@ -34,6 +34,9 @@ pub struct Request<'a> {
     pub attempt: u32,
     pub proxy_ip: IpAddr,
     pub client_ip: IpAddr,
+    /// `xoauth2` / `oauthbearer` for an OAuth login: the stock dialect's `Auth-Method`, with
+    /// the bearer token as `Auth-Pass` (the open proposal for nginx's `auth_http`).
+    pub oauth: Option<&'static str>,
 }
 
 /// nginx `NGX_ESCAPE_MAIL_AUTH`: 0x00–0x20 and `%` as `%XX` (uppercase), the rest raw.
@@ -83,10 +86,13 @@ pub fn encode_request(dialect: Dialect, host: &str, uri: &str, r: &Request<'_>) 
     out.extend_from_slice(uri.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(host.as_bytes());
-    out.extend_from_slice(match dialect {
-        Dialect::Zimbra => b"\r\nAuth-Method: username\r\nAuth-User: ".as_slice(),
-        Dialect::Nginx => b"\r\nAuth-Method: plain\r\nAuth-User: ".as_slice(),
+    out.extend_from_slice(b"\r\nAuth-Method: ");
+    out.extend_from_slice(match (dialect, r.oauth) {
+        (Dialect::Zimbra, _) => b"username".as_slice(),
+        (Dialect::Nginx, Some(method)) => method.as_bytes(),
+        (Dialect::Nginx, None) => b"plain".as_slice(),
     });
+    out.extend_from_slice(b"\r\nAuth-User: ");
     escape(&mut out, r.user);
     out.extend_from_slice(b"\r\nAuth-Pass: ");
     match dialect {
@@ -308,6 +314,7 @@ mod tests {
             attempt: 1,
             proxy_ip: "192.0.2.10".parse().unwrap(),
             client_ip: "198.51.100.7".parse().unwrap(),
+            oauth: None,
         }
     }
 
@@ -343,6 +350,14 @@ mod tests {
         assert!(got.contains("Auth-Pass: a%20b%25c\r\n"));
         assert!(got.contains("Client-IP: ::ffff:1.2.3.4\r\n"));
         assert!(!got.contains("X-Proxy-IP"));
+        // OAuth: the mechanism as Auth-Method, the token as Auth-Pass
+        let token = Secret::from(&b"ya29.tok"[..]);
+        let mut r = request(&token);
+        r.oauth = Some("xoauth2");
+        let got = String::from_utf8(encode_request(Dialect::Nginx, "h", "/auth", &r)).unwrap();
+        assert!(got.contains("Auth-Method: xoauth2\r\nAuth-User: alice\r\nAuth-Pass: ya29.tok\r\n"));
+        let got = String::from_utf8(encode_request(Dialect::Zimbra, "h", "/auth", &r)).unwrap();
+        assert!(got.contains("Auth-Method: username\r\n") && got.contains("Auth-Pass: _password_"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use crate::login::{each_line, AuthKind, BackendSide, Credentials, Progress, ReplayParams};
-use crate::sasl::encode_plain;
+use crate::sasl::{encode_oauthbearer, encode_plain, encode_xoauth2};
 use crate::secret::Secret;
 
 /// Longest backend line accepted while logging in.
@@ -31,6 +31,8 @@ pub struct Pop3Login {
     xoip: Option<Vec<u8>>,
     first: Secret,
     second: Secret,
+    /// OAuth: a `+` after the credentials is the backend's error challenge for the client.
+    oauth: bool,
 }
 
 impl std::fmt::Debug for Pop3Login {
@@ -55,6 +57,17 @@ impl Pop3Login {
                     Secret::concat(&[ir.expose(), b"\r\n"]),
                 )
             }
+            AuthKind::XOAuth2 | AuthKind::OAuthBearer => {
+                let (mech, ir): (&[u8], Secret) = if creds.kind == AuthKind::XOAuth2 {
+                    (b"XOAUTH2", encode_xoauth2(p.account, password))
+                } else {
+                    (b"OAUTHBEARER", encode_oauthbearer(p.account, password))
+                };
+                (
+                    Secret::concat(&[b"AUTH ", mech, b"\r\n"]),
+                    Secret::concat(&[ir.expose(), b"\r\n"]),
+                )
+            }
             AuthKind::Login | AuthKind::SaslLogin => (
                 Secret::concat(&[b"USER ", p.account, b"\r\n"]),
                 Secret::concat(&[b"PASS ", password, b"\r\n"]),
@@ -68,6 +81,7 @@ impl Pop3Login {
                 .then(|| format!("XOIP {}\r\n", p.client_ip).into_bytes()),
             first,
             second,
+            oauth: creds.kind.is_oauth(),
         }
     }
 
@@ -130,6 +144,11 @@ impl Pop3Login {
                 out.extend_from_slice(self.second.expose());
                 self.state = State::Final;
                 return None;
+            }
+            State::Final if self.oauth && line.starts_with(b"+ ") => {
+                return Some(Progress::Challenge {
+                    line: line.to_vec(),
+                });
             }
             State::User | State::PlainContinue | State::Final if line.starts_with(b"-ERR") => {
                 Some(Progress::Rejected {

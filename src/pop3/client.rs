@@ -11,9 +11,9 @@ use super::parser::{line, parse_command, Command, Parse};
 use crate::login::StartTls;
 use crate::login::{
     strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
-    FailurePolicy, ReplayParams, TlsVariants, MAX_PASSWORD, MAX_USER,
+    FailurePolicy, ReplayParams, TlsVariants, MAX_PASSWORD, MAX_TOKEN, MAX_USER,
 };
-use crate::sasl::{decode_b64, decode_plain};
+use crate::sasl::{decode_b64, decode_oauthbearer, decode_plain, decode_xoauth2};
 use crate::secret::Secret;
 
 pub const INTERNAL_ERROR: &[u8] = b"-ERR internal server error\r\n";
@@ -34,6 +34,8 @@ pub struct Settings {
     pub capabilities: Vec<String>,
     pub sasl_plain: bool,
     pub sasl_login: bool,
+    pub sasl_xoauth2: bool,
+    pub sasl_oauthbearer: bool,
     pub max_errors: u32,
     pub max_command: usize,
     pub failures: FailurePolicy,
@@ -49,6 +51,8 @@ impl Default for Settings {
             capabilities: DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect(),
             sasl_plain: true,
             sasl_login: true,
+            sasl_xoauth2: false,
+            sasl_oauthbearer: false,
             max_errors: 5,
             max_command: 16384,
             failures: FailurePolicy::default(),
@@ -68,13 +72,18 @@ impl Settings {
             out.extend_from_slice(c.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        if logins_allowed && (self.sasl_plain || self.sasl_login) {
+        let mechanisms = [
+            (self.sasl_plain, &b" PLAIN"[..]),
+            (self.sasl_login, b" LOGIN"),
+            (self.sasl_xoauth2, b" XOAUTH2"),
+            (self.sasl_oauthbearer, b" OAUTHBEARER"),
+        ];
+        if logins_allowed && mechanisms.iter().any(|(on, _)| *on) {
             out.extend_from_slice(b"SASL");
-            if self.sasl_plain {
-                out.extend_from_slice(b" PLAIN");
-            }
-            if self.sasl_login {
-                out.extend_from_slice(b" LOGIN");
+            for (on, name) in mechanisms {
+                if on {
+                    out.extend_from_slice(name);
+                }
             }
             out.extend_from_slice(b"\r\n");
         }
@@ -121,6 +130,7 @@ enum State {
     SaslPlain,
     SaslLoginUser,
     SaslLoginPass(Vec<u8>),
+    SaslOAuth(AuthKind),
     LoggingIn(AuthKind),
     Closed,
 }
@@ -247,6 +257,14 @@ impl Pop3Client<'_> {
                             self.state = State::SaslLoginUser;
                         }
                     }
+                } else if let Some(kind) = self.oauth_mechanism(mech) {
+                    match initial {
+                        Some(ir) => return self.oauth(kind, &ir, out),
+                        None => {
+                            out.extend_from_slice(b"+ \r\n");
+                            self.state = State::SaslOAuth(kind);
+                        }
+                    }
                 } else {
                     out.extend_from_slice(b"-ERR mechanism not supported\r\n");
                 }
@@ -280,6 +298,32 @@ impl Pop3Client<'_> {
         }
     }
 
+    fn oauth_mechanism(&self, mech: &[u8]) -> Option<AuthKind> {
+        if mech.eq_ignore_ascii_case(b"XOAUTH2") && self.settings.sasl_xoauth2 {
+            Some(AuthKind::XOAuth2)
+        } else if mech.eq_ignore_ascii_case(b"OAUTHBEARER") && self.settings.sasl_oauthbearer {
+            Some(AuthKind::OAuthBearer)
+        } else {
+            None
+        }
+    }
+
+    fn oauth(&mut self, kind: AuthKind, b64: &[u8], out: &mut Vec<u8>) -> Option<Event> {
+        let decoded = match kind {
+            AuthKind::OAuthBearer => decode_oauthbearer(b64),
+            _ => decode_xoauth2(b64),
+        };
+        match decoded {
+            Ok(o) if o.user.len() > MAX_USER || o.token.len() > MAX_TOKEN => {
+                out.extend_from_slice(b"-ERR line is too long\r\n");
+                self.state = State::Start;
+                None
+            }
+            Ok(o) => self.login(&o.user, None, o.token, kind, out),
+            Err(_) => self.invalid(out),
+        }
+    }
+
     fn login_user(&mut self, b64: &[u8], out: &mut Vec<u8>) -> Option<Event> {
         match decode_b64(b64) {
             Ok(u) if !u.is_empty() && u.len() <= MAX_USER => {
@@ -304,6 +348,7 @@ impl Pop3Client<'_> {
         }
         let event = match state {
             State::SaslPlain => self.plain(&data, out),
+            State::SaslOAuth(kind) => self.oauth(kind, &data, out),
             State::SaslLoginUser => self.login_user(&data, out),
             State::SaslLoginPass(user) => match decode_b64(&data).map(Secret::new) {
                 Ok(p) if p.len() <= MAX_PASSWORD => {
@@ -351,9 +396,10 @@ impl ClientSide for Pop3Client<'_> {
             let rest = &input[pos..];
             let step = match &self.state {
                 State::Closed | State::LoggingIn(_) => return (pos, Event::NeedMore),
-                State::SaslPlain | State::SaslLoginUser | State::SaslLoginPass(_) => {
-                    self.sasl(rest, out)
-                }
+                State::SaslPlain
+                | State::SaslLoginUser
+                | State::SaslLoginPass(_)
+                | State::SaslOAuth(_) => self.sasl(rest, out),
                 State::Start | State::AfterUser(_) => match parse_command(rest) {
                     Parse::Incomplete => Step::More,
                     Parse::Invalid { consumed } => Step::Consumed(consumed, self.invalid(out)),

@@ -15,7 +15,7 @@ use futures_channel::oneshot;
 use super::memcache::Tier;
 use super::worker::Worker;
 use crate::config::Proto;
-use crate::login::{breaks_line, Credentials};
+use crate::login::{breaks_line, AuthKind, Credentials};
 use crate::logsafe::Escaped;
 use crate::lookup::codec::{escape, unescape, Answer, Dialect, Request, Route};
 use crate::route::{self, SessionKeys};
@@ -303,6 +303,11 @@ async fn ask(w: &Worker, ctx: &LoginContext<'_>, alias_in_memcache: bool) -> Res
         attempt: ctx.attempt,
         proxy_ip: ctx.proxy_ip,
         client_ip: ctx.client_ip,
+        oauth: match ctx.creds.kind {
+            AuthKind::XOAuth2 => Some("xoauth2"),
+            AuthKind::OAuthBearer => Some("oauthbearer"),
+            _ => None,
+        },
     };
     for _ in 0..MAX_WAIT_ROUNDS {
         match w.lookup.lookup(&req).await {

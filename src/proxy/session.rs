@@ -403,7 +403,7 @@ async fn login(
         let mut replay = client.backend(creds, &params);
         let replayed = compio::time::timeout(
             w.config.login_timeout,
-            run_replay(backend, replay.as_mut(), starttls),
+            run_replay(backend, replay.as_mut(), starttls, conn, inbuf),
         );
         Box::pin(replayed).await
     };
@@ -505,7 +505,33 @@ async fn login(
             After::Close
         }
         // run_replay returns only final answers
-        Progress::NeedMore | Progress::StartTls => After::Close,
+        Progress::NeedMore | Progress::StartTls | Progress::Challenge { .. } => After::Close,
+    }
+}
+
+/// Longest client answer to a backend's OAuth challenge (normally an empty line).
+const MAX_CHALLENGE_ANSWER: usize = 1024;
+
+/// One line from the client (LF included), from what it already sent or what it sends next.
+async fn client_line(client: &Conn, inbuf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+    loop {
+        if let Some(end) = inbuf.iter().position(|&b| b == b'\n') {
+            let rest = inbuf.split_off(end + 1);
+            return Ok(std::mem::replace(inbuf, rest));
+        }
+        if inbuf.len() > MAX_CHALLENGE_ANSWER {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "client answer to the OAuth challenge is too long",
+            ));
+        }
+        let room = MAX_CHALLENGE_ANSWER + 1 - inbuf.len();
+        if client.read_into(inbuf, room).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "client closed during the OAuth challenge",
+            ));
+        }
     }
 }
 
@@ -531,6 +557,8 @@ async fn run_replay(
     mut backend: Conn,
     replay: &mut dyn BackendSide,
     mut starttls: Option<(std::sync::Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    client: &Conn,
+    inbuf: &mut Vec<u8>,
 ) -> io::Result<(Conn, Progress, Vec<u8>)> {
     let mut buf: Vec<u8> = Vec::new();
     // what goes to the backend carries the password: zeroed when this returns
@@ -551,6 +579,13 @@ async fn run_replay(
                 backend = Box::pin(backend.connect_tls(cfg, name)).await?;
                 replay.tls_started(to_backend);
                 backend.write_vec(to_backend).await?;
+            }
+            Progress::Challenge { mut line } => {
+                // an OAuth error challenge: the client sees it (clients show its JSON) and
+                // answers with one line, which goes to the backend as is
+                client.write_vec(&mut line).await?;
+                let mut answer = Box::pin(client_line(client, inbuf)).await?;
+                backend.write_vec(&mut answer).await?;
             }
             _ => return Ok((backend, progress, buf)),
         }
