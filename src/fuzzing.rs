@@ -45,6 +45,8 @@ pub fn imap_client(data: &[u8]) {
     let (opts, stream) = split(data);
     let prepared = ImapPrepared::new(ImapSettings {
         max_command: 2048,
+        sasl_xoauth2: true,
+        sasl_oauthbearer: true,
         ..ImapSettings::default()
     });
     let mode = [StartTls::Off, StartTls::On, StartTls::Only][usize::from(opts % 3)];
@@ -58,6 +60,8 @@ pub fn pop3_client(data: &[u8]) {
     let (opts, stream) = split(data);
     let prepared = Pop3Prepared::new(Pop3Settings {
         max_command: 2048,
+        sasl_xoauth2: true,
+        sasl_oauthbearer: true,
         ..Pop3Settings::default()
     });
     let mode = [StartTls::Off, StartTls::On, StartTls::Only][usize::from(opts % 3)];
@@ -331,6 +335,24 @@ pub fn sasl(data: &[u8]) {
     }
     if let Ok(v) = crate::sasl::decode_b64(data) {
         assert!(v.len() <= data.len());
+    }
+    // OAuth: what decodes survives our own encoding for the backend
+    if let Ok(o) = crate::sasl::decode_xoauth2(data) {
+        assert!(!o.user.is_empty() && !o.token.is_empty());
+        if !o.user.contains(&1) && !o.token.expose().contains(&1) {
+            let again = crate::sasl::encode_xoauth2(&o.user, o.token.expose());
+            let back = crate::sasl::decode_xoauth2(again.expose()).expect("our XOAUTH2 decodes");
+            assert_eq!(back.user, o.user);
+        }
+    }
+    if let Ok(o) = crate::sasl::decode_oauthbearer(data) {
+        assert!(!o.token.is_empty());
+        if !o.user.contains(&1) && !o.token.expose().contains(&1) {
+            let again = crate::sasl::encode_oauthbearer(&o.user, o.token.expose());
+            let back =
+                crate::sasl::decode_oauthbearer(again.expose()).expect("our OAUTHBEARER decodes");
+            assert_eq!(back.user, o.user);
+        }
     }
 }
 

@@ -566,6 +566,55 @@ mod tests {
     }
 
     #[test]
+    fn oauth_is_replayed_with_its_mechanism_and_the_challenge_surfaces() {
+        let c = creds(AuthKind::XOAuth2, "bob");
+        let mut r = replay(b"bob@x");
+        r.common.send_client_ip = false;
+        // without SASL-IR: the mechanism, then the response after `+`
+        let mut b = BackendLogin::new(&c, &r);
+        let ir = encode_xoauth2(b"bob@x", b"p\"w");
+        let ir = String::from_utf8_lossy(ir.expose()).into_owned();
+        let p = drive(
+            &mut b,
+            &[
+                (b"* OK ready\r\n", b"a1 AUTHENTICATE XOAUTH2\r\n"),
+                (b"+ \r\n", format!("{ir}\r\n").as_bytes()),
+            ],
+        );
+        assert_eq!(p, Progress::NeedMore);
+        let mut out = Vec::new();
+        let (n, p) = b.handle(b"+ eyJzdGF0dXMiOiI0MDEifQ==\r\na1 NO failed\r\n", &mut out);
+        assert_eq!(
+            p,
+            Progress::Challenge {
+                line: b"+ eyJzdGF0dXMiOiI0MDEifQ==\r\n".to_vec()
+            }
+        );
+        let (_, p) = b.handle(
+            &b"+ eyJzdGF0dXMiOiI0MDEifQ==\r\na1 NO failed\r\n"[n..],
+            &mut out,
+        );
+        assert_eq!(
+            p,
+            Progress::Rejected {
+                reply: b"a1 NO failed\r\n".to_vec()
+            }
+        );
+        // OAUTHBEARER with SASL-IR: one write, for the account the lookup named
+        let c = creds(AuthKind::OAuthBearer, "bob");
+        let mut b = BackendLogin::new(&c, &r);
+        let ir = encode_oauthbearer(b"bob@x", b"p\"w");
+        let ir = String::from_utf8_lossy(ir.expose()).into_owned();
+        drive(
+            &mut b,
+            &[(
+                b"* OK [CAPABILITY IMAP4rev1 SASL-IR] ready\r\n",
+                format!("a1 AUTHENTICATE OAUTHBEARER {ir}\r\n").as_bytes(),
+            )],
+        );
+    }
+
+    #[test]
     fn one_write_when_the_backend_has_literal_plus_or_sasl_ir() {
         let c = creds(AuthKind::Login, "alice");
         let mut r = replay(b"alice@x");

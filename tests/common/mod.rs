@@ -174,6 +174,12 @@ impl Dovecot {
 
     /// With `cert` (cert, key), Dovecot also listens with implicit TLS (imaps, pop3s).
     pub fn start_tls(cert: Option<(PathBuf, PathBuf)>) -> Dovecot {
+        Self::start_full(cert, None)
+    }
+
+    /// With `oauth`, an introspection URL: Dovecot also accepts XOAUTH2 and OAUTHBEARER,
+    /// checking tokens there (an `oauth2` passdb, `introspection_mode = post`).
+    pub fn start_full(cert: Option<(PathBuf, PathBuf)>, oauth: Option<&str>) -> Dovecot {
         let bin = ["/usr/sbin/dovecot", "/usr/bin/dovecot"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -199,6 +205,27 @@ impl Dovecot {
             None => (0, 0, "ssl = no\n".to_string()),
         };
         let d = dir.display();
+        let (mechanisms, oauth_passdb) = match oauth {
+            Some(url) => {
+                std::fs::write(
+                    dir.join("oauth2.conf"),
+                    format!(
+                        "introspection_mode = post\nintrospection_url = {url}\n\
+                         username_attribute = username\nactive_attribute = active\n\
+                         active_value = true\n"
+                    ),
+                )
+                .unwrap();
+                (
+                    "plain login xoauth2 oauthbearer",
+                    format!(
+                        "passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  \
+                         args = {d}/oauth2.conf\n}}\n"
+                    ),
+                )
+            }
+            None => ("plain login", String::new()),
+        };
         let conf = format!(
             r#"base_dir = {d}/run
 state_dir = {d}/state
@@ -206,13 +233,13 @@ log_path = {d}/dovecot.log
 protocols = imap pop3
 listen = 127.0.0.1
 {ssl}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_failure_delay = 0
 login_trusted_networks = 127.0.0.0/8
 haproxy_trusted_networks = 127.0.0.0/8
 first_valid_uid = 1
 mail_location = maildir:{d}/mail/%u
-passdb {{
+{oauth_passdb}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/passwd
 }}
@@ -526,6 +553,8 @@ pub struct Opts<'a> {
     pub backend_pki: Option<&'a Pki>,
     /// The plain IMAP and POP3 listeners require a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// Dovecot accepts OAuth tokens, checked at this introspection URL.
+    pub oauth: Option<&'a str>,
 }
 
 impl Ringmail {
@@ -803,7 +832,10 @@ impl Env {
 
     /// `o.extra` goes into the `[lookup]` table (after the handler).
     pub fn start_with_opts(o: Opts<'_>) -> Env {
-        let dovecot = Dovecot::start_tls(o.backend_pki.map(|p| p.issue("backend.example.test")));
+        let dovecot = Dovecot::start_full(
+            o.backend_pki.map(|p| p.issue("backend.example.test")),
+            o.oauth,
+        );
         let mut rules = HashMap::new();
         for (user, _) in USERS {
             rules.insert(
@@ -966,5 +998,81 @@ impl Memcached {
 impl Drop for Memcached {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// An OAuth token introspection endpoint (RFC 7662, as Dovecot's oauth2 passdb calls it with
+/// `introspection_mode = post`): `token=<t>` is active for the user mapped to it.
+pub struct Introspection {
+    pub port: u16,
+    pub calls: Arc<AtomicUsize>,
+}
+
+impl Introspection {
+    pub fn start(tokens: &[(&str, &str)]) -> Introspection {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tokens: Arc<HashMap<String, String>> = Arc::new(
+            tokens
+                .iter()
+                .map(|(t, u)| (t.to_string(), u.to_string()))
+                .collect(),
+        );
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c2 = calls.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (tokens, calls) = (tokens.clone(), c2.clone());
+                std::thread::spawn(move || {
+                    let mut w = stream.try_clone().unwrap();
+                    let mut r = BufReader::new(stream);
+                    loop {
+                        let mut len = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            match r.read_line(&mut line) {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) => {}
+                            }
+                            if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if r.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        let body = String::from_utf8_lossy(&body);
+                        let token = body
+                            .split('&')
+                            .find_map(|kv| kv.strip_prefix("token="))
+                            .unwrap_or("");
+                        let json = match tokens.get(token) {
+                            Some(user) => format!("{{\"active\": true, \"username\": \"{user}\"}}"),
+                            None => "{\"active\": false}".to_string(),
+                        };
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                             Content-Length: {}\r\n\r\n{json}",
+                            json.len()
+                        );
+                        if w.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Introspection { port, calls }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/introspect", self.port)
     }
 }
