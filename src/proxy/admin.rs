@@ -8,6 +8,9 @@
 //! - `GET /servers`: the lookup handlers in use, each up or down since when, with its last
 //!   error (what `zmprov -garpu` answers for a Zimbra Proxy); `ringmail servers` prints it.
 //! - `GET /health`: `ok`.
+//! - `GET /ready`: 200 once every worker listens, 503 before.
+//! - `GET /metrics`: Prometheus text format, every worker's counters summed
+//!   ([`super::metrics`]).
 //!
 //! One request per connection, answered with `Connection: close`; a client gets 5 s to send
 //! its request head (8 KiB at most). No authentication: keep it on loopback or a management
@@ -55,6 +58,10 @@ pub struct State {
     pub lookup: Arc<Vec<PeerHealth>>,
     /// The memcached tier's servers, when configured.
     pub memcache: Option<Arc<Servers>>,
+    /// Every worker's metrics.
+    pub metrics: Arc<Vec<Arc<super::metrics::Metrics>>>,
+    /// True once every listener is bound.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Serve the endpoint on its own thread until [`Closer::close`] or the process exits.
@@ -105,6 +112,24 @@ fn handle(mut s: TcpStream, state: &State) -> io::Result<()> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     match (method, path) {
         ("GET", "/health") => respond(&mut s, 200, "ok\n"),
+        ("GET", "/ready") => {
+            if state.ready.load(std::sync::atomic::Ordering::Acquire) {
+                respond(&mut s, 200, "ready\n")
+            } else {
+                respond(&mut s, 503, "starting: listeners not bound yet\n")
+            }
+        }
+        ("GET", "/metrics") => {
+            let handlers: Vec<String> = state.lookup.iter().map(|h| h.name.clone()).collect();
+            let ready = state.ready.load(std::sync::atomic::Ordering::Acquire);
+            let body = super::metrics::render(&state.metrics, &handlers, ready);
+            respond_typed(
+                &mut s,
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+            )
+        }
         ("GET", "/servers") => {
             let now = std::time::Instant::now();
             let mut body = String::new();
@@ -161,21 +186,28 @@ fn handle(mut s: TcpStream, state: &State) -> io::Result<()> {
                 ),
             )
         }
-        (_, "/health" | "/purge" | "/servers") => respond(&mut s, 405, "method not allowed\n"),
+        (_, "/health" | "/ready" | "/metrics" | "/purge" | "/servers") => {
+            respond(&mut s, 405, "method not allowed\n")
+        }
         _ => respond(&mut s, 404, "not found\n"),
     }
 }
 
 fn respond(s: &mut TcpStream, code: u16, body: &str) -> io::Result<()> {
+    respond_typed(s, code, "text/plain; charset=utf-8", body)
+}
+
+fn respond_typed(s: &mut TcpStream, code: u16, content_type: &str, body: &str) -> io::Result<()> {
     let reason = match code {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        503 => "Service Unavailable",
         _ => "Request Header Fields Too Large",
     };
     let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
@@ -238,6 +270,8 @@ mod tests {
             routes: routes.clone(),
             lookup: Arc::new(vec![]),
             memcache: None,
+            metrics: Arc::new(vec![Arc::new(super::super::metrics::Metrics::new(0))]),
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
         let closer = serve(l, state).unwrap();
         assert_eq!(

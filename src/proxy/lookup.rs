@@ -18,6 +18,7 @@ use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
 
 use super::health::PeerHealth;
+use super::metrics::Metrics;
 use crate::config::{Config, Handler};
 use crate::lookup::codec::{encode_request, parse_response, Answer, Dialect, Request};
 
@@ -49,6 +50,7 @@ struct HandlerState {
 pub struct LookupClient {
     handlers: Vec<HandlerState>,
     health: Arc<Vec<PeerHealth>>,
+    metrics: Arc<Metrics>,
     next: Cell<usize>,
     idle: RefCell<Vec<(usize, TcpStream)>>,
     pool_size: usize,
@@ -66,8 +68,9 @@ enum Exchange {
 }
 
 impl LookupClient {
-    pub fn new(c: &Config, health: Arc<Vec<PeerHealth>>) -> Self {
+    pub fn new(c: &Config, health: Arc<Vec<PeerHealth>>, metrics: Arc<Metrics>) -> Self {
         LookupClient {
+            metrics,
             handlers: c
                 .handlers
                 .iter()
@@ -144,6 +147,7 @@ impl LookupClient {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
                     tracing::warn!(handler = %h.cfg.addr, error = %e, "connecting to lookup handler failed; skipping it for {:?}", self.retry_interval);
+                    self.metrics.lookup_error(idx);
                     self.health[idx].mark_down(
                         now,
                         now + self.retry_interval,
@@ -153,6 +157,7 @@ impl LookupClient {
                 }
                 Err(_) => {
                     tracing::warn!(handler = %h.cfg.addr, "connecting to lookup handler timed out; skipping it for {:?}", self.retry_interval);
+                    self.metrics.lookup_error(idx);
                     self.health[idx].mark_down(
                         now,
                         now + self.retry_interval,
@@ -168,6 +173,7 @@ impl LookupClient {
             match self.recorded(idx, done)? {
                 Exchange::Done(a) => return Ok(a),
                 Exchange::Stale => {
+                    self.metrics.lookup_error(idx);
                     let e = self.fail(idx, "connection closed before the answer");
                     self.health[idx].note_error(Instant::now(), e.to_string());
                     return Err(e);
@@ -186,7 +192,10 @@ impl LookupClient {
         match &r {
             Ok(Exchange::Done(_)) => self.health[idx].mark_up(),
             Ok(Exchange::Stale) => {}
-            Err(e) => self.health[idx].note_error(Instant::now(), e.to_string()),
+            Err(e) => {
+                self.metrics.lookup_error(idx);
+                self.health[idx].note_error(Instant::now(), e.to_string())
+            }
         }
         r
     }

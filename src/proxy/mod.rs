@@ -7,6 +7,7 @@ pub mod drain;
 pub mod health;
 pub mod lookup;
 pub mod memcache;
+pub mod metrics;
 pub mod relay;
 pub mod resolve;
 pub mod session;

@@ -15,6 +15,7 @@ use futures_util::future::{select, Either};
 
 use super::conn::Conn;
 use super::drain::Drain;
+use super::metrics::Metrics;
 
 /// A drained session is closed after this long without a byte either way (when it can be).
 const QUIET: Duration = Duration::from_secs(1);
@@ -49,13 +50,30 @@ pub async fn relay(
     buffer_size: usize,
     drain: &Drain,
     slot: u64,
+    metrics: &Metrics,
 ) -> (End, Counts) {
     let last = Cell::new(Instant::now());
     let up = Cell::new(0u64);
     let down = Cell::new(0u64);
     let both = async {
-        let a = std::pin::pin!(pump(client, backend, &last, buffer_size, &up, true));
-        let b = std::pin::pin!(pump(backend, client, &last, buffer_size, &down, false));
+        let a = std::pin::pin!(pump(
+            client,
+            backend,
+            &last,
+            buffer_size,
+            &up,
+            true,
+            metrics
+        ));
+        let b = std::pin::pin!(pump(
+            backend,
+            client,
+            &last,
+            buffer_size,
+            &down,
+            false,
+            metrics
+        ));
         match select(a, b).await {
             Either::Left((Ok(()), down)) => match down.await {
                 Ok(()) => End::Closed,
@@ -116,6 +134,7 @@ async fn pump(
     buffer_size: usize,
     count: &Cell<u64>,
     half_close: bool,
+    metrics: &Metrics,
 ) -> io::Result<()> {
     // An idle session waits in `read_chunk`; the write and close futures are boxed so that
     // their state is not part of what every idle session keeps.
@@ -126,6 +145,8 @@ async fn pump(
                 last.set(Instant::now());
                 Box::pin(to.write_chunk(chunk)).await?;
                 count.set(count.get() + n);
+                // `half_close` is set on the client-to-backend pump
+                metrics.relayed(half_close, n);
                 last.set(Instant::now());
             }
             None => {

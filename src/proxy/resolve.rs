@@ -77,6 +77,8 @@ pub struct LoginContext<'a> {
     pub proto: Proto,
     /// 1 for the first login of the connection, +1 per retry.
     pub attempt: u32,
+    /// The session, for its log lines.
+    pub session: super::worker::SessionId,
 }
 
 pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
@@ -104,6 +106,7 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
         let (hit, keys) = w
             .routes
             .lookup(user, ctx.client_ip, ctx.protocol, Instant::now());
+        w.metrics.cache(false, hit.is_some());
         if let Some(hit) = hit {
             return Resolution::Route {
                 server: hit.server,
@@ -154,6 +157,7 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
                     .lookup_stale(user, ctx.client_ip, ctx.protocol, Instant::now());
             if let Some(hit) = hit {
                 tracing::warn!(
+                    session = %ctx.session,
                     user = %Escaped(user),
                     client = %ctx.client_ip,
                     backend = %hit.server,
@@ -234,6 +238,7 @@ async fn from_memcache(
         alias: alias_key,
     };
     let Some(value) = mc.get(&keys.route).await else {
+        w.metrics.cache(true, false);
         return (None, alias.is_some());
     };
     let Some(server) = std::str::from_utf8(&value)
@@ -244,6 +249,7 @@ async fn from_memcache(
         tracing::warn!(key = %Escaped(&keys.route), value = %Escaped(&value), "memcached route is not a numeric ip:port; looking the login up instead");
         return (None, alias.is_some());
     };
+    w.metrics.cache(true, true);
     w.routes
         .adopt(&keys, alias.as_deref(), server, Instant::now());
     let res = Resolution::Route {
@@ -310,7 +316,10 @@ async fn ask(w: &Worker, ctx: &LoginContext<'_>, alias_in_memcache: bool) -> Res
         },
     };
     for _ in 0..MAX_WAIT_ROUNDS {
-        match w.lookup.lookup(&req).await {
+        let started = Instant::now();
+        let answer = w.lookup.lookup(&req).await;
+        w.metrics.lookup.observe(started.elapsed());
+        match answer {
             Ok(Answer::Route(route)) => {
                 let keys = (w.lookup.dialect() == Dialect::Zimbra && route.password.is_none())
                     .then(|| {
@@ -334,6 +343,7 @@ async fn ask(w: &Worker, ctx: &LoginContext<'_>, alias_in_memcache: bool) -> Res
             }
             Ok(Answer::Denied { status, wait }) => {
                 tracing::info!(
+                    session = %ctx.session,
                     user = %Escaped(&ctx.creds.user),
                     client = %ctx.client_ip,
                     status = %Escaped(&status),
@@ -345,6 +355,7 @@ async fn ask(w: &Worker, ctx: &LoginContext<'_>, alias_in_memcache: bool) -> Res
             Ok(Answer::Retry { wait }) => compio::time::sleep(wait).await,
             Err(e) => {
                 tracing::error!(
+                    session = %ctx.session,
                     user = %Escaped(&ctx.creds.user),
                     client = %ctx.client_ip,
                     error = %e,

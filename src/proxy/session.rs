@@ -14,9 +14,10 @@ use futures_util::future::{select, Either};
 use rustls::pki_types::ServerName;
 
 use super::conn::Conn;
-use super::relay::{relay, End};
+use super::metrics::{LoginResult, Metrics, Phase, Refused, Step};
+use super::relay::{relay, Counts, End};
 use super::resolve::{resolve, LoginContext, Resolution};
-use super::worker::Worker;
+use super::worker::{SessionId, Worker};
 use crate::config::{BackendTls, ListenerSpec, Proto};
 use crate::login::{BackendSide, ClientSide, Event, Progress, ReplayParams};
 use crate::logsafe::{escaped, Escaped};
@@ -27,153 +28,289 @@ use crate::throttle;
 enum After {
     /// Back to the pre-login state (a failed login the client may retry).
     Retry,
-    Close,
+    Close(Outcome),
 }
 
-/// Serve one client connection until it closes.
-pub async fn serve(w: &Worker, spec: ListenerSpec, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let local = stream
-        .local_addr()
-        .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
-    let mut conn = Conn::plain(stream, w.config.buffer_size);
-    let mut peer = peer;
-    // pre-login input; first, what the client sent right after a PROXY header (its first TLS
-    // records, or commands)
-    let mut inbuf = Vec::new();
-    // Phases that are not waiting for the client (handshakes, lookup, backend login) are
-    // boxed: every connection's task only keeps what its current wait needs.
-    if spec.proxy_protocol {
-        let (client, rest) = match Box::pin(proxy_header(w, &conn, peer)).await {
-            Some(h) => h,
-            None => return,
-        };
-        peer = client.unwrap_or(peer);
-        inbuf = rest;
-    }
-    // the pre-login limits, before any TLS work is spent on the connection
-    let mut slot = match super::throttle::enter(w, peer.ip()) {
-        Ok(slot) => slot,
-        Err(busy) => {
-            tracing::warn!(client = %peer, protocol = spec.proto.name(), reason = ?busy, "too many connections from this address; refused");
-            if !spec.tls {
-                let mut out = Vec::new();
-                throttle::busy_refusal(spec.proto, &mut out);
-                let _ = Box::pin(conn.write_vec(&mut out)).await;
-            }
-            return;
+/// How a session ended, for its audit line.
+struct Outcome {
+    /// Why it ended, one word (`closed`, `idle_timeout`, `rejected`, `tls_failed`, ...).
+    end: &'static str,
+    /// The last login tried (escaped for the log).
+    user: Option<String>,
+    backend: Option<SocketAddr>,
+    counts: Counts,
+    /// Whether the client connection was encrypted at the end.
+    tls: bool,
+}
+
+impl Outcome {
+    fn early(end: &'static str) -> Outcome {
+        Outcome {
+            end,
+            user: None,
+            backend: None,
+            counts: Counts::default(),
+            tls: false,
         }
-    };
-    if spec.tls {
-        conn = match Box::pin(start_tls(w, spec.proto, conn, peer, &inbuf)).await {
-            Some(c) => c,
-            None => return,
+    }
+
+    fn login(end: &'static str, user: &str, backend: Option<SocketAddr>) -> Outcome {
+        Outcome {
+            end,
+            user: Some(user.to_string()),
+            backend,
+            counts: Counts::default(),
+            tls: false,
+        }
+    }
+}
+
+/// The session's place in the `ringmail_sessions` gauge, moved as it goes (STARTTLS, login)
+/// and taken out when it ends.
+struct Gauge<'a> {
+    metrics: &'a Metrics,
+    proto: Proto,
+    phase: std::cell::Cell<Phase>,
+    tls: std::cell::Cell<bool>,
+}
+
+impl<'a> Gauge<'a> {
+    fn new(metrics: &'a Metrics, proto: Proto, tls: bool) -> Self {
+        metrics.session(proto, Phase::PreLogin, tls, 1);
+        Gauge {
+            metrics,
+            proto,
+            phase: std::cell::Cell::new(Phase::PreLogin),
+            tls: std::cell::Cell::new(tls),
+        }
+    }
+
+    fn set(&self, phase: Phase, tls: bool) {
+        self.metrics
+            .session(self.proto, self.phase.get(), self.tls.get(), -1);
+        self.metrics.session(self.proto, phase, tls, 1);
+        self.phase.set(phase);
+        self.tls.set(tls);
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .session(self.proto, self.phase.get(), self.tls.get(), -1);
+    }
+}
+
+/// Serve one client connection until it closes, then write its audit line: one line per
+/// session at info level, with how it ended.
+///
+/// Not an `async fn` around an `.await`: that would keep its arguments and a second copy of
+/// the session future in every idle session; a `map` keeps only the start time and the id.
+pub fn serve(
+    w: &Worker,
+    spec: ListenerSpec,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = ()> + '_ {
+    use futures_util::FutureExt;
+    let started = std::time::Instant::now();
+    let sid = w.session_id();
+    let proto = spec.proto;
+    run(w, spec, stream, peer, sid).map(move |(client, o)| audit(sid, client, proto, started, &o))
+}
+
+/// The audit line.
+fn audit(
+    sid: SessionId,
+    client: SocketAddr,
+    proto: Proto,
+    started: std::time::Instant,
+    o: &Outcome,
+) {
+    let backend = o.backend.map(|b| b.to_string());
+    tracing::info!(
+        session = %sid,
+        client = %client,
+        user = o.user.as_deref().unwrap_or("-"),
+        protocol = proto.name(),
+        tls = o.tls,
+        backend = backend.as_deref().unwrap_or("-"),
+        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        bytes_in = o.counts.client_to_backend,
+        bytes_out = o.counts.backend_to_client,
+        end = o.end,
+        "session ended"
+    );
+}
+
+/// The session itself; returns the client's address (after a PROXY header) and how it ended.
+async fn run(
+    w: &Worker,
+    spec: ListenerSpec,
+    stream: TcpStream,
+    peer: SocketAddr,
+    sid: SessionId,
+) -> (SocketAddr, Outcome) {
+    let gauge = Gauge::new(&w.metrics, spec.proto, spec.tls);
+    let gauge = &gauge;
+    let (client, mut outcome) = 'session: {
+        let _ = stream.set_nodelay(true);
+        let local = stream
+            .local_addr()
+            .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+        let mut conn = Conn::plain(stream, w.config.buffer_size);
+        let mut peer = peer;
+        // pre-login input; first, what the client sent right after a PROXY header (its first TLS
+        // records, or commands)
+        let mut inbuf = Vec::new();
+        // Phases that are not waiting for the client (handshakes, lookup, backend login) are
+        // boxed: every connection's task only keeps what its current wait needs.
+        if spec.proxy_protocol {
+            let (client, rest) = match Box::pin(proxy_header(w, &conn, peer, sid)).await {
+                Some(h) => h,
+                None => {
+                    w.metrics.refused(Refused::ProxyProtocol);
+                    break 'session (peer, Outcome::early("proxy_protocol_refused"));
+                }
+            };
+            peer = client.unwrap_or(peer);
+            inbuf = rest;
+        }
+        // the pre-login limits, before any TLS work is spent on the connection
+        let mut slot = match super::throttle::enter(w, peer.ip()) {
+            Ok(slot) => slot,
+            Err(busy) => {
+                tracing::warn!(session = %sid, client = %peer, protocol = spec.proto.name(), reason = ?busy, "too many connections from this address; refused");
+                w.metrics.refused(Refused::PerIpLimit);
+                if !spec.tls {
+                    let mut out = Vec::new();
+                    throttle::busy_refusal(spec.proto, &mut out);
+                    let _ = Box::pin(conn.write_vec(&mut out)).await;
+                }
+                break 'session (peer, Outcome::early("per_ip_limit"));
+            }
         };
-        inbuf = Vec::new();
-    }
-    let mut client: Box<dyn ClientSide + '_> = match spec.proto {
-        Proto::Imap => Box::new(w.imap.client(spec.tls, spec.starttls)),
-        Proto::Pop3 => Box::new(w.pop3.client(spec.tls, spec.starttls)),
-    };
-    let times = *w.config.session(spec.proto);
-    let max = client.max_command();
-    let mut out = Vec::new();
-    // Zimbra's per-IP throttle counts every session that gets this far
-    if w.config.throttle.ip_limit(spec.proto).is_some()
-        && !Box::pin(super::throttle::ip_allowed(w, spec.proto, peer.ip())).await
-    {
-        tracing::info!(client = %peer, protocol = spec.proto.name(), "client address over its login limit (throttle.ip_max); refused");
-        throttle::ip_refusal(spec.proto, &w.config.throttle.ip_reject, &mut out);
-        let _ = Box::pin(conn.write_vec(&mut out)).await;
-        return;
-    }
-    client.greeting(&mut out);
-    if Box::pin(conn.write_vec(&mut out)).await.is_err() {
-        return;
-    }
-    let mut attempt = 0u32;
-    // the whole pre-login phase is bounded, not only the silence between two reads
-    let deadline = std::time::Instant::now() + times.login_deadline;
-    loop {
-        let (n, event) = client.handle(&inbuf, &mut out);
-        inbuf.drain(..n);
-        if inbuf.is_empty() && inbuf.capacity() > 0 {
+        if spec.tls {
+            conn = match Box::pin(start_tls(w, spec.proto, conn, peer, &inbuf, sid)).await {
+                Some(c) => c,
+                None => break 'session (peer, Outcome::early("tls_failed")),
+            };
             inbuf = Vec::new();
         }
-        if Box::pin(conn.write_vec(&mut out)).await.is_err() {
-            return;
+        let mut client: Box<dyn ClientSide + '_> = match spec.proto {
+            Proto::Imap => Box::new(w.imap.client(spec.tls, spec.starttls)),
+            Proto::Pop3 => Box::new(w.pop3.client(spec.tls, spec.starttls)),
+        };
+        let times = *w.config.session(spec.proto);
+        let max = client.max_command();
+        let mut out = Vec::new();
+        // Zimbra's per-IP throttle counts every session that gets this far
+        if w.config.throttle.ip_limit(spec.proto).is_some()
+            && !Box::pin(super::throttle::ip_allowed(w, spec.proto, peer.ip())).await
+        {
+            tracing::info!(session = %sid, client = %peer, protocol = spec.proto.name(), "client address over its login limit (throttle.ip_max); refused");
+            w.metrics.refused(Refused::IpThrottle);
+            throttle::ip_refusal(spec.proto, &w.config.throttle.ip_reject, &mut out);
+            let _ = Box::pin(conn.write_vec(&mut out)).await;
+            break 'session (peer, Outcome::early("ip_throttled"));
         }
-        match event {
-            Event::NeedMore => {
-                let room = max.saturating_sub(inbuf.len()).min(w.config.buffer_size);
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                let read = compio::time::timeout(
-                    times.timeout.min(left),
-                    conn.read_into(&mut inbuf, room),
-                );
-                // a drain (SIGTERM) ends a pre-login session at once, with a goodbye
-                let read = select(Box::pin(read), w.drain.wait());
-                let read = match read.await {
-                    Either::Left((r, _)) => r,
-                    Either::Right(_) => Ok(Err(io::ErrorKind::Interrupted.into())),
-                };
-                if w.drain.started().is_some() {
-                    client.shutting_down(false, &mut out);
-                    let _ = Box::pin(conn.write_vec(&mut out)).await;
-                    return;
-                }
-                match read {
-                    Ok(Ok(0)) | Ok(Err(_)) => return,
-                    Ok(Ok(_)) => {}
-                    Err(_) => {
-                        if std::time::Instant::now() >= deadline {
-                            tracing::info!(client = %peer, protocol = spec.proto.name(), deadline = ?times.login_deadline, "no login before the pre-login deadline; closing");
-                        }
-                        client.timed_out(&mut out);
+        client.greeting(&mut out);
+        if Box::pin(conn.write_vec(&mut out)).await.is_err() {
+            break 'session (peer, Outcome::early("client_gone"));
+        }
+        let mut attempt = 0u32;
+        // the whole pre-login phase is bounded, not only the silence between two reads
+        let deadline = std::time::Instant::now() + times.login_deadline;
+        loop {
+            let (n, event) = client.handle(&inbuf, &mut out);
+            inbuf.drain(..n);
+            if inbuf.is_empty() && inbuf.capacity() > 0 {
+                inbuf = Vec::new();
+            }
+            if Box::pin(conn.write_vec(&mut out)).await.is_err() {
+                break 'session (peer, Outcome::early("client_gone"));
+            }
+            match event {
+                Event::NeedMore => {
+                    let room = max.saturating_sub(inbuf.len()).min(w.config.buffer_size);
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let read = compio::time::timeout(
+                        times.timeout.min(left),
+                        conn.read_into(&mut inbuf, room),
+                    );
+                    // a drain (SIGTERM) ends a pre-login session at once, with a goodbye
+                    let read = select(Box::pin(read), w.drain.wait());
+                    let read = match read.await {
+                        Either::Left((r, _)) => r,
+                        Either::Right(_) => Ok(Err(io::ErrorKind::Interrupted.into())),
+                    };
+                    if w.drain.started().is_some() {
+                        client.shutting_down(false, &mut out);
                         let _ = Box::pin(conn.write_vec(&mut out)).await;
-                        return;
+                        break 'session (peer, Outcome::early("shutdown"));
+                    }
+                    match read {
+                        Ok(Ok(0)) | Ok(Err(_)) => {
+                            break 'session (peer, Outcome::early("client_closed"))
+                        }
+                        Ok(Ok(_)) => {}
+                        Err(_) => {
+                            let end = if std::time::Instant::now() >= deadline {
+                                tracing::info!(session = %sid, client = %peer, protocol = spec.proto.name(), deadline = ?times.login_deadline, "no login before the pre-login deadline; closing");
+                                "login_deadline"
+                            } else {
+                                "timeout"
+                            };
+                            client.timed_out(&mut out);
+                            let _ = Box::pin(conn.write_vec(&mut out)).await;
+                            break 'session (peer, Outcome::early(end));
+                        }
+                    }
+                }
+                Event::Close => break 'session (peer, Outcome::early("closed_before_login")),
+                Event::StartTls => {
+                    // plaintext pipelined after STARTTLS is discarded, never run inside TLS
+                    inbuf = Vec::new();
+                    conn = match Box::pin(start_tls(w, spec.proto, conn, peer, &[], sid)).await {
+                        Some(c) => c,
+                        None => break 'session (peer, Outcome::early("tls_failed")),
+                    };
+                    gauge.set(Phase::PreLogin, true);
+                    client.tls_started();
+                }
+                Event::Login(creds) => {
+                    attempt += 1;
+                    let ctx = LoginContext {
+                        creds: &creds,
+                        client_ip: peer.ip(),
+                        proxy_ip: local.ip(),
+                        client: peer,
+                        local,
+                        protocol: w.config.lookup_protocol(spec.proto),
+                        proto: spec.proto,
+                        attempt,
+                        session: sid,
+                    };
+                    let session = login(
+                        w,
+                        spec.proto,
+                        &conn,
+                        client.as_mut(),
+                        ctx,
+                        (&mut slot, gauge),
+                        &mut inbuf,
+                        &mut out,
+                    );
+                    match Box::pin(session).await {
+                        After::Retry => {}
+                        After::Close(outcome) => break 'session (peer, outcome),
                     }
                 }
             }
-            Event::Close => return,
-            Event::StartTls => {
-                // plaintext pipelined after STARTTLS is discarded, never run inside TLS
-                inbuf = Vec::new();
-                conn = match Box::pin(start_tls(w, spec.proto, conn, peer, &[])).await {
-                    Some(c) => c,
-                    None => return,
-                };
-                client.tls_started();
-            }
-            Event::Login(creds) => {
-                attempt += 1;
-                let ctx = LoginContext {
-                    creds: &creds,
-                    client_ip: peer.ip(),
-                    proxy_ip: local.ip(),
-                    client: peer,
-                    local,
-                    protocol: w.config.lookup_protocol(spec.proto),
-                    proto: spec.proto,
-                    attempt,
-                };
-                let session = login(
-                    w,
-                    spec.proto,
-                    &conn,
-                    client.as_mut(),
-                    ctx,
-                    &mut slot,
-                    &mut inbuf,
-                    &mut out,
-                );
-                match Box::pin(session).await {
-                    After::Retry => {}
-                    After::Close => return,
-                }
-            }
         }
-    }
+    };
+    outcome.tls = gauge.tls.get();
+    (client, outcome)
 }
 
 /// The PROXY protocol header a trusted load balancer sends first (`spec/proxy-protocol.md`),
@@ -184,9 +321,10 @@ async fn proxy_header(
     w: &Worker,
     conn: &Conn,
     peer: SocketAddr,
+    sid: SessionId,
 ) -> Option<(Option<SocketAddr>, Vec<u8>)> {
     if !crate::cidr::any_contains(&w.config.proxy_trusted, peer.ip()) {
-        tracing::warn!(client = %peer, "connection to a PROXY protocol listener from outside proxy_protocol.trusted; closing");
+        tracing::warn!(session = %sid, client = %peer, "connection to a PROXY protocol listener from outside proxy_protocol.trusted; closing");
         return None;
     }
     let mut buf = Vec::new();
@@ -214,18 +352,18 @@ async fn proxy_header(
                     source,
                     destination,
                 } => {
-                    tracing::debug!(client = %source, balancer = %peer, %destination, "PROXY protocol header");
+                    tracing::debug!(session = %sid, client = %source, balancer = %peer, %destination, "PROXY protocol header");
                     Some((Some(source), rest))
                 }
                 proxyproto::Header::Local => Some((None, rest)),
             }
         }
         Ok(Err(e)) => {
-            tracing::info!(client = %peer, error = %e, "bad PROXY protocol header; closing");
+            tracing::info!(session = %sid, client = %peer, error = %e, "bad PROXY protocol header; closing");
             None
         }
         Err(_) => {
-            tracing::info!(client = %peer, timeout = ?w.config.proxy_timeout, "no PROXY protocol header in time; closing");
+            tracing::info!(session = %sid, client = %peer, timeout = ?w.config.proxy_timeout, "no PROXY protocol header in time; closing");
             None
         }
     }
@@ -238,22 +376,25 @@ async fn start_tls(
     conn: Conn,
     peer: SocketAddr,
     early: &[u8],
+    sid: SessionId,
 ) -> Option<Conn> {
     let Some(cfg) = w.server_tls(proto) else {
-        tracing::error!(client = %peer, "TLS requested but no certificate is configured");
+        tracing::error!(session = %sid, client = %peer, "TLS requested but no certificate is configured");
         return None;
     };
-    match compio::time::timeout(w.config.handshake_timeout, conn.accept_tls(cfg, early)).await {
+    let done = compio::time::timeout(w.config.handshake_timeout, conn.accept_tls(cfg, early)).await;
+    w.metrics.tls_handshake(matches!(done, Ok(Ok(_))));
+    match done {
         Ok(Ok(c)) => {
-            tracing::debug!(client = %peer, sni = ?c.server_name(), "TLS handshake done");
+            tracing::debug!(session = %sid, client = %peer, sni = ?c.server_name(), "TLS handshake done");
             Some(c)
         }
         Ok(Err(e)) => {
-            tracing::info!(client = %peer, error = %e, "client TLS handshake failed");
+            tracing::info!(session = %sid, client = %peer, error = %e, "client TLS handshake failed");
             None
         }
         Err(_) => {
-            tracing::info!(client = %peer, "client TLS handshake timed out");
+            tracing::info!(session = %sid, client = %peer, "client TLS handshake timed out");
             None
         }
     }
@@ -276,11 +417,13 @@ async fn connect_backend(
     server: SocketAddr,
     ctx: &LoginContext<'_>,
 ) -> io::Result<Conn> {
+    let started = std::time::Instant::now();
     let stream =
         match compio::time::timeout(w.config.connect_timeout, TcpStream::connect(server)).await {
             Ok(r) => r?,
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
         };
+    w.metrics.backend_connect.observe(started.elapsed());
     let _ = stream.set_nodelay(true);
     let header = proxyproto::encode(w.config.backend_proxy_protocol, ctx.client, ctx.local);
     if !header.is_empty() {
@@ -314,14 +457,16 @@ async fn login(
     conn: &Conn,
     client: &mut (dyn ClientSide + '_),
     ctx: LoginContext<'_>,
-    slot: &mut Option<Box<super::throttle::Slot>>,
+    (slot, gauge): (&mut Option<Box<super::throttle::Slot>>, &Gauge<'_>),
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> After {
     // owned here, so that it lives in the boxed login future and not in every idle session's
     let ctx = &ctx;
     let creds = ctx.creds;
+    let sid = ctx.session;
     let user = escaped(&creds.user);
+    let m = &w.metrics;
     let (server, account, password, keys) = match Box::pin(resolve(w, ctx)).await {
         Resolution::Route {
             server,
@@ -331,15 +476,21 @@ async fn login(
             ..
         } => (server, account, password, keys),
         Resolution::Denied { text, wait } => {
+            m.login(proto, LoginResult::Denied);
             let f = client.login_denied(text.as_deref(), wait, out);
             compio::time::sleep(f.delay).await;
             let _ = Box::pin(conn.write_vec(out)).await;
-            return if f.close { After::Close } else { After::Retry };
+            return if f.close {
+                After::Close(Outcome::login("denied", &user, None))
+            } else {
+                After::Retry
+            };
         }
         Resolution::Failed(_) => {
+            m.login(proto, LoginResult::Failed(Step::Lookup));
             client.internal_error(out);
             let _ = conn.write_vec(out).await;
-            return After::Close;
+            return After::Close(Outcome::login("lookup_failed", &user, None));
         }
     };
     // a user who used up the window's logins is refused before the backend is asked (Zimbra
@@ -347,7 +498,8 @@ async fn login(
     if w.config.throttle.user_limit().is_some()
         && super::throttle::user_exhausted(w, &account, ctx.client_ip).await
     {
-        tracing::info!(%user, client = %ctx.client, protocol = proto.name(), "user over the login limit (throttle.user_max); refused");
+        tracing::info!(session = %sid, %user, client = %ctx.client, protocol = proto.name(), "user over the login limit (throttle.user_max); refused");
+        m.login(proto, LoginResult::Throttled);
         throttle::user_refusal(
             proto,
             &w.config.throttle.user_reject,
@@ -356,38 +508,54 @@ async fn login(
             out,
         );
         let _ = conn.write_vec(out).await;
-        return After::Close;
+        return After::Close(Outcome::login("user_throttled", &user, None));
     }
     let fail = |client: &mut (dyn ClientSide + '_),
                 out: &mut Vec<u8>,
-                step: &str,
+                step: Step,
+                what: &str,
                 error: &dyn std::fmt::Display| {
-        tracing::error!(%user, client = %ctx.client_ip, backend = %server, protocol = proto.name(), error = %error, "{step}");
+        tracing::error!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), error = %error, "{what}");
+        m.login(proto, LoginResult::Failed(step));
         client.internal_error(out);
     };
+    let gone = |end| After::Close(Outcome::login(end, &user, Some(server)));
 
     let backend = match Box::pin(connect_backend(w, server, ctx)).await {
         Ok(b) => b,
         Err(e) => {
-            fail(client, out, "connecting to the backend failed", &e);
+            m.backend_connect_error();
+            fail(
+                client,
+                out,
+                Step::BackendConnect,
+                "connecting to the backend failed",
+                &e,
+            );
             let _ = conn.write_vec(out).await;
-            return After::Close;
+            return gone("backend_connect_failed");
         }
     };
-    let session_id = w.session_id();
     // what only the replay needs is dropped before the relay, so an idle session keeps none
     let outcome = {
         let starttls = match (&w.backend_tls, w.config.backend_tls) {
             (Some(cfg), BackendTls::Starttls) => match backend_name(w, server) {
                 Ok(name) => Some((cfg.clone(), name)),
                 Err(e) => {
-                    fail(client, out, "naming the backend for TLS failed", &e);
+                    fail(
+                        client,
+                        out,
+                        Step::BackendConnect,
+                        "naming the backend for TLS failed",
+                        &e,
+                    );
                     let _ = conn.write_vec(out).await;
-                    return After::Close;
+                    return gone("backend_tls_failed");
                 }
             },
             _ => None,
         };
+        let session_id = sid.to_string();
         let params = ReplayParams {
             send_client_ip: w.config.session(proto).send_client_ip,
             literal_auth: w.config.literal_auth,
@@ -413,26 +581,34 @@ async fn login(
     let (backend, progress, rest) = match outcome {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            fail(client, out, "logging in to the backend failed", &e);
+            fail(
+                client,
+                out,
+                Step::BackendLogin,
+                "logging in to the backend failed",
+                &e,
+            );
             let _ = conn.write_vec(out).await;
-            return After::Close;
+            return gone("backend_login_failed");
         }
         Err(_) => {
             fail(
                 client,
                 out,
+                Step::BackendTimeout,
                 "logging in to the backend timed out",
                 &"timeout",
             );
             let _ = conn.write_vec(out).await;
-            return After::Close;
+            return gone("backend_login_timeout");
         }
     };
     match progress {
         Progress::Success { mut forward } => {
             if let Some(account) = counted_as {
                 if !super::throttle::user_allowed(w, &account, ctx.client_ip).await {
-                    tracing::info!(%user, client = %ctx.client, backend = %server, protocol = proto.name(), "user over the login limit (throttle.user_max) after the backend login; closed");
+                    tracing::info!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "user over the login limit (throttle.user_max) after the backend login; closed");
+                    m.login(proto, LoginResult::Throttled);
                     drop(backend);
                     throttle::user_refusal(
                         proto,
@@ -442,21 +618,23 @@ async fn login(
                         out,
                     );
                     let _ = conn.write_vec(out).await;
-                    return After::Close;
+                    return gone("user_throttled");
                 }
             }
+            m.login(proto, LoginResult::Ok);
             // logged in: no longer one of this address's pre-login connections
             drop(slot.take());
+            gauge.set(Phase::Relaying, conn.is_tls());
             forward.extend_from_slice(&rest);
             drop((rest, keys));
-            tracing::debug!(%user, client = %ctx.client, backend = %server, protocol = proto.name(), session = %session_id, "logged in");
+            tracing::debug!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "logged in");
             if conn.write_vec(&mut forward).await.is_err() {
-                return After::Close;
+                return gone("client_gone");
             }
             drop(forward);
             // commands the client pipelined after its login go to the backend
             if backend.write_vec(inbuf).await.is_err() {
-                return After::Close;
+                return gone("backend_gone");
             }
             *inbuf = Vec::new();
             *out = Vec::new();
@@ -469,6 +647,7 @@ async fn login(
                 w.config.buffer_size,
                 &w.drain,
                 w.drain.slot(),
+                m,
             )
             .await;
             drop(counted);
@@ -478,11 +657,22 @@ async fn login(
                 End::Closed | End::Error => {}
             }
             let _ = conn.write_vec(out).await;
-            tracing::debug!(%user, client = %ctx.client_ip, ?end, up = counts.client_to_backend, down = counts.backend_to_client, "session closed");
-            After::Close
+            After::Close(Outcome {
+                end: match end {
+                    End::Closed => "closed",
+                    End::Idle => "idle_timeout",
+                    End::Shutdown => "shutdown",
+                    End::Error => "io_error",
+                },
+                user: Some(user.to_string()),
+                backend: Some(server),
+                counts,
+                tls: false,
+            })
         }
         Progress::Rejected { reply } => {
-            tracing::info!(%user, client = %ctx.client_ip, backend = %server, protocol = proto.name(), "backend rejected the credentials");
+            tracing::info!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "backend rejected the credentials");
+            m.login(proto, LoginResult::Rejected);
             if let Some(keys) = &keys {
                 super::resolve::forget(w, keys);
             }
@@ -491,7 +681,7 @@ async fn login(
             compio::time::sleep(f.delay).await;
             let _ = conn.write_vec(out).await;
             if f.close {
-                After::Close
+                gone("rejected")
             } else {
                 After::Retry
             }
@@ -499,13 +689,16 @@ async fn login(
         Progress::Failed { step, line } => {
             // the client sees only our own reply; what the backend said goes to the log
             let said = line.as_deref().map(Escaped);
-            tracing::error!(%user, client = %ctx.client_ip, backend = %server, protocol = proto.name(), step, backend_said = ?said, "unexpected answer from the backend");
+            tracing::error!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), step, backend_said = ?said, "unexpected answer from the backend");
+            m.login(proto, LoginResult::Failed(Step::BackendLogin));
             client.internal_error(out);
             let _ = conn.write_vec(out).await;
-            After::Close
+            gone("backend_unexpected_answer")
         }
         // run_replay returns only final answers
-        Progress::NeedMore | Progress::StartTls | Progress::Challenge { .. } => After::Close,
+        Progress::NeedMore | Progress::StartTls | Progress::Challenge { .. } => {
+            gone("internal_error")
+        }
     }
 }
 
@@ -631,10 +824,18 @@ mod tests {
             let b = Conn::plain(TcpStream::connect(addr).await.unwrap(), 1024);
             let spec = w.config.listeners[0];
             let serve = serve(&w, spec, TcpStream::connect(addr).await.unwrap(), addr);
-            let relay = relay(&a, &b, std::time::Duration::from_secs(1), 1024, &w.drain, 0);
+            let relay = relay(
+                &a,
+                &b,
+                std::time::Duration::from_secs(1),
+                1024,
+                &w.drain,
+                0,
+                &w.metrics,
+            );
             let (serve, relay) = (size(&serve), size(&relay));
-            // 672 bytes on 2026-12-02
-            assert!(serve <= 768, "serve future grew to {serve} bytes");
+            // 752 bytes on 2026-12-02 (with the metrics gauge, session id and audit data)
+            assert!(serve <= 800, "serve future grew to {serve} bytes");
             assert!(relay <= 2048, "relay future grew to {relay} bytes");
         });
     }

@@ -40,13 +40,15 @@ pub struct Worker {
     /// The shared memcached route tier, when configured (this worker's connections to it).
     pub memcache: Option<Rc<Tier>>,
     pub inflight: Arc<InFlight>,
+    /// This worker's metrics (only it writes them; `/metrics` sums every worker's).
+    pub metrics: Arc<super::metrics::Metrics>,
     /// The process's throttle counters and pre-login connection counts.
     pub counters: Arc<crate::throttle::Counters>,
     pub prelogin: Arc<crate::throttle::PreLogin>,
     pub connections: Cell<usize>,
     /// Sessions past their login, relaying.
     pub relaying: Cell<usize>,
-    /// Logins replayed by this worker (numbers the session ids).
+    /// Sessions accepted by this worker (numbers the session ids).
     logins: Cell<u32>,
     /// When the process started, in seconds (the session ids' prefix).
     started: u32,
@@ -68,7 +70,11 @@ impl Worker {
             imap: ImapPrepared::new(config.imap.clone()),
             pop3: Pop3Prepared::new(config.pop3.clone()),
             routes: shared.routes.clone(),
-            lookup: LookupClient::new(&config, shared.lookup_health.clone()),
+            lookup: LookupClient::new(
+                &config,
+                shared.lookup_health.clone(),
+                shared.metrics[id].clone(),
+            ),
             memcache: match (&config.memcache, &shared.memcache) {
                 (Some(c), Some(servers)) => Some(Rc::new(Tier::new(servers.clone(), c))),
                 _ => None,
@@ -76,6 +82,7 @@ impl Worker {
             inflight: shared.inflight.clone(),
             counters: shared.counters.clone(),
             prelogin: shared.prelogin.clone(),
+            metrics: shared.metrics[id].clone(),
             connections: Cell::new(0),
             relaying: Cell::new(0),
             logins: Cell::new(0),
@@ -92,18 +99,15 @@ impl Worker {
         }
     }
 
-    /// A new session id, as Dovecot makes them: 12 base64 characters (9 bytes: the process
-    /// start time, the worker, a per-worker count), unique across the workers and restarts
-    /// of a host. Sent to the backend as IMAP ID `x-session-id`.
-    pub fn session_id(&self) -> String {
-        use base64::Engine;
+    /// A new session's id (see [`SessionId`]).
+    pub fn session_id(&self) -> SessionId {
         let n = self.logins.get().wrapping_add(1);
         self.logins.set(n);
-        let mut raw = [0u8; 9];
-        raw[..4].copy_from_slice(&self.started.to_be_bytes());
-        raw[4] = self.id as u8;
-        raw[5..].copy_from_slice(&n.to_be_bytes());
-        base64::engine::general_purpose::STANDARD.encode(raw)
+        SessionId {
+            started: self.started,
+            worker: self.id as u8,
+            n,
+        }
     }
 
     /// The server TLS config for `proto`, refreshed after a certificate reload.
@@ -117,6 +121,31 @@ impl Worker {
             Proto::Imap => c.imap.clone(),
             Proto::Pop3 => c.pop3.clone(),
         })
+    }
+}
+
+/// A session's id, as Dovecot makes them: 12 base64 characters (9 bytes: the process start
+/// time, the worker, a per-worker count), unique across the workers and restarts of a host.
+/// On every log line of the session, and sent to the backend as IMAP ID `x-session-id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionId {
+    started: u32,
+    worker: u8,
+    n: u32,
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use base64::Engine;
+        let mut raw = [0u8; 9];
+        raw[..4].copy_from_slice(&self.started.to_be_bytes());
+        raw[4] = self.worker;
+        raw[5..].copy_from_slice(&self.n.to_be_bytes());
+        let mut text = [0u8; 12];
+        let n = base64::engine::general_purpose::STANDARD
+            .encode_slice(raw, &mut text)
+            .map_err(|_| std::fmt::Error)?;
+        f.write_str(std::str::from_utf8(&text[..n]).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -194,6 +223,10 @@ pub struct Shared {
     pub started: u32,
     pub counters: Arc<crate::throttle::Counters>,
     pub prelogin: Arc<crate::throttle::PreLogin>,
+    /// One metrics set per worker, summed by `/metrics`.
+    pub metrics: Arc<Vec<Arc<super::metrics::Metrics>>>,
+    /// Set once every worker listens (`/ready`).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shared {
@@ -208,6 +241,12 @@ impl Shared {
             lookup_health: super::lookup::health(&config),
             memcache: config.memcache.as_ref().map(Servers::new),
             counters: Arc::new(crate::throttle::Counters::new(config.throttle_capacity)),
+            metrics: Arc::new(
+                (0..config.workers.max(1))
+                    .map(|_| Arc::new(super::metrics::Metrics::new(config.handlers.len())))
+                    .collect(),
+            ),
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             prelogin: Arc::new(crate::throttle::PreLogin::default()),
             started: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -265,6 +304,20 @@ pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
     reload_on_sighup(prepared.tls_store.clone())?;
     let config = Arc::new(config);
     let shared = Shared::new(config.clone(), prepared);
+    // the admin endpoint answers from now on; `/ready` says when the listeners are bound
+    let admin = match admin {
+        Some(l) => Some(super::admin::serve(
+            l,
+            super::admin::State {
+                routes: shared.routes.clone(),
+                lookup: shared.lookup_health.clone(),
+                memcache: shared.memcache.clone(),
+                metrics: shared.metrics.clone(),
+                ready: shared.ready.clone(),
+            },
+        )?),
+        None => None,
+    };
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut threads = Vec::new();
     let mut drains = Vec::new();
@@ -286,19 +339,11 @@ pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
             Err(_) => anyhow::bail!("a worker exited during start-up"),
         }
     }
+    shared
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
     let listening: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
     tracing::info!(workers = config.workers, listeners = ?listening, "ringmail ready");
-    let admin = match admin {
-        Some(l) => Some(super::admin::serve(
-            l,
-            super::admin::State {
-                routes: shared.routes.clone(),
-                lookup: shared.lookup_health.clone(),
-                memcache: shared.memcache.clone(),
-            },
-        )?),
-        None => None,
-    };
     drain_on_sigterm(drains, admin, &config)?;
     if takeover {
         super::takeover::retire_holders(&config.listeners);
@@ -455,11 +500,13 @@ async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListen
             }
         };
         if worker.connections.get() >= worker.config.max_connections {
+            worker.metrics.refused(super::metrics::Refused::WorkerFull);
             compio::runtime::spawn(refuse(stream, spec)).detach();
             continue;
         }
         let w = worker.clone();
         w.connections.set(w.connections.get() + 1);
+        w.metrics.connection(1);
         compio::runtime::spawn(async move {
             use futures_util::FutureExt;
             // a bug in one session must not take the worker and its other sessions down
@@ -468,6 +515,7 @@ async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListen
                 tracing::error!(worker = w.id, client = %peer, "session panicked; connection dropped");
             }
             w.connections.set(w.connections.get() - 1);
+            w.metrics.connection(-1);
         })
         .detach();
     }

@@ -536,6 +536,8 @@ pub struct Ringmail {
     pub port: u16,
     /// Plain POP3 port.
     pub pop3_port: u16,
+    /// The admin endpoint's port.
+    pub admin_port: u16,
     pub dir: PathBuf,
 }
 
@@ -602,6 +604,7 @@ impl Ringmail {
         );
         std::fs::write(dir.join("ringmail.toml"), &conf).unwrap();
         let mut rm = Self::spawn(dir, o.args, port, pop3_port);
+        rm.admin_port = admin_port;
         // fail at once, with its log, if it exits instead of listening; its log says when every
         // worker listens (no probe connection: it would count against throttles and limits)
         let start = Instant::now();
@@ -623,7 +626,9 @@ impl Ringmail {
     pub fn start_same(&self, args: &[&str]) -> Ringmail {
         let dir = tempdir("ringmail");
         std::fs::copy(self.dir.join("ringmail.toml"), dir.join("ringmail.toml")).unwrap();
-        Self::spawn(dir, args, self.port, self.pop3_port)
+        let mut rm = Self::spawn(dir, args, self.port, self.pop3_port);
+        rm.admin_port = self.admin_port;
+        rm
     }
 
     /// Run the binary on `dir/ringmail.toml`, its stderr (debug level) in `dir/ringmail.log`.
@@ -643,6 +648,7 @@ impl Ringmail {
             child,
             port,
             pop3_port,
+            admin_port: 0,
             dir,
         }
     }
@@ -685,6 +691,26 @@ impl Ringmail {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("ringmail.log")).unwrap_or_default()
+    }
+
+    /// GET `path` on the admin endpoint: (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let code = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, body.to_string())
     }
 
     /// Whether the process is still running.
@@ -784,7 +810,22 @@ impl Raw {
 
 /// Run a Python 3 script; panics with its output unless it exits 0. Returns stdout.
 pub fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
+    python_with("python3", script, args)
+}
+
+/// [`python`] with Debian's own interpreter, which sees the modules apt installed (such as
+/// python3-prometheus-client) even where another python3 comes first on the PATH.
+pub fn system_python(script: &str, args: &[&str]) -> String {
+    let bin = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    python_with(bin, script, args)
+}
+
+fn python_with(bin: &str, script: &str, args: &[&str]) -> String {
+    let out = Command::new(bin)
         .arg("-c")
         .arg(script)
         .args(args)
