@@ -234,3 +234,41 @@ print("ok" if found else "missing")
     let log = env.ringmail.dir.join("ringmail.log");
     assert_eq!(python(script, &[log.to_str().unwrap()]).trim(), "ok");
 }
+
+/// Issue 11.5: every metric the Grafana dashboard queries is one ringmail exports (checked
+/// against a real scrape, after a login so that every series has moved at least once).
+#[test]
+fn the_grafana_dashboard_queries_only_exported_metrics() {
+    let env = Env::start();
+    let mut c = Raw::greeted(env.port());
+    c.login("bob@example.com", "bobpw");
+    let (code, body) = env.ringmail.admin_get("/metrics");
+    assert_eq!(code, 200);
+    let scraped = env.ringmail.dir.join("metrics.txt");
+    std::fs::write(&scraped, body).unwrap();
+    let dashboard =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana-dashboard.json");
+    let script = r#"
+import json, re, sys
+from prometheus_client.parser import text_string_to_metric_families
+samples = set()
+for family in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in family.samples:
+        samples.add(s.name)
+dash = json.load(open(sys.argv[2]))
+exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+exprs += [v["query"]["query"] for v in dash["templating"]["list"] if isinstance(v.get("query"), dict)]
+used = set()
+for e in exprs:
+    used.update(re.findall(r"\bringmail_[a-z_]+", e))
+missing = sorted(used - samples)
+assert not missing, f"queried but not exported: {missing}"
+assert len(used) >= 10, used
+print(len(used))
+"#;
+    let n = system_python(
+        script,
+        &[scraped.to_str().unwrap(), dashboard.to_str().unwrap()],
+    );
+    assert!(n.trim().parse::<usize>().unwrap() >= 10);
+}
