@@ -26,6 +26,8 @@ fi
 
 status=0
 cargo test --workspace --all-targets --release --no-fail-fast "$@" || status=$?
+# the Debian package (cargo-deb, installed if missing): contents, scripts, unit verified
+scripts/package-test.sh || status=1
 # a bounded fuzzing run (about 2 minutes) over every parser and state machine
 scripts/fuzz.sh 18 || status=1
 exit $status
