@@ -10,6 +10,7 @@ pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod imap;
+pub mod import_nginx;
 pub mod login;
 pub mod logsafe;
 pub mod lookup;

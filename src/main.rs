@@ -51,6 +51,13 @@ enum Command {
     /// List the lookup handlers (and memcached servers) the running instance uses, each up or
     /// down since when, with its last error (what `zmprov -garpu` / `-gamcs` answer).
     Servers,
+    /// Read a Zimbra-generated nginx configuration (the file that includes the mail, memcache
+    /// and zm_lookup parts) and print the equivalent ringmail TOML; what cannot be carried
+    /// over is listed on stderr (and as comments at the top of the output).
+    ImportNginx {
+        /// Usually /opt/zimbra/conf/nginx.conf.
+        file: PathBuf,
+    },
     /// Run the proxy in front of a built-in demo mailbox (needs nothing else installed).
     Demo {
         /// Where the proxy listens.
@@ -73,9 +80,17 @@ fn main() -> anyhow::Result<()> {
             .init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
+    if let Some(Command::ImportNginx { file }) = &cli.command {
+        let imported = ringmail::import_nginx::import_file(file).map_err(anyhow::Error::msg)?;
+        for w in &imported.warnings {
+            eprintln!("warning: {w}");
+        }
+        print!("{}", imported.toml);
+        return Ok(());
+    }
     let mut file = match &cli.command {
         Some(Command::Demo { listen }) => demo_config(*listen)?,
-        Some(Command::Purge { .. } | Command::Servers) | None => {
+        Some(Command::Purge { .. } | Command::Servers | Command::ImportNginx { .. }) | None => {
             FileConfig::load(&cli.config).map_err(anyhow::Error::msg)?
         }
     };
