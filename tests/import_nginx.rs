@@ -225,3 +225,20 @@ fn a_broken_file_is_an_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("include /nonexistent/x"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 11.4: docs/migrating-from-zimbra.md maps every `zimbraReverseProxy*` attribute (the
+/// list in tests/data is every such name in Zimbra's zimbra-attrs.xml).
+#[test]
+fn the_migration_guide_covers_every_reverse_proxy_attribute() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let guide = std::fs::read_to_string(root.join("docs/migrating-from-zimbra.md")).unwrap();
+    let names =
+        std::fs::read_to_string(root.join("tests/data/zimbra-reverse-proxy-attrs.txt")).unwrap();
+    let missing: Vec<&str> = names
+        .lines()
+        .filter(|n| !n.is_empty())
+        .filter(|n| !guide.contains(&format!("| {n} |")))
+        .collect();
+    assert!(missing.is_empty(), "not in the guide: {missing:?}");
+    assert!(names.lines().count() >= 100);
+}
