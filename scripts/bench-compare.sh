@@ -248,7 +248,9 @@ stop_nginx() {
 run() { # run <backend> <round> <target> <scenario-name> <loadtest args...>
   local backend=$1 round=$2 target=$3 name=$4; shift 4
   echo "$backend  round $round  $target  $name" >&2
-  $LT "$@" --password secret --json --label "$target" | python3 -c "
+  # reports (charts) next to the table; up to 1 % errors is tolerated, and reported
+  $LT "$@" --password secret --json --label "$target" --max-errors 0.01 \
+    --report "$OUT/reports/$backend-$name-$target-$round" | python3 -c "
 import json, sys
 r = json.load(sys.stdin); r['round'] = $round; r['target'] = '$target'; r['name'] = '$name'
 r['backend'] = '$backend'; r['pin'] = '$PIN'; r['workers'] = $WORKERS
@@ -259,7 +261,7 @@ print(json.dumps(r))" >>"$OUT/results.jsonl"
 scenarios() { # scenarios <backend> <round> <target>
   local b=$1 r=$2 t=$3 u="--users $USERS"
   # warm-up: every user logs in twice, so that the routes are cached
-  $LT login --target 127.0.0.1:$PORT $u --count $((2 * USERS)) --concurrency 20 --password secret --json >/dev/null
+  $LT login --target 127.0.0.1:$PORT $u --count $((2 * USERS)) --concurrency 20 --password secret --json --max-errors 1 >/dev/null
   for s in $SCENARIOS; do
     case $s in
       login) run "$b" "$r" "$t" login login --target 127.0.0.1:$PORT $u --duration 10s --concurrency 20 $PIDARGS ;;
@@ -295,4 +297,13 @@ for backend in $BACKENDS; do
 done
 
 python3 scripts/bench-table.py "$OUT/results.jsonl" | tee "$OUT/table.md"
-echo "results: $OUT/results.jsonl, table: $OUT/table.md" >&2
+# one overlay chart per backend and scenario: ringmail against nginx, first round
+for backend in $BACKENDS; do
+  for s in $SCENARIOS; do
+    a="$OUT/reports/$backend-$s-ringmail-1/report.json"
+    b="$OUT/reports/$backend-$s-nginx-1/report.json"
+    [ -f "$a" ] && [ -f "$b" ] && $LT compare "$a" "$b" --out "$OUT/reports/compare-$backend-$s.html" \
+      > "$OUT/reports/compare-$backend-$s.txt"
+  done
+done
+echo "results: $OUT/results.jsonl, table: $OUT/table.md, charts: $OUT/reports/" >&2

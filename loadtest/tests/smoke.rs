@@ -61,15 +61,20 @@ fn loadtest() -> Command {
     Command::new(env!("CARGO_BIN_EXE_loadtest"))
 }
 
-/// Run a scenario with --json and return the report.
+/// Run a scenario with --json and return the report (it must pass its verdict).
 fn run(args: &[&str]) -> serde_json::Value {
+    let (ok, r, stderr) = run_any(args);
+    assert!(ok, "loadtest {args:?}: {stderr}");
+    r
+}
+
+/// Run a scenario with --json: (exit status success, report, stderr).
+fn run_any(args: &[&str]) -> (bool, serde_json::Value, String) {
     let out = loadtest().args(args).arg("--json").output().unwrap();
-    assert!(
-        out.status.success(),
-        "loadtest {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let r = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("loadtest {args:?}: {e}: {stderr}"));
+    (out.status.success(), r, stderr)
 }
 
 #[test]
@@ -115,7 +120,8 @@ fn every_scenario_reports() {
         "--concurrency",
         "5",
     ]);
-    assert!(r["ops"].as_u64().unwrap() >= 50);
+    assert_eq!(r["ops"].as_u64().unwrap(), 50, "--count is exact");
+    assert_eq!(r["attempts"].as_u64().unwrap(), 50);
     assert!(r["errors"].as_object().unwrap().is_empty(), "{r}");
     assert!(r["latency_us"]["p99"].as_u64().unwrap() > 0);
     let r = run(&[
@@ -138,21 +144,68 @@ fn every_scenario_reports() {
         "2",
     ]);
     assert!(r["bytes"].as_u64().unwrap() >= 10 * 100 * 1024, "{r}");
-    // a wrong password is counted as a refusal, not hidden
+    // a wrong password is counted as a refusal, with the server's reply; --count counts
+    // attempts, and any error fails the run unless --max-errors allows it
+    let wrong = [
+        "login",
+        "--target",
+        &target,
+        "--count",
+        "4",
+        "--concurrency",
+        "1",
+        "--password",
+        "nope",
+    ];
+    let (ok, r, stderr) = run_any(&wrong);
+    assert!(!ok, "errors fail the run by default");
+    assert!(
+        stderr.contains("FAIL: 100.00 % of 4 attempts failed"),
+        "{stderr}"
+    );
+    assert_eq!(r["errors"]["Refused"].as_u64().unwrap(), 4, "{r}");
+    assert_eq!(r["attempts"].as_u64().unwrap(), 4, "{r}");
+    assert!(
+        r["first_error_by_kind"]["Refused"]
+            .as_str()
+            .unwrap()
+            .contains("NO"),
+        "the server's reply: {r}"
+    );
+    let mut allowed = wrong.to_vec();
+    allowed.extend(["--max-errors", "1"]);
+    assert!(run_any(&allowed).0, "--max-errors 1 accepts every error");
+
+    // real accounts: zero-padded patterns and an accounts file (the backend checks the
+    // password, so a wrong expansion would fail)
     let r = run(&[
         "login",
         "--target",
         &target,
         "--count",
-        "3",
-        "--concurrency",
-        "1",
+        "5",
+        "--user",
+        "user{n:04}@example.test",
         "--password",
-        "nope",
-        "--duration",
-        "2s",
+        "secret",
     ]);
-    assert!(r["errors"]["Refused"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["ops"].as_u64().unwrap(), 5, "{r}");
+    let accounts = dir.join("accounts.txt");
+    std::fs::write(
+        &accounts,
+        "# user password\na@example.test secret\nb@example.test secret\n",
+    )
+    .unwrap();
+    let r = run(&[
+        "login",
+        "--target",
+        &target,
+        "--count",
+        "6",
+        "--accounts",
+        accounts.to_str().unwrap(),
+    ]);
+    assert_eq!(r["ops"].as_u64().unwrap(), 6, "{r}");
 
     // through ringmail, if the workspace built it next to loadtest
     let ringmail = PathBuf::from(env!("CARGO_BIN_EXE_loadtest")).with_file_name("ringmail");
@@ -223,7 +276,92 @@ fn every_scenario_reports() {
     ]);
     assert_eq!(r["sessions"].as_u64().unwrap(), 50, "{r}");
     assert!(r["rss_loaded"].as_u64().unwrap() > 0, "{r}");
+
+    // reports: the proxy, then the backend alone, then the two compared
+    let through = dir.join("through");
+    let direct = dir.join("direct");
+    let backend_target = format!("127.0.0.1:{imap}");
+    for (t, out) in [(&target, &through), (&backend_target, &direct)] {
+        run(&[
+            "login",
+            "--target",
+            t,
+            "--duration",
+            "3s",
+            "--concurrency",
+            "4",
+            "--pid",
+            &pid,
+            "--label",
+            out.file_name().unwrap().to_str().unwrap(),
+            "--report",
+            out.to_str().unwrap(),
+        ]);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        assert!(json["series"].as_array().unwrap().len() >= 3, "{json}");
+        assert!(json["percentiles"].as_array().unwrap().len() >= 5, "{json}");
+    }
+    let compared = dir.join("compare.html");
+    let out = loadtest()
+        .args(["compare"])
+        .arg(through.join("report.json"))
+        .arg(direct.join("report.json"))
+        .arg("--out")
+        .arg(&compared)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ops/s") && text.contains("ratio"), "{text}");
+    for page in [through.join("report.html"), compared] {
+        assert_charts_render(&page, 2);
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Open `page` in headless Chromium and check that at least `charts` SVG charts rendered, each
+/// with a drawn line (a polyline or path with points).
+fn assert_charts_render(page: &Path, charts: usize) {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("chromium is not installed: run scripts/test.sh (it installs Debian's chromium)");
+    let profile = std::env::temp_dir().join(format!("loadtest-chromium-{}", std::process::id()));
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let svgs = dom.matches("<svg").count();
+    assert!(
+        svgs >= charts,
+        "{svgs} charts rendered in {}: {dom}",
+        page.display()
+    );
+    let lines = dom
+        .split("<polyline")
+        .skip(1)
+        .filter(|l| {
+            l.split("points=\"").nth(1).is_some_and(|p| {
+                p.split('"')
+                    .next()
+                    .is_some_and(|pts| pts.split(' ').count() >= 2)
+            })
+        })
+        .count();
+    assert!(lines >= charts, "{lines} drawn lines in {}", page.display());
 }
 
 #[test]
