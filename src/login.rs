@@ -50,6 +50,71 @@ impl<T> TlsVariants<T> {
     }
 }
 
+/// Finds, incrementally, the moments a pre-login command may have become complete: the end of
+/// a line outside IMAP literal octets (POP3 lines and SASL responses have none). Positions are relative to the start of the current command; reset
+/// it when the command's bytes are consumed.
+#[derive(Debug, Default, Clone)]
+pub struct Scanner {
+    /// Bytes looked at so far.
+    scanned: usize,
+    /// Where the current line (or its part after a literal) starts.
+    line_start: usize,
+    /// Literal octets still to skip.
+    literal_left: usize,
+}
+
+impl Scanner {
+    /// Look at the bytes that arrived since the last call; true when a line ended outside a
+    /// literal among them (parse now). Literals larger than `max_literal` are not skipped
+    /// beyond it (the parser refuses them at the line that announced them).
+    pub fn line_ended(&mut self, buf: &[u8], max_literal: usize) -> bool {
+        if buf.len() < self.scanned {
+            // the buffer was replaced (a command consumed, STARTTLS): start over
+            *self = Scanner::default();
+        }
+        loop {
+            if self.literal_left > 0 {
+                let take = self.literal_left.min(buf.len() - self.scanned);
+                self.scanned += take;
+                self.literal_left -= take;
+                if self.literal_left > 0 {
+                    return false;
+                }
+                self.line_start = self.scanned;
+            }
+            let Some(off) = buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+                self.scanned = buf.len();
+                return false;
+            };
+            let lf = self.scanned + off;
+            self.scanned = lf + 1;
+            let line = &buf[self.line_start..lf];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            self.line_start = self.scanned;
+            if let Some(n) = announced_literal(line) {
+                self.literal_left = n.min(max_literal.saturating_add(1));
+            }
+            return true;
+        }
+    }
+
+    pub fn reset(&mut self) {
+        *self = Scanner::default();
+    }
+}
+
+/// The octet count of a literal announced at the end of `line` (`{n}` or `{n+}`).
+fn announced_literal(line: &[u8]) -> Option<usize> {
+    let inner = line.strip_suffix(b"}")?;
+    let open = inner.iter().rposition(|&b| b == b'{')?;
+    let digits = &inner[open + 1..];
+    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
 /// What the session does next, as told by a client-side state machine.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {

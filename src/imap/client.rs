@@ -13,7 +13,7 @@ use super::backend::{BackendLogin, Replay};
 use super::parser::{parse_command, sasl_line, Command, Parse};
 use crate::login::{
     strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
-    FailurePolicy, ReplayParams, TlsVariants, MAX_PASSWORD, MAX_TOKEN, MAX_USER,
+    FailurePolicy, ReplayParams, Scanner, TlsVariants, MAX_PASSWORD, MAX_TOKEN, MAX_USER,
 };
 use crate::sasl::{decode_b64, decode_oauthbearer, decode_plain, decode_xoauth2};
 use crate::secret::Secret;
@@ -187,6 +187,10 @@ pub struct ImapClient<'s> {
     errors: u32,
     /// Synchronising literals of the current command already answered with `+ `.
     acked: usize,
+    /// Where the current command (or SASL line) may end: the parser runs only then.
+    scan: Scanner,
+    /// Bytes handed to the parser so far (stays linear in the input: a test checks it).
+    parsed: u64,
     /// Whether any command was received (a timeout before the first one closes silently).
     active: bool,
     client_name: Option<Vec<u8>>,
@@ -222,6 +226,8 @@ impl Prepared {
             state: State::Commands,
             errors: 0,
             acked: 0,
+            scan: Scanner::default(),
+            parsed: 0,
             active: false,
             client_name: None,
             client_version: None,
@@ -272,7 +278,17 @@ impl<'s> ImapClient<'s> {
         None
     }
 
+    /// Bytes the parser has been handed so far (for tests of its linear work).
+    #[doc(hidden)]
+    pub fn parsed_bytes(&self) -> u64 {
+        self.parsed
+    }
+
     fn command(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+        if !self.scan.line_ended(input, self.settings.max_command) {
+            return Step::More;
+        }
+        self.parsed += input.len() as u64;
         match parse_command(input, self.acked, self.settings.max_command) {
             Parse::Incomplete { continuation } => {
                 if continuation {
@@ -288,6 +304,7 @@ impl<'s> ImapClient<'s> {
             } => {
                 self.active = true;
                 self.acked = 0;
+                self.scan.reset();
                 let tag = tag.unwrap_or_else(|| b"*".to_vec());
                 Step::Consumed(consumed, self.invalid(&tag, out, close))
             }
@@ -298,6 +315,7 @@ impl<'s> ImapClient<'s> {
             } => {
                 self.active = true;
                 self.acked = 0;
+                self.scan.reset();
                 Step::Consumed(consumed, self.execute(tag, command, out))
             }
         }
@@ -427,6 +445,11 @@ impl<'s> ImapClient<'s> {
     }
 
     fn sasl(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
+        // a SASL response is one line: look for its end only in the bytes not seen yet
+        if !self.scan.line_ended(input, 0) {
+            return Step::More;
+        }
+        self.scan.reset();
         let Some((line, consumed)) = sasl_line(input) else {
             return Step::More;
         };
@@ -660,6 +683,7 @@ impl ClientSide for ImapClient<'_> {
 
     fn tls_started(&mut self) {
         // RFC 3501: a new session state; capabilities are asked again, no new greeting
+        self.scan.reset();
         self.tls = true;
         self.state = State::Commands;
         self.acked = 0;
@@ -722,6 +746,66 @@ mod tests {
 
     fn prepared() -> Prepared {
         Prepared::new(Settings::default())
+    }
+
+    /// Feed `input` one byte per read, as a session would (append, handle, drain); returns
+    /// what was written and the events.
+    fn trickle(c: &mut ImapClient<'_>, input: &[u8]) -> (String, Vec<Event>) {
+        let (mut buf, mut out, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        for &b in input {
+            buf.push(b);
+            let (n, ev) = c.handle(&buf, &mut out);
+            buf.drain(..n);
+            if ev != Event::NeedMore {
+                events.push(ev);
+            }
+        }
+        (String::from_utf8_lossy(&out).into_owned(), events)
+    }
+
+    /// Issue 12.4: a 1 MiB command arriving one byte at a time costs the parser work linear in
+    /// its length (it used to re-parse the buffered command on every read: about n²/2 bytes).
+    #[test]
+    fn a_command_sent_a_byte_at_a_time_is_parsed_in_linear_work() {
+        let p = Prepared::new(Settings {
+            max_command: 1 << 20,
+            ..Settings::default()
+        });
+        let n = (1 << 20) - 64;
+        let mut quoted = b"a LOGIN alice \"".to_vec();
+        quoted.resize(quoted.len() + n, b'x');
+        quoted.extend_from_slice(b"\"\r\nb NOOP\r\n");
+        let mut c = p.client(true, StartTls::Off);
+        let (out, events) = trickle(&mut c, &quoted);
+        assert!(events.is_empty(), "{events:?}");
+        // too long a password, refused, and the next command runs
+        assert!(
+            out.starts_with("a NO") && out.ends_with("\r\nb OK completed\r\n"),
+            "{out}"
+        );
+        let work = c.parsed_bytes();
+        assert!(
+            work < 2 * quoted.len() as u64,
+            "parsed {work} bytes for a {}-byte input",
+            quoted.len()
+        );
+
+        // literals: the octets are skipped, never re-parsed; each synchronising literal gets
+        // its continuation once
+        let mut lit = b"c LOGIN {5}\r\nalice {1000}\r\n".to_vec();
+        lit.resize(lit.len() + 1000, b'p');
+        lit.extend_from_slice(b"\r\n");
+        let mut c = p.client(true, StartTls::Off);
+        let (out, events) = trickle(&mut c, &lit);
+        assert_eq!(out, "+ \r\n+ \r\n");
+        assert!(
+            matches!(&events[..], [Event::Login(creds)] if creds.user == b"alice" && creds.password.len() == 1000)
+        );
+        assert!(
+            c.parsed_bytes() < 4 * lit.len() as u64,
+            "{}",
+            c.parsed_bytes()
+        );
     }
 
     /// A plaintext client without STARTTLS.

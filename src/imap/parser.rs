@@ -2,10 +2,14 @@
 //!
 //! Takes the bytes buffered so far and returns one of: need more bytes (and whether a `+ `
 //! continuation must be sent for a synchronising literal), a complete command, or an invalid
-//! line to skip. The parser is re-run from the start of the buffered command when more bytes
-//! arrive; the caller bounds the buffer (`max_command`), so a command, literals included, never
-//! costs more than that. It does not touch sockets, does not reply and does not count errors:
-//! that is [`super::client`]'s job.
+//! line to skip. It does not touch sockets, does not reply and does not count errors: that is
+//! [`super::client`]'s job.
+//!
+//! Work stays linear in the bytes received however they are cut: the client machine's
+//! [`crate::login::Scanner`] looks at each byte once, skipping literal octets, and this parser
+//! runs only when a line ended outside a literal (the command may be complete, or a literal
+//! was announced). The grammar allows a bounded number of literals per command (at most 61, in
+//! ID), so a command is parsed a bounded number of times.
 #![forbid(unsafe_code)]
 
 use crate::secret::Secret;

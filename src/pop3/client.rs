@@ -11,7 +11,7 @@ use super::parser::{line, parse_command, Command, Parse};
 use crate::login::StartTls;
 use crate::login::{
     strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
-    FailurePolicy, ReplayParams, TlsVariants, MAX_PASSWORD, MAX_TOKEN, MAX_USER,
+    FailurePolicy, ReplayParams, Scanner, TlsVariants, MAX_PASSWORD, MAX_TOKEN, MAX_USER,
 };
 use crate::sasl::{decode_b64, decode_oauthbearer, decode_plain, decode_xoauth2};
 use crate::secret::Secret;
@@ -119,6 +119,7 @@ impl Prepared {
             state: State::Start,
             errors: 0,
             failures: FailureCounter::default(),
+            scan: Scanner::default(),
         }
     }
 }
@@ -144,6 +145,8 @@ pub struct Pop3Client<'s> {
     state: State,
     errors: u32,
     failures: FailureCounter,
+    /// Where the current line may end (see [`Scanner`]).
+    scan: Scanner,
 }
 
 impl Pop3Client<'_> {
@@ -394,6 +397,20 @@ impl ClientSide for Pop3Client<'_> {
         let mut pos = 0;
         loop {
             let rest = &input[pos..];
+            if matches!(self.state, State::Closed | State::LoggingIn(_)) {
+                return (pos, Event::NeedMore);
+            }
+            // a command is one line: look for its end only in the bytes not seen yet, so a
+            // line trickled a byte at a time costs linear work
+            if !self.scan.line_ended(rest, 0) {
+                if rest.len() >= self.settings.max_command {
+                    out.extend_from_slice(INVALID);
+                    self.state = State::Closed;
+                    return (input.len(), Event::Close);
+                }
+                return (pos, Event::NeedMore);
+            }
+            self.scan.reset();
             let step = match &self.state {
                 State::Closed | State::LoggingIn(_) => return (pos, Event::NeedMore),
                 State::SaslPlain
@@ -469,6 +486,7 @@ impl ClientSide for Pop3Client<'_> {
     }
 
     fn tls_started(&mut self) {
+        self.scan.reset();
         self.tls = true;
         self.state = State::Start;
     }
