@@ -1,0 +1,412 @@
+//! A session's login: the route, the user throttle, the backend connection (PROXY header,
+//! TLS), the replay of the login (with an OAuth challenge relayed), then the relay.
+
+use std::io;
+use std::net::SocketAddr;
+
+use compio::net::TcpStream;
+use rustls::pki_types::ServerName;
+
+use super::super::conn::Conn;
+use super::super::metrics::{LoginResult, Phase, Step};
+use super::super::relay::{relay, End};
+use super::super::resolve::{resolve, LoginContext, Resolution};
+use super::super::worker::Worker;
+use super::{After, Gauge, Outcome};
+use crate::config::{BackendTls, Proto};
+use crate::login::{BackendSide, ClientSide, Progress, ReplayParams};
+use crate::logsafe::{escaped, Escaped};
+use crate::proxyproto;
+use crate::secret::Scratch;
+use crate::throttle;
+
+/// The name a backend certificate must carry: `upstream.server_name`, else its IP address.
+fn backend_name(w: &Worker, server: SocketAddr) -> io::Result<ServerName<'static>> {
+    match &w.config.backend_server_name {
+        Some(n) => ServerName::try_from(n.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)),
+        None => Ok(ServerName::IpAddress(server.ip().into())),
+    }
+}
+
+/// Connect to the backend: TCP under the connect timeout, the PROXY header when
+/// `upstream.proxy_protocol` asks for one (in clear, before any TLS), then TLS with
+/// `upstream.tls = "on"` (STARTTLS happens later, inside the login replay).
+async fn connect_backend(
+    w: &Worker,
+    server: SocketAddr,
+    ctx: &LoginContext<'_>,
+) -> io::Result<Conn> {
+    let started = std::time::Instant::now();
+    let stream =
+        match compio::time::timeout(w.config.connect_timeout, TcpStream::connect(server)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+        };
+    w.metrics.backend_connect.observe(started.elapsed());
+    let _ = stream.set_nodelay(true);
+    let header = proxyproto::encode(w.config.backend_proxy_protocol, ctx.client, ctx.local);
+    if !header.is_empty() {
+        use compio::io::AsyncWriteExt;
+        // one write, as the protocol asks
+        let mut s = &stream;
+        s.write_all(header).await.0?;
+    }
+    let conn = Conn::plain(stream, w.config.buffer_size);
+    let (Some(cfg), BackendTls::On) = (&w.backend_tls, w.config.backend_tls) else {
+        return Ok(conn);
+    };
+    let name = backend_name(w, server)?;
+    match compio::time::timeout(
+        w.config.connect_timeout,
+        conn.connect_tls(cfg.clone(), name),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
+}
+
+pub(super) async fn login(
+    w: &Worker,
+    proto: Proto,
+    conn: &Conn,
+    client: &mut (dyn ClientSide + '_),
+    ctx: LoginContext<'_>,
+    (slot, gauge): (&mut Option<Box<super::super::throttle::Slot>>, &Gauge<'_>),
+    inbuf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> After {
+    // owned here, so that it lives in the boxed login future and not in every idle session's
+    let ctx = &ctx;
+    let creds = ctx.creds;
+    let sid = ctx.session;
+    let user = escaped(&creds.user);
+    let m = &w.metrics;
+    let (server, account, password, keys) = match Box::pin(resolve(w, ctx)).await {
+        Resolution::Route {
+            server,
+            account,
+            password,
+            keys,
+            ..
+        } => (server, account, password, keys),
+        Resolution::Denied { text, wait } => {
+            m.login(proto, LoginResult::Denied);
+            let f = client.login_denied(text.as_deref(), wait, out);
+            compio::time::sleep(f.delay).await;
+            let _ = Box::pin(conn.write_vec(out)).await;
+            return if f.close {
+                After::Close(Outcome::login("denied", &user, None))
+            } else {
+                After::Retry
+            };
+        }
+        Resolution::Failed(_) => {
+            m.login(proto, LoginResult::Failed(Step::Lookup));
+            client.internal_error(out);
+            let _ = conn.write_vec(out).await;
+            return After::Close(Outcome::login("lookup_failed", &user, None));
+        }
+    };
+    // a user who used up the window's logins is refused before the backend is asked (Zimbra
+    // asks it, then refuses)
+    if w.config.throttle.user_limit().is_some()
+        && super::super::throttle::user_exhausted(w, &account, ctx.client_ip).await
+    {
+        tracing::info!(session = %sid, %user, client = %ctx.client, protocol = proto.name(), "user over the login limit (throttle.user_max); refused");
+        m.login(proto, LoginResult::Throttled);
+        throttle::user_refusal(
+            proto,
+            &w.config.throttle.user_reject,
+            &creds.tag,
+            creds.kind,
+            out,
+        );
+        let _ = conn.write_vec(out).await;
+        return After::Close(Outcome::login("user_throttled", &user, None));
+    }
+    let fail = |client: &mut (dyn ClientSide + '_),
+                out: &mut Vec<u8>,
+                step: Step,
+                what: &str,
+                error: &dyn std::fmt::Display| {
+        tracing::error!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), error = %error, "{what}");
+        m.login(proto, LoginResult::Failed(step));
+        client.internal_error(out);
+    };
+    let gone = |end| After::Close(Outcome::login(end, &user, Some(server)));
+
+    let backend = match Box::pin(connect_backend(w, server, ctx)).await {
+        Ok(b) => b,
+        Err(e) => {
+            m.backend_connect_error();
+            fail(
+                client,
+                out,
+                Step::BackendConnect,
+                "connecting to the backend failed",
+                &e,
+            );
+            let _ = conn.write_vec(out).await;
+            return gone("backend_connect_failed");
+        }
+    };
+    // what only the replay needs is dropped before the relay, so an idle session keeps none
+    let outcome = {
+        let starttls = match (&w.backend_tls, w.config.backend_tls) {
+            (Some(cfg), BackendTls::Starttls) => match backend_name(w, server) {
+                Ok(name) => Some((cfg.clone(), name)),
+                Err(e) => {
+                    fail(
+                        client,
+                        out,
+                        Step::BackendConnect,
+                        "naming the backend for TLS failed",
+                        &e,
+                    );
+                    let _ = conn.write_vec(out).await;
+                    return gone("backend_tls_failed");
+                }
+            },
+            _ => None,
+        };
+        let session_id = sid.to_string();
+        let params = ReplayParams {
+            send_client_ip: w.config.session(proto).send_client_ip,
+            literal_auth: w.config.literal_auth,
+            starttls: starttls.is_some(),
+            client_ip: ctx.client_ip,
+            proxy_ip: ctx.proxy_ip,
+            client_port: ctx.client.port(),
+            proxy_port: ctx.local.port(),
+            session_id: &session_id,
+            account: &account,
+            password: password.as_ref(),
+        };
+        let mut replay = client.backend(creds, &params);
+        let replayed = compio::time::timeout(
+            w.config.login_timeout,
+            run_replay(backend, replay.as_mut(), starttls, conn, inbuf),
+        );
+        Box::pin(replayed).await
+    };
+    // the name the user throttle counts (the account the backend logged in)
+    let counted_as = w.config.throttle.user_limit().map(|_| account.clone());
+    drop((account, password));
+    let (backend, progress, rest) = match outcome {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            fail(
+                client,
+                out,
+                Step::BackendLogin,
+                "logging in to the backend failed",
+                &e,
+            );
+            let _ = conn.write_vec(out).await;
+            return gone("backend_login_failed");
+        }
+        Err(_) => {
+            fail(
+                client,
+                out,
+                Step::BackendTimeout,
+                "logging in to the backend timed out",
+                &"timeout",
+            );
+            let _ = conn.write_vec(out).await;
+            return gone("backend_login_timeout");
+        }
+    };
+    match progress {
+        Progress::Success { mut forward } => {
+            if let Some(account) = counted_as {
+                if !super::super::throttle::user_allowed(w, &account, ctx.client_ip).await {
+                    tracing::info!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "user over the login limit (throttle.user_max) after the backend login; closed");
+                    m.login(proto, LoginResult::Throttled);
+                    drop(backend);
+                    throttle::user_refusal(
+                        proto,
+                        &w.config.throttle.user_reject,
+                        &creds.tag,
+                        creds.kind,
+                        out,
+                    );
+                    let _ = conn.write_vec(out).await;
+                    return gone("user_throttled");
+                }
+            }
+            m.login(proto, LoginResult::Ok);
+            // logged in: no longer one of this address's pre-login connections
+            drop(slot.take());
+            gauge.set(Phase::Relaying, conn.is_tls());
+            forward.extend_from_slice(&rest);
+            drop((rest, keys));
+            tracing::debug!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "logged in");
+            if conn.write_vec(&mut forward).await.is_err() {
+                return gone("client_gone");
+            }
+            drop(forward);
+            // commands the client pipelined after its login go to the backend
+            if backend.write_vec(inbuf).await.is_err() {
+                return gone("backend_gone");
+            }
+            *inbuf = Vec::new();
+            *out = Vec::new();
+            let times = w.config.session(proto);
+            let counted = Counted::new(&w.relaying);
+            let (end, counts) = relay(
+                conn,
+                &backend,
+                times.idle_timeout,
+                w.config.buffer_size,
+                &w.drain,
+                w.drain.slot(),
+                m,
+            )
+            .await;
+            drop(counted);
+            match end {
+                End::Idle => client.idle_closing(out),
+                End::Shutdown => client.shutting_down(true, out),
+                End::Closed | End::Error => {}
+            }
+            let _ = conn.write_vec(out).await;
+            After::Close(Outcome {
+                end: match end {
+                    End::Closed => "closed",
+                    End::Idle => "idle_timeout",
+                    End::Shutdown => "shutdown",
+                    End::Error => "io_error",
+                },
+                user: Some(user.to_string()),
+                backend: Some(server),
+                counts,
+                tls: false,
+            })
+        }
+        Progress::Rejected { reply } => {
+            tracing::info!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "backend rejected the credentials");
+            m.login(proto, LoginResult::Rejected);
+            if let Some(keys) = &keys {
+                super::super::resolve::forget(w, keys);
+            }
+            drop(backend);
+            let f = client.login_rejected(&reply, out);
+            compio::time::sleep(f.delay).await;
+            let _ = conn.write_vec(out).await;
+            if f.close {
+                gone("rejected")
+            } else {
+                After::Retry
+            }
+        }
+        Progress::Failed { step, line } => {
+            // the client sees only our own reply; what the backend said goes to the log
+            let said = line.as_deref().map(Escaped);
+            tracing::error!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), step, backend_said = ?said, "unexpected answer from the backend");
+            m.login(proto, LoginResult::Failed(Step::BackendLogin));
+            client.internal_error(out);
+            let _ = conn.write_vec(out).await;
+            gone("backend_unexpected_answer")
+        }
+        // run_replay returns only final answers
+        Progress::NeedMore | Progress::StartTls | Progress::Challenge { .. } => {
+            gone("internal_error")
+        }
+    }
+}
+
+/// Longest client answer to a backend's OAuth challenge (normally an empty line).
+const MAX_CHALLENGE_ANSWER: usize = 1024;
+
+/// One line from the client (LF included), from what it already sent or what it sends next.
+async fn client_line(client: &Conn, inbuf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
+    loop {
+        if let Some(end) = inbuf.iter().position(|&b| b == b'\n') {
+            let rest = inbuf.split_off(end + 1);
+            return Ok(std::mem::replace(inbuf, rest));
+        }
+        if inbuf.len() > MAX_CHALLENGE_ANSWER {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "client answer to the OAuth challenge is too long",
+            ));
+        }
+        let room = MAX_CHALLENGE_ANSWER + 1 - inbuf.len();
+        if client.read_into(inbuf, room).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "client closed during the OAuth challenge",
+            ));
+        }
+    }
+}
+
+/// Counts a session in a per-worker gauge while it lives (also when a panic unwinds it).
+struct Counted<'a>(&'a std::cell::Cell<usize>);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a std::cell::Cell<usize>) -> Self {
+        gauge.set(gauge.get() + 1);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// Run the replay until it finishes, doing STARTTLS with the backend when the replay asks
+/// for it. Returns the connection, the result and the backend bytes after it.
+async fn run_replay(
+    mut backend: Conn,
+    replay: &mut dyn BackendSide,
+    mut starttls: Option<(std::sync::Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    client: &Conn,
+    inbuf: &mut Vec<u8>,
+) -> io::Result<(Conn, Progress, Vec<u8>)> {
+    let mut buf: Vec<u8> = Vec::new();
+    // what goes to the backend carries the password: zeroed when this returns
+    let mut to_backend = Scratch::with_capacity(1024);
+    let to_backend = &mut to_backend.0;
+    loop {
+        let (n, progress) = replay.handle(&buf, to_backend);
+        buf.drain(..n);
+        backend.write_vec(to_backend).await?;
+        match progress {
+            Progress::NeedMore => {}
+            Progress::StartTls => {
+                let Some((cfg, name)) = starttls.take() else {
+                    return Err(io::Error::other("STARTTLS answered twice"));
+                };
+                // plaintext the backend sent after its OK is never taken as TLS-protected
+                buf = Vec::new();
+                backend = Box::pin(backend.connect_tls(cfg, name)).await?;
+                replay.tls_started(to_backend);
+                backend.write_vec(to_backend).await?;
+            }
+            Progress::Challenge { mut line } => {
+                // an OAuth error challenge: the client sees it (clients show its JSON) and
+                // answers with one line, which goes to the backend as is
+                client.write_vec(&mut line).await?;
+                let mut answer = Box::pin(client_line(client, inbuf)).await?;
+                backend.write_vec(&mut answer).await?;
+            }
+            _ => return Ok((backend, progress, buf)),
+        }
+        if backend.read_into(&mut buf, 16384).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "backend closed the connection during login",
+            ));
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! One client connection, driven end to end, for any protocol: TLS (implicit or after
+//! STARTTLS/STLS), greeting and pre-login commands (a [`ClientSide`] state machine: IMAP or
+//! POP3), route resolution ([`super::resolve`]), backend connect (TLS when configured) and login
+//! replay (a [`BackendSide`]), failed-login delays, then the relay ([`super::relay`]).
+//!
+//! All protocol decisions are made by the sans-I/O state machines; this file reads, writes,
+//! sleeps and logs which step failed. Passwords are never logged.
+
+mod backend;
+mod front;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use compio::net::TcpStream;
+use futures_util::future::{select, Either};
+
+use super::conn::Conn;
+use super::metrics::{Metrics, Phase, Refused};
+use super::relay::Counts;
+use super::resolve::LoginContext;
+use super::worker::{SessionId, Worker};
+use crate::config::{ListenerSpec, Proto};
+use crate::login::{ClientSide, Event};
+use crate::throttle;
+use backend::login;
+use front::{proxy_header, start_tls};
+
+enum After {
+    /// Back to the pre-login state (a failed login the client may retry).
+    Retry,
+    Close(Outcome),
+}
+
+/// How a session ended, for its audit line.
+struct Outcome {
+    /// Why it ended, one word (`closed`, `idle_timeout`, `rejected`, `tls_failed`, ...).
+    end: &'static str,
+    /// The last login tried (escaped for the log).
+    user: Option<String>,
+    backend: Option<SocketAddr>,
+    counts: Counts,
+    /// Whether the client connection was encrypted at the end.
+    tls: bool,
+}
+
+impl Outcome {
+    fn early(end: &'static str) -> Outcome {
+        Outcome {
+            end,
+            user: None,
+            backend: None,
+            counts: Counts::default(),
+            tls: false,
+        }
+    }
+
+    fn login(end: &'static str, user: &str, backend: Option<SocketAddr>) -> Outcome {
+        Outcome {
+            end,
+            user: Some(user.to_string()),
+            backend,
+            counts: Counts::default(),
+            tls: false,
+        }
+    }
+}
+
+/// The session's place in the `ringmail_sessions` gauge, moved as it goes (STARTTLS, login)
+/// and taken out when it ends.
+struct Gauge<'a> {
+    metrics: &'a Metrics,
+    proto: Proto,
+    phase: std::cell::Cell<Phase>,
+    tls: std::cell::Cell<bool>,
+}
+
+impl<'a> Gauge<'a> {
+    fn new(metrics: &'a Metrics, proto: Proto, tls: bool) -> Self {
+        metrics.session(proto, Phase::PreLogin, tls, 1);
+        Gauge {
+            metrics,
+            proto,
+            phase: std::cell::Cell::new(Phase::PreLogin),
+            tls: std::cell::Cell::new(tls),
+        }
+    }
+
+    fn set(&self, phase: Phase, tls: bool) {
+        self.metrics
+            .session(self.proto, self.phase.get(), self.tls.get(), -1);
+        self.metrics.session(self.proto, phase, tls, 1);
+        self.phase.set(phase);
+        self.tls.set(tls);
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .session(self.proto, self.phase.get(), self.tls.get(), -1);
+    }
+}
+
+/// Serve one client connection until it closes, then write its audit line: one line per
+/// session at info level, with how it ended.
+///
+/// Not an `async fn` around an `.await`: that would keep its arguments and a second copy of
+/// the session future in every idle session; a `map` keeps only the start time and the id.
+pub fn serve(
+    w: &Worker,
+    spec: ListenerSpec,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = ()> + '_ {
+    use futures_util::FutureExt;
+    let started = std::time::Instant::now();
+    let sid = w.session_id();
+    let proto = spec.proto;
+    run(w, spec, stream, peer, sid).map(move |(client, o)| audit(sid, client, proto, started, &o))
+}
+
+/// The audit line.
+fn audit(
+    sid: SessionId,
+    client: SocketAddr,
+    proto: Proto,
+    started: std::time::Instant,
+    o: &Outcome,
+) {
+    let backend = o.backend.map(|b| b.to_string());
+    tracing::info!(
+        session = %sid,
+        client = %client,
+        user = o.user.as_deref().unwrap_or("-"),
+        protocol = proto.name(),
+        tls = o.tls,
+        backend = backend.as_deref().unwrap_or("-"),
+        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        bytes_in = o.counts.client_to_backend,
+        bytes_out = o.counts.backend_to_client,
+        end = o.end,
+        "session ended"
+    );
+}
+
+/// The session itself; returns the client's address (after a PROXY header) and how it ended.
+async fn run(
+    w: &Worker,
+    spec: ListenerSpec,
+    stream: TcpStream,
+    peer: SocketAddr,
+    sid: SessionId,
+) -> (SocketAddr, Outcome) {
+    let gauge = Gauge::new(&w.metrics, spec.proto, spec.tls);
+    let gauge = &gauge;
+    let (client, mut outcome) = 'session: {
+        let _ = stream.set_nodelay(true);
+        let local = stream
+            .local_addr()
+            .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+        let mut conn = Conn::plain(stream, w.config.buffer_size);
+        let mut peer = peer;
+        // pre-login input; first, what the client sent right after a PROXY header (its first TLS
+        // records, or commands)
+        let mut inbuf = Vec::new();
+        // Phases that are not waiting for the client (handshakes, lookup, backend login) are
+        // boxed: every connection's task only keeps what its current wait needs.
+        if spec.proxy_protocol {
+            let (client, rest) = match Box::pin(proxy_header(w, &conn, peer, sid)).await {
+                Some(h) => h,
+                None => {
+                    w.metrics.refused(Refused::ProxyProtocol);
+                    break 'session (peer, Outcome::early("proxy_protocol_refused"));
+                }
+            };
+            peer = client.unwrap_or(peer);
+            inbuf = rest;
+        }
+        // the pre-login limits, before any TLS work is spent on the connection
+        let mut slot = match super::throttle::enter(w, peer.ip()) {
+            Ok(slot) => slot,
+            Err(busy) => {
+                tracing::warn!(session = %sid, client = %peer, protocol = spec.proto.name(), reason = ?busy, "too many connections from this address; refused");
+                w.metrics.refused(Refused::PerIpLimit);
+                if !spec.tls {
+                    let mut out = Vec::new();
+                    throttle::busy_refusal(spec.proto, &mut out);
+                    let _ = Box::pin(conn.write_vec(&mut out)).await;
+                }
+                break 'session (peer, Outcome::early("per_ip_limit"));
+            }
+        };
+        if spec.tls {
+            conn = match Box::pin(start_tls(w, spec.proto, conn, peer, &inbuf, sid)).await {
+                Some(c) => c,
+                None => break 'session (peer, Outcome::early("tls_failed")),
+            };
+            inbuf = Vec::new();
+        }
+        let mut client: Box<dyn ClientSide + '_> = match spec.proto {
+            Proto::Imap => Box::new(w.imap.client(spec.tls, spec.starttls)),
+            Proto::Pop3 => Box::new(w.pop3.client(spec.tls, spec.starttls)),
+        };
+        let times = *w.config.session(spec.proto);
+        let max = client.max_command();
+        let mut out = Vec::new();
+        // Zimbra's per-IP throttle counts every session that gets this far
+        if w.config.throttle.ip_limit(spec.proto).is_some()
+            && !Box::pin(super::throttle::ip_allowed(w, spec.proto, peer.ip())).await
+        {
+            tracing::info!(session = %sid, client = %peer, protocol = spec.proto.name(), "client address over its login limit (throttle.ip_max); refused");
+            w.metrics.refused(Refused::IpThrottle);
+            throttle::ip_refusal(spec.proto, &w.config.throttle.ip_reject, &mut out);
+            let _ = Box::pin(conn.write_vec(&mut out)).await;
+            break 'session (peer, Outcome::early("ip_throttled"));
+        }
+        client.greeting(&mut out);
+        if Box::pin(conn.write_vec(&mut out)).await.is_err() {
+            break 'session (peer, Outcome::early("client_gone"));
+        }
+        let mut attempt = 0u32;
+        // the whole pre-login phase is bounded, not only the silence between two reads
+        let deadline = std::time::Instant::now() + times.login_deadline;
+        loop {
+            let (n, event) = client.handle(&inbuf, &mut out);
+            inbuf.drain(..n);
+            if inbuf.is_empty() && inbuf.capacity() > 0 {
+                inbuf = Vec::new();
+            }
+            if Box::pin(conn.write_vec(&mut out)).await.is_err() {
+                break 'session (peer, Outcome::early("client_gone"));
+            }
+            match event {
+                Event::NeedMore => {
+                    let room = max.saturating_sub(inbuf.len()).min(w.config.buffer_size);
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let read = compio::time::timeout(
+                        times.timeout.min(left),
+                        conn.read_into(&mut inbuf, room),
+                    );
+                    // a drain (SIGTERM) ends a pre-login session at once, with a goodbye
+                    let read = select(Box::pin(read), w.drain.wait());
+                    let read = match read.await {
+                        Either::Left((r, _)) => r,
+                        Either::Right(_) => Ok(Err(io::ErrorKind::Interrupted.into())),
+                    };
+                    if w.drain.started().is_some() {
+                        client.shutting_down(false, &mut out);
+                        let _ = Box::pin(conn.write_vec(&mut out)).await;
+                        break 'session (peer, Outcome::early("shutdown"));
+                    }
+                    match read {
+                        Ok(Ok(0)) | Ok(Err(_)) => {
+                            break 'session (peer, Outcome::early("client_closed"))
+                        }
+                        Ok(Ok(_)) => {}
+                        Err(_) => {
+                            let end = if std::time::Instant::now() >= deadline {
+                                tracing::info!(session = %sid, client = %peer, protocol = spec.proto.name(), deadline = ?times.login_deadline, "no login before the pre-login deadline; closing");
+                                "login_deadline"
+                            } else {
+                                "timeout"
+                            };
+                            client.timed_out(&mut out);
+                            let _ = Box::pin(conn.write_vec(&mut out)).await;
+                            break 'session (peer, Outcome::early(end));
+                        }
+                    }
+                }
+                Event::Close => break 'session (peer, Outcome::early("closed_before_login")),
+                Event::StartTls => {
+                    // plaintext pipelined after STARTTLS is discarded, never run inside TLS
+                    inbuf = Vec::new();
+                    conn = match Box::pin(start_tls(w, spec.proto, conn, peer, &[], sid)).await {
+                        Some(c) => c,
+                        None => break 'session (peer, Outcome::early("tls_failed")),
+                    };
+                    gauge.set(Phase::PreLogin, true);
+                    client.tls_started();
+                }
+                Event::Login(creds) => {
+                    attempt += 1;
+                    let ctx = LoginContext {
+                        creds: &creds,
+                        client_ip: peer.ip(),
+                        proxy_ip: local.ip(),
+                        client: peer,
+                        local,
+                        protocol: w.config.lookup_protocol(spec.proto),
+                        proto: spec.proto,
+                        attempt,
+                        session: sid,
+                    };
+                    let session = login(
+                        w,
+                        spec.proto,
+                        &conn,
+                        client.as_mut(),
+                        ctx,
+                        (&mut slot, gauge),
+                        &mut inbuf,
+                        &mut out,
+                    );
+                    match Box::pin(session).await {
+                        After::Retry => {}
+                        After::Close(outcome) => break 'session (peer, outcome),
+                    }
+                }
+            }
+        }
+    };
+    outcome.tls = gauge.tls.get();
+    (client, outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::relay::relay;
+    use super::*;
+
+    fn size<F: std::future::Future>(_: &F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every connection's task keeps its future's largest state for as long as it lives, so the
+    /// transient phases are boxed; this guards the idle footprint (see docs/benchmarks.md).
+    #[test]
+    fn idle_session_futures_stay_small() {
+        let rt = compio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let cfg = crate::config::FileConfig::from_toml(
+                "[lookup]\nroutes = { \"*\" = \"127.0.0.1\" }",
+            )
+            .unwrap()
+            .validate()
+            .unwrap();
+            let store = std::sync::Arc::new(crate::tls::TlsStore::new(vec![], 1).unwrap());
+            let prepared = super::super::worker::Prepared {
+                tls_store: store,
+                backend_tls: None,
+            };
+            let shared = super::super::worker::Shared::new(std::sync::Arc::new(cfg), prepared);
+            let w = Worker::new(0, &shared);
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let a = Conn::plain(TcpStream::connect(addr).await.unwrap(), 1024);
+            let b = Conn::plain(TcpStream::connect(addr).await.unwrap(), 1024);
+            let spec = w.config.listeners[0];
+            let serve = serve(&w, spec, TcpStream::connect(addr).await.unwrap(), addr);
+            let relay = relay(
+                &a,
+                &b,
+                std::time::Duration::from_secs(1),
+                1024,
+                &w.drain,
+                0,
+                &w.metrics,
+            );
+            let (serve, relay) = (size(&serve), size(&relay));
+            // 752 bytes on 2026-12-02 (with the metrics gauge, session id and audit data)
+            assert!(serve <= 800, "serve future grew to {serve} bytes");
+            assert!(relay <= 2048, "relay future grew to {relay} bytes");
+        });
+    }
+}
