@@ -1,0 +1,177 @@
+//! Configuration: the TOML file schema (unknown keys are errors, human units such as `15s`,
+//! `16k`), the per-core tuning flags that override it (merged in [`Overrides::apply`], the one
+//! place flags touch the config), and validation into the runtime [`Config`].
+//! Every key is documented in `docs/configuration.md`.
+//!
+//! The folder: `file.rs` the schema (one struct per table, with its defaults), `units.rs`
+//! durations and sizes, `overrides.rs` the command-line flags, `validate.rs` the checks that
+//! build the runtime [`Config`] defined here.
+
+mod file;
+mod overrides;
+mod units;
+mod validate;
+
+pub use file::*;
+pub use overrides::*;
+pub use units::*;
+pub use validate::{parse_cpus, parse_handler};
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::imap::client::{Settings as ImapSettings, DEFAULT_CAPABILITIES};
+use crate::login::FailurePolicy;
+use crate::login::StartTls;
+use crate::lookup::codec::Dialect;
+use crate::pop3::client::{Settings as Pop3Settings, DEFAULT_CAPABILITIES as POP3_CAPABILITIES};
+use crate::route::{StaticRoutes, Target};
+use crate::tls::CertFiles;
+
+/// The memcached tier, when servers are configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemcacheConfig {
+    pub servers: Vec<SocketAddr>,
+    pub timeout: Duration,
+    pub reconnect: Duration,
+    pub ttl: Duration,
+    pub pool_size: usize,
+}
+
+/// A lookup handler URL, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handler {
+    pub addr: SocketAddr,
+    /// Host part for the `Host` header (no port).
+    pub host: String,
+    pub uri: String,
+}
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub workers: usize,
+    /// CPU per worker (index), when pinning.
+    pub cpus: Option<Vec<usize>>,
+    pub ring_entries: u32,
+    pub buffer_size: usize,
+    pub buffers: u16,
+    pub max_connections: usize,
+    pub backlog: i32,
+    pub listeners: Vec<ListenerSpec>,
+    pub imap: ImapSettings,
+    pub pop3: Pop3Settings,
+    pub imap_session: SessionTimes,
+    pub pop3_session: SessionTimes,
+    pub literal_auth: bool,
+    pub tls_certificates: Vec<CertFiles>,
+    pub handshake_timeout: Duration,
+    pub tls_session_cache: usize,
+    pub backend_tls: BackendTls,
+    pub backend_ca_file: Option<std::path::PathBuf>,
+    pub backend_server_name: Option<String>,
+    pub backend_insecure: bool,
+    pub handlers: Vec<Handler>,
+    pub dialect: Dialect,
+    pub lookup_timeout: Duration,
+    pub retry_interval: Duration,
+    pub pool_size: usize,
+    pub max_response: usize,
+    pub cache_ttl: Duration,
+    pub stale_grace: Duration,
+    pub cache_capacity: usize,
+    pub static_routes: StaticRoutes,
+    pub connect_timeout: Duration,
+    pub login_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub shutdown_spread: Duration,
+    /// The admin endpoint, when on.
+    pub admin: Option<SocketAddr>,
+    /// The shared memcached route tier, when servers are configured.
+    pub memcache: Option<MemcacheConfig>,
+    /// Peers allowed to send a PROXY header (listeners with `proxy_protocol = true`).
+    pub proxy_trusted: Vec<crate::cidr::Cidr>,
+    pub proxy_timeout: Duration,
+    /// The PROXY header sent to backends.
+    pub backend_proxy_protocol: crate::proxyproto::Version,
+    pub throttle: crate::throttle::Settings,
+    /// Keys the per-process throttle counters hold.
+    pub throttle_capacity: usize,
+}
+
+/// The mail protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Imap,
+    Pop3,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Imap => "IMAP",
+            Proto::Pop3 => "POP3",
+        }
+    }
+}
+
+/// One listening address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub addr: SocketAddr,
+    pub proto: Proto,
+    /// Implicit TLS: handshake right after accept.
+    pub tls: bool,
+    /// STARTTLS/STLS policy (plaintext listeners).
+    pub starttls: StartTls,
+    /// A PROXY protocol header comes first (from a trusted load balancer).
+    pub proxy_protocol: bool,
+}
+
+impl std::fmt::Display for ListenerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tls = if self.tls { "S" } else { "" };
+        let pp = if self.proxy_protocol {
+            " (PROXY protocol)"
+        } else {
+            ""
+        };
+        write!(f, "{}{tls} {}{pp}", self.proto.name(), self.addr)
+    }
+}
+
+/// Per-protocol session timers and options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimes {
+    /// Pre-login inactivity.
+    pub timeout: Duration,
+    /// After login, no byte either way.
+    pub idle_timeout: Duration,
+    /// From accept to the login: a client that keeps sending a byte now and then (slowloris)
+    /// still cannot hold a pre-login connection longer than this.
+    pub login_deadline: Duration,
+    /// Pass the client address to the backend (IMAP ID, POP3 XOIP).
+    pub send_client_ip: bool,
+}
+
+impl Config {
+    pub fn session(&self, proto: Proto) -> &SessionTimes {
+        match proto {
+            Proto::Imap => &self.imap_session,
+            Proto::Pop3 => &self.pop3_session,
+        }
+    }
+
+    /// `Auth-Protocol` for a protocol: with TLS to the backends, `imapssl`/`pop3ssl`.
+    pub fn lookup_protocol(&self, proto: Proto) -> &'static str {
+        match (proto, self.backend_tls) {
+            (Proto::Imap, BackendTls::Off | BackendTls::Starttls) => "imap",
+            (Proto::Imap, BackendTls::On) => "imapssl",
+            (Proto::Pop3, BackendTls::Off | BackendTls::Starttls) => "pop3",
+            (Proto::Pop3, BackendTls::On) => "pop3ssl",
+        }
+    }
+}
