@@ -6,6 +6,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
+use crate::login::{AuthKind, MAX_PASSWORD, MAX_TOKEN, MAX_USER};
 use crate::secret::Secret;
 
 /// The credentials carried by a PLAIN response.
@@ -117,6 +118,142 @@ fn oauth(user: Option<&[u8]>, token: Option<&[u8]>) -> Result<OAuth, SaslError> 
             token: Secret::from(t),
         }),
         _ => Err(SaslError::MalformedOAuth),
+    }
+}
+
+/// The SASL mechanisms a listener offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mechanisms {
+    pub plain: bool,
+    pub login: bool,
+    pub xoauth2: bool,
+    pub oauthbearer: bool,
+}
+
+/// A SASL exchange in progress: what the next client line answers. The protocols keep it
+/// between lines (IMAP with the command's tag) and map each [`SaslStep`] to their own replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exchange {
+    Plain,
+    LoginUser,
+    LoginPass(Vec<u8>),
+    OAuth(AuthKind),
+}
+
+/// What one SASL step asks the protocol to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SaslStep {
+    /// Send `+ <challenge>` and read the next line for `Exchange`.
+    Continue(&'static [u8], Exchange),
+    /// The exchange is complete: a login (PLAIN with an authzid: `user` is the authzid and
+    /// `authcid` the client's own name).
+    Done {
+        user: Vec<u8>,
+        authcid: Option<Vec<u8>>,
+        secret: Secret,
+        kind: AuthKind,
+    },
+    /// The response does not decode: a protocol error, counted.
+    Invalid,
+    /// A user or secret over the limits: refused, not counted.
+    TooLong,
+    /// The client answered `*`.
+    Aborted,
+    /// The mechanism is not offered.
+    Unsupported,
+}
+
+/// `+ VXNlcm5hbWU6` / `+ UGFzc3dvcmQ6`: SASL LOGIN's prompts, "Username:" and "Password:".
+const USERNAME: &[u8] = b"VXNlcm5hbWU6";
+const PASSWORD: &[u8] = b"UGFzc3dvcmQ6";
+
+impl Mechanisms {
+    /// `AUTHENTICATE <mechanism> [initial]` / `AUTH <mechanism> [initial]`.
+    pub fn start(&self, mechanism: &[u8], initial: Option<&[u8]>) -> SaslStep {
+        let m = |name: &[u8]| mechanism.eq_ignore_ascii_case(name);
+        let exchange = if m(b"PLAIN") && self.plain {
+            Exchange::Plain
+        } else if m(b"LOGIN") && self.login {
+            Exchange::LoginUser
+        } else if m(b"XOAUTH2") && self.xoauth2 {
+            Exchange::OAuth(AuthKind::XOAuth2)
+        } else if m(b"OAUTHBEARER") && self.oauthbearer {
+            Exchange::OAuth(AuthKind::OAuthBearer)
+        } else {
+            return SaslStep::Unsupported;
+        };
+        match initial {
+            Some(ir) => exchange.respond(ir),
+            None if exchange == Exchange::LoginUser => SaslStep::Continue(USERNAME, exchange),
+            None => SaslStep::Continue(b"", exchange),
+        }
+    }
+}
+
+impl Exchange {
+    /// The client's response (one line, CRLF removed).
+    pub fn respond(self, line: &[u8]) -> SaslStep {
+        if line == b"*" {
+            return SaslStep::Aborted;
+        }
+        match self {
+            Exchange::Plain => match decode_plain(line) {
+                Err(_) => SaslStep::Invalid,
+                Ok(p)
+                    if p.authzid.len() > MAX_USER
+                        || p.authcid.len() > MAX_USER
+                        || p.password.len() > MAX_PASSWORD =>
+                {
+                    SaslStep::TooLong
+                }
+                Ok(p) if p.authzid.is_empty() => SaslStep::Done {
+                    user: p.authcid,
+                    authcid: None,
+                    secret: p.password,
+                    kind: AuthKind::SaslPlain,
+                },
+                Ok(p) => SaslStep::Done {
+                    user: p.authzid,
+                    authcid: Some(p.authcid),
+                    secret: p.password,
+                    kind: AuthKind::SaslPlain,
+                },
+            },
+            Exchange::LoginUser => match decode_b64(line) {
+                Ok(user) if user.is_empty() => SaslStep::Invalid,
+                Ok(user) if user.len() > MAX_USER => SaslStep::TooLong,
+                Ok(user) => SaslStep::Continue(PASSWORD, Exchange::LoginPass(user)),
+                Err(_) => SaslStep::Invalid,
+            },
+            Exchange::LoginPass(user) => match decode_b64(line).map(Secret::new) {
+                Ok(pass) if pass.len() > MAX_PASSWORD => SaslStep::TooLong,
+                Ok(pass) => SaslStep::Done {
+                    user,
+                    authcid: None,
+                    secret: pass,
+                    kind: AuthKind::SaslLogin,
+                },
+                Err(_) => SaslStep::Invalid,
+            },
+            Exchange::OAuth(kind) => {
+                let decoded = match kind {
+                    AuthKind::OAuthBearer => decode_oauthbearer(line),
+                    _ => decode_xoauth2(line),
+                };
+                match decoded {
+                    Ok(o) if o.user.len() > MAX_USER || o.token.len() > MAX_TOKEN => {
+                        SaslStep::TooLong
+                    }
+                    Ok(o) => SaslStep::Done {
+                        user: o.user,
+                        authcid: None,
+                        secret: o.token,
+                        kind,
+                    },
+                    Err(_) => SaslStep::Invalid,
+                }
+            }
+        }
     }
 }
 
@@ -266,6 +403,74 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn one_exchange_for_every_protocol() {
+        let all = Mechanisms {
+            plain: true,
+            login: true,
+            xoauth2: true,
+            oauthbearer: false,
+        };
+        assert_eq!(all.start(b"CRAM-MD5", None), SaslStep::Unsupported);
+        assert_eq!(
+            all.start(b"oauthbearer", None),
+            SaslStep::Unsupported,
+            "off"
+        );
+        assert_eq!(
+            all.start(b"plain", None),
+            SaslStep::Continue(b"", Exchange::Plain)
+        );
+        let done = |user: &str, authcid: Option<&str>, kind| SaslStep::Done {
+            user: user.as_bytes().to_vec(),
+            authcid: authcid.map(|a| a.as_bytes().to_vec()),
+            secret: Secret::from(&b"pw"[..]),
+            kind,
+        };
+        assert_eq!(
+            all.start(b"PLAIN", Some(b"AGFsaWNlAHB3")),
+            done("alice", None, AuthKind::SaslPlain)
+        );
+        assert_eq!(
+            Exchange::Plain.respond(encode_plain(b"boss", b"alice", b"pw").expose()),
+            done("boss", Some("alice"), AuthKind::SaslPlain)
+        );
+        // LOGIN: user, then password, with the two prompts
+        let SaslStep::Continue(prompt, ex) = all.start(b"LOGIN", None) else {
+            panic!()
+        };
+        assert_eq!(prompt, b"VXNlcm5hbWU6");
+        let SaslStep::Continue(prompt, ex) = ex.respond(encode_b64(b"alice").as_bytes()) else {
+            panic!()
+        };
+        assert_eq!(prompt, b"UGFzc3dvcmQ6");
+        assert_eq!(
+            ex.respond(encode_b64(b"pw").as_bytes()),
+            done("alice", None, AuthKind::SaslLogin)
+        );
+        assert_eq!(Exchange::Plain.respond(b"*"), SaslStep::Aborted);
+        assert_eq!(Exchange::Plain.respond(b"!!"), SaslStep::Invalid);
+        assert_eq!(
+            Exchange::LoginUser.respond(b"="),
+            SaslStep::Invalid,
+            "empty user"
+        );
+        let long = encode_b64(&[b'a'; MAX_USER + 1]);
+        assert_eq!(
+            Exchange::LoginUser.respond(long.as_bytes()),
+            SaslStep::TooLong
+        );
+        assert_eq!(
+            all.start(b"XOAUTH2", Some(encode_xoauth2(b"bob", b"pw").expose())),
+            SaslStep::Done {
+                user: b"bob".to_vec(),
+                authcid: None,
+                secret: Secret::from(&b"pw"[..]),
+                kind: AuthKind::XOAuth2
+            }
+        );
     }
 
     #[test]

@@ -13,9 +13,9 @@ use super::backend::{BackendLogin, Replay};
 use super::parser::{parse_command, sasl_line, Command, Parse};
 use crate::login::{
     strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
-    FailurePolicy, ReplayParams, Scanner, TlsVariants, MAX_PASSWORD, MAX_TOKEN, MAX_USER,
+    FailurePolicy, ReplayParams, Scanner, TlsVariants, MAX_PASSWORD, MAX_USER,
 };
-use crate::sasl::{decode_b64, decode_oauthbearer, decode_plain, decode_xoauth2};
+use crate::sasl::{Exchange, Mechanisms, SaslStep};
 use crate::secret::Secret;
 
 pub const BYE: &[u8] = b"* BYE IMAP server terminating connection\r\n";
@@ -101,6 +101,15 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
 ];
 
 impl Settings {
+    pub fn mechanisms(&self) -> Mechanisms {
+        Mechanisms {
+            plain: self.sasl_plain,
+            login: self.sasl_login,
+            xoauth2: self.sasl_xoauth2,
+            oauthbearer: self.sasl_oauthbearer,
+        }
+    }
+
     /// The `* CAPABILITY` line (with CRLF) for a connection in this state: `tls` is whether
     /// the connection is already encrypted, `mode` the listener's STARTTLS policy.
     pub fn capability_line(&self, tls: bool, mode: StartTls) -> Vec<u8> {
@@ -166,11 +175,15 @@ impl Settings {
 #[derive(Debug)]
 enum State {
     Commands,
-    SaslPlain { tag: Vec<u8> },
-    SaslLoginUser { tag: Vec<u8> },
-    SaslLoginPass { tag: Vec<u8>, user: Vec<u8> },
-    SaslOAuth { tag: Vec<u8>, kind: AuthKind },
-    LoggingIn { tag: Vec<u8>, kind: AuthKind },
+    /// A SASL exchange, for the AUTHENTICATE command with this tag.
+    Sasl {
+        tag: Vec<u8>,
+        exchange: Exchange,
+    },
+    LoggingIn {
+        tag: Vec<u8>,
+        kind: AuthKind,
+    },
     Closed,
 }
 
@@ -380,67 +393,42 @@ impl<'s> ImapClient<'s> {
         initial: Option<Vec<u8>>,
         out: &mut Vec<u8>,
     ) -> Option<Event> {
-        if mechanism.eq_ignore_ascii_case(b"PLAIN") && self.settings.sasl_plain {
-            match initial {
-                Some(ir) => self.plain_response(tag, &ir, out),
-                None => {
-                    out.extend_from_slice(b"+ \r\n");
-                    self.state = State::SaslPlain { tag };
-                    None
-                }
-            }
-        } else if mechanism.eq_ignore_ascii_case(b"LOGIN") && self.settings.sasl_login {
-            match initial {
-                Some(ir) => self.login_user(tag, &ir, out),
-                None => {
-                    out.extend_from_slice(b"+ VXNlcm5hbWU6\r\n");
-                    self.state = State::SaslLoginUser { tag };
-                    None
-                }
-            }
-        } else if let Some(kind) = self.oauth_mechanism(mechanism) {
-            match initial {
-                Some(ir) => self.oauth_response(tag, kind, &ir, out),
-                None => {
-                    out.extend_from_slice(b"+ \r\n");
-                    self.state = State::SaslOAuth { tag, kind };
-                    None
-                }
-            }
-        } else {
-            reply(out, &tag, b"NO mechanism not supported");
-            None
-        }
+        let step = self
+            .settings
+            .mechanisms()
+            .start(mechanism, initial.as_deref());
+        self.sasl_step(tag, step, out)
     }
 
-    fn oauth_mechanism(&self, mechanism: &[u8]) -> Option<AuthKind> {
-        if mechanism.eq_ignore_ascii_case(b"XOAUTH2") && self.settings.sasl_xoauth2 {
-            Some(AuthKind::XOAuth2)
-        } else if mechanism.eq_ignore_ascii_case(b"OAUTHBEARER") && self.settings.sasl_oauthbearer {
-            Some(AuthKind::OAuthBearer)
-        } else {
-            None
-        }
-    }
-
-    fn oauth_response(
-        &mut self,
-        tag: Vec<u8>,
-        kind: AuthKind,
-        b64: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Option<Event> {
-        let decoded = match kind {
-            AuthKind::OAuthBearer => decode_oauthbearer(b64),
-            _ => decode_xoauth2(b64),
-        };
-        match decoded {
-            Ok(o) if o.user.len() > MAX_USER || o.token.len() > MAX_TOKEN => {
+    /// What a SASL step means in IMAP (the exchange itself is [`crate::sasl`]'s).
+    fn sasl_step(&mut self, tag: Vec<u8>, step: SaslStep, out: &mut Vec<u8>) -> Option<Event> {
+        match step {
+            SaslStep::Continue(challenge, exchange) => {
+                out.extend_from_slice(b"+ ");
+                out.extend_from_slice(challenge);
+                out.extend_from_slice(b"\r\n");
+                self.state = State::Sasl { tag, exchange };
+                None
+            }
+            SaslStep::Done {
+                user,
+                authcid,
+                secret,
+                kind,
+            } => self.start_login(tag, &user, authcid, secret, kind, out),
+            SaslStep::Invalid => self.invalid(&tag, out, false),
+            SaslStep::TooLong => {
                 reply(out, &tag, b"NO AUTHENTICATE failed");
                 None
             }
-            Ok(o) => self.start_login(tag, &o.user, None, o.token, kind, out),
-            Err(_) => self.invalid(&tag, out, false),
+            SaslStep::Aborted => {
+                reply(out, &tag, b"BAD AUTHENTICATE aborted");
+                None
+            }
+            SaslStep::Unsupported => {
+                reply(out, &tag, b"NO mechanism not supported");
+                None
+            }
         }
     }
 
@@ -454,80 +442,10 @@ impl<'s> ImapClient<'s> {
             return Step::More;
         };
         let state = std::mem::replace(&mut self.state, State::Commands);
-        let tag = match &state {
-            State::SaslPlain { tag }
-            | State::SaslLoginUser { tag }
-            | State::SaslLoginPass { tag, .. }
-            | State::SaslOAuth { tag, .. } => tag.clone(),
-            _ => return Step::Consumed(consumed, None),
-        };
-        if line == b"*" {
-            reply(out, &tag, b"BAD AUTHENTICATE aborted");
+        let State::Sasl { tag, exchange } = state else {
             return Step::Consumed(consumed, None);
-        }
-        let event = match state {
-            State::SaslPlain { tag } => self.plain_response(tag, &line, out),
-            State::SaslOAuth { tag, kind } => self.oauth_response(tag, kind, &line, out),
-            State::SaslLoginUser { tag } => self.login_user(tag, &line, out),
-            State::SaslLoginPass { tag, user } => match decode_b64(&line).map(Secret::new) {
-                Ok(pass) if pass.len() > MAX_PASSWORD => {
-                    reply(out, &tag, b"NO AUTHENTICATE failed");
-                    None
-                }
-                Ok(pass) => self.start_login(tag, &user, None, pass, AuthKind::SaslLogin, out),
-                Err(_) => self.invalid(&tag, out, false),
-            },
-            _ => None,
         };
-        Step::Consumed(consumed, event)
-    }
-
-    fn plain_response(&mut self, tag: Vec<u8>, b64: &[u8], out: &mut Vec<u8>) -> Option<Event> {
-        let Ok(plain) = decode_plain(b64) else {
-            return self.invalid(&tag, out, false);
-        };
-        if plain.authzid.len() > MAX_USER
-            || plain.authcid.len() > MAX_USER
-            || plain.password.len() > MAX_PASSWORD
-        {
-            reply(out, &tag, b"NO AUTHENTICATE failed");
-            return None;
-        }
-        if plain.authzid.is_empty() {
-            self.start_login(
-                tag,
-                &plain.authcid,
-                None,
-                plain.password,
-                AuthKind::SaslPlain,
-                out,
-            )
-        } else {
-            self.start_login(
-                tag,
-                &plain.authzid,
-                Some(plain.authcid),
-                plain.password,
-                AuthKind::SaslPlain,
-                out,
-            )
-        }
-    }
-
-    fn login_user(&mut self, tag: Vec<u8>, b64: &[u8], out: &mut Vec<u8>) -> Option<Event> {
-        match decode_b64(b64) {
-            Ok(user) if user.is_empty() => self.invalid(&tag, out, false),
-            Ok(user) if user.len() > MAX_USER => {
-                reply(out, &tag, b"NO AUTHENTICATE failed");
-                None
-            }
-            Ok(user) => {
-                out.extend_from_slice(b"+ UGFzc3dvcmQ6\r\n");
-                self.state = State::SaslLoginPass { tag, user };
-                None
-            }
-            Err(_) => self.invalid(&tag, out, false),
-        }
+        Step::Consumed(consumed, self.sasl_step(tag, exchange.respond(&line), out))
     }
 
     /// A complete login: credentials for the session, or a refusal when any part of it holds
@@ -613,10 +531,7 @@ impl ClientSide for ImapClient<'_> {
                     if rest.len() >= self.settings.max_command {
                         let tag = match &self.state {
                             State::Commands => tag_prefix(rest),
-                            State::SaslPlain { tag }
-                            | State::SaslLoginUser { tag }
-                            | State::SaslLoginPass { tag, .. }
-                            | State::SaslOAuth { tag, .. } => tag.clone(),
+                            State::Sasl { tag, .. } => tag.clone(),
                             _ => b"*".to_vec(),
                         };
                         reply(out, &tag, b"BAD invalid command");

@@ -11,9 +11,9 @@ use super::parser::{line, parse_command, Command, Parse};
 use crate::login::StartTls;
 use crate::login::{
     strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
-    FailurePolicy, ReplayParams, Scanner, TlsVariants, MAX_PASSWORD, MAX_TOKEN, MAX_USER,
+    FailurePolicy, ReplayParams, Scanner, TlsVariants, MAX_PASSWORD, MAX_USER,
 };
-use crate::sasl::{decode_b64, decode_oauthbearer, decode_plain, decode_xoauth2};
+use crate::sasl::{Exchange, Mechanisms, SaslStep};
 use crate::secret::Secret;
 
 pub const INTERNAL_ERROR: &[u8] = b"-ERR internal server error\r\n";
@@ -61,6 +61,15 @@ impl Default for Settings {
 }
 
 impl Settings {
+    pub fn mechanisms(&self) -> Mechanisms {
+        Mechanisms {
+            plain: self.sasl_plain,
+            login: self.sasl_login,
+            xoauth2: self.sasl_xoauth2,
+            oauthbearer: self.sasl_oauthbearer,
+        }
+    }
+
     /// The CAPA answer for a connection: `tls` already encrypted, `mode` the STLS policy.
     pub fn capa(&self, tls: bool, mode: StartTls) -> Vec<u8> {
         let logins_allowed = tls || mode != StartTls::Only;
@@ -128,10 +137,8 @@ impl Prepared {
 enum State {
     Start,
     AfterUser(Vec<u8>),
-    SaslPlain,
-    SaslLoginUser,
-    SaslLoginPass(Vec<u8>),
-    SaslOAuth(AuthKind),
+    /// A SASL exchange (AUTH).
+    Sasl(Exchange),
     LoggingIn(AuthKind),
     Closed,
 }
@@ -243,98 +250,46 @@ impl Pop3Client<'_> {
             Command::Auth(_) if self.privacy_required() => out.extend_from_slice(PRIVACY),
             Command::Auth(mut args) => {
                 let initial = (args.len() > 1).then(|| args.swap_remove(1));
-                let mech = &args[0];
-                if mech.eq_ignore_ascii_case(b"PLAIN") && self.settings.sasl_plain {
-                    match initial {
-                        Some(ir) => return self.plain(&ir, out),
-                        None => {
-                            out.extend_from_slice(b"+ \r\n");
-                            self.state = State::SaslPlain;
-                        }
-                    }
-                } else if mech.eq_ignore_ascii_case(b"LOGIN") && self.settings.sasl_login {
-                    match initial {
-                        Some(ir) => return self.login_user(&ir, out),
-                        None => {
-                            out.extend_from_slice(b"+ VXNlcm5hbWU6\r\n");
-                            self.state = State::SaslLoginUser;
-                        }
-                    }
-                } else if let Some(kind) = self.oauth_mechanism(mech) {
-                    match initial {
-                        Some(ir) => return self.oauth(kind, &ir, out),
-                        None => {
-                            out.extend_from_slice(b"+ \r\n");
-                            self.state = State::SaslOAuth(kind);
-                        }
-                    }
-                } else {
-                    out.extend_from_slice(b"-ERR mechanism not supported\r\n");
-                }
+                let step = self
+                    .settings
+                    .mechanisms()
+                    .start(&args[0], initial.as_deref());
+                return self.sasl_step(step, out);
             }
         }
         None
     }
 
-    fn plain(&mut self, b64: &[u8], out: &mut Vec<u8>) -> Option<Event> {
-        let Ok(p) = decode_plain(b64) else {
-            return self.invalid(out);
-        };
-        if p.authzid.len() > MAX_USER
-            || p.authcid.len() > MAX_USER
-            || p.password.len() > MAX_PASSWORD
-        {
-            out.extend_from_slice(b"-ERR line is too long\r\n");
-            self.state = State::Start;
-            return None;
-        }
-        if p.authzid.is_empty() {
-            self.login(&p.authcid, None, p.password, AuthKind::SaslPlain, out)
-        } else {
-            self.login(
-                &p.authzid,
-                Some(p.authcid),
-                p.password,
-                AuthKind::SaslPlain,
-                out,
-            )
-        }
-    }
-
-    fn oauth_mechanism(&self, mech: &[u8]) -> Option<AuthKind> {
-        if mech.eq_ignore_ascii_case(b"XOAUTH2") && self.settings.sasl_xoauth2 {
-            Some(AuthKind::XOAuth2)
-        } else if mech.eq_ignore_ascii_case(b"OAUTHBEARER") && self.settings.sasl_oauthbearer {
-            Some(AuthKind::OAuthBearer)
-        } else {
-            None
-        }
-    }
-
-    fn oauth(&mut self, kind: AuthKind, b64: &[u8], out: &mut Vec<u8>) -> Option<Event> {
-        let decoded = match kind {
-            AuthKind::OAuthBearer => decode_oauthbearer(b64),
-            _ => decode_xoauth2(b64),
-        };
-        match decoded {
-            Ok(o) if o.user.len() > MAX_USER || o.token.len() > MAX_TOKEN => {
+    /// What a SASL step means in POP3 (the exchange itself is [`crate::sasl`]'s).
+    fn sasl_step(&mut self, step: SaslStep, out: &mut Vec<u8>) -> Option<Event> {
+        match step {
+            SaslStep::Continue(challenge, exchange) => {
+                out.extend_from_slice(b"+ ");
+                out.extend_from_slice(challenge);
+                out.extend_from_slice(b"\r\n");
+                self.state = State::Sasl(exchange);
+                None
+            }
+            SaslStep::Done {
+                user,
+                authcid,
+                secret,
+                kind,
+            } => self.login(&user, authcid, secret, kind, out),
+            SaslStep::Invalid => self.invalid(out),
+            SaslStep::TooLong => {
                 out.extend_from_slice(b"-ERR line is too long\r\n");
                 self.state = State::Start;
                 None
             }
-            Ok(o) => self.login(&o.user, None, o.token, kind, out),
-            Err(_) => self.invalid(out),
-        }
-    }
-
-    fn login_user(&mut self, b64: &[u8], out: &mut Vec<u8>) -> Option<Event> {
-        match decode_b64(b64) {
-            Ok(u) if !u.is_empty() && u.len() <= MAX_USER => {
-                out.extend_from_slice(b"+ UGFzc3dvcmQ6\r\n");
-                self.state = State::SaslLoginPass(u);
+            SaslStep::Aborted => {
+                out.extend_from_slice(b"-ERR authentication aborted\r\n");
                 None
             }
-            _ => self.invalid(out),
+            SaslStep::Unsupported => {
+                out.extend_from_slice(b"-ERR mechanism not supported\r\n");
+                None
+            }
         }
     }
 
@@ -345,27 +300,10 @@ impl Pop3Client<'_> {
             Some(Ok((l, c))) => (l.split(|&b| b == b' ').next().unwrap_or(l).to_vec(), c),
         };
         let state = std::mem::replace(&mut self.state, State::Start);
-        if data == b"*" {
-            out.extend_from_slice(b"-ERR authentication aborted\r\n");
+        let State::Sasl(exchange) = state else {
             return Step::Consumed(consumed, None);
-        }
-        let event = match state {
-            State::SaslPlain => self.plain(&data, out),
-            State::SaslOAuth(kind) => self.oauth(kind, &data, out),
-            State::SaslLoginUser => self.login_user(&data, out),
-            State::SaslLoginPass(user) => match decode_b64(&data).map(Secret::new) {
-                Ok(p) if p.len() <= MAX_PASSWORD => {
-                    self.login(&user, None, p, AuthKind::SaslLogin, out)
-                }
-                Ok(_) => {
-                    out.extend_from_slice(b"-ERR line is too long\r\n");
-                    None
-                }
-                Err(_) => self.invalid(out),
-            },
-            _ => None,
         };
-        Step::Consumed(consumed, event)
+        Step::Consumed(consumed, self.sasl_step(exchange.respond(&data), out))
     }
 
     fn kind(&self) -> AuthKind {
@@ -413,10 +351,7 @@ impl ClientSide for Pop3Client<'_> {
             self.scan.reset();
             let step = match &self.state {
                 State::Closed | State::LoggingIn(_) => return (pos, Event::NeedMore),
-                State::SaslPlain
-                | State::SaslLoginUser
-                | State::SaslLoginPass(_)
-                | State::SaslOAuth(_) => self.sasl(rest, out),
+                State::Sasl(_) => self.sasl(rest, out),
                 State::Start | State::AfterUser(_) => match parse_command(rest) {
                     Parse::Incomplete => Step::More,
                     Parse::Invalid { consumed } => Step::Consumed(consumed, self.invalid(out)),
