@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::cidr::Cidr;
-pub use crate::config::Proto;
 use crate::login::AuthKind;
+pub use crate::login::Proto;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {

@@ -102,21 +102,7 @@ pub struct Config {
     pub throttle_capacity: usize,
 }
 
-/// The mail protocol a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Imap,
-    Pop3,
-}
-
-impl Proto {
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Imap => "IMAP",
-            Proto::Pop3 => "POP3",
-        }
-    }
-}
+pub use crate::login::Proto;
 
 /// One listening address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

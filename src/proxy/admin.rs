@@ -34,7 +34,7 @@ const MAX_HEAD: usize = 8192;
 /// Bind the admin address like a mail listener (SO_REUSEPORT, so that a `--takeover` start
 /// can bind beside the old process), for blocking accepts on the admin thread.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let l = super::worker::listener(addr, 64)?;
+    let l = super::listen::listener(addr, 64)?;
     l.set_nonblocking(false)?;
     Ok(l)
 }

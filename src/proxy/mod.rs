@@ -3,8 +3,11 @@
 //! and the relay.
 pub mod admin;
 pub mod conn;
+pub mod context;
 pub mod drain;
 pub mod health;
+pub mod inflight;
+pub mod listen;
 pub mod lookup;
 pub mod memcache;
 pub mod metrics;

@@ -5,61 +5,19 @@
 //! The cache and the codec are sans-I/O ([`crate::route`], [`crate::lookup::codec`]); this
 //! file sequences them around the lookup client and the clock.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_channel::oneshot;
 
+use super::context::Worker;
+pub use super::inflight::{InFlight, Resolution};
 use super::memcache::Tier;
-use super::worker::Worker;
 use crate::config::Proto;
 use crate::login::{breaks_line, AuthKind, Credentials};
 use crate::logsafe::Escaped;
 use crate::lookup::codec::{escape, unescape, Answer, Dialect, Request, Route};
 use crate::route::{self, SessionKeys};
-use crate::secret::Secret;
-
-/// The outcome of resolving a login.
-#[derive(Debug, Clone)]
-pub enum Resolution {
-    Route {
-        server: SocketAddr,
-        /// Decoded account name for the backend login.
-        account: Vec<u8>,
-        /// Password from the handler's Auth-Pass (replaces the client's).
-        password: Option<Secret>,
-        /// Cache keys to drop if the backend rejects the credentials.
-        keys: Option<SessionKeys>,
-        /// Whether a lookup request was sent (false: static route or cache hit).
-        looked_up: bool,
-    },
-    /// The handler refused: reply NO after `wait`. `text` is shown in the stock dialect.
-    Denied {
-        text: Option<Vec<u8>>,
-        wait: Option<Duration>,
-    },
-    /// Infrastructure failure (already logged): internal error to the client.
-    Failed(String),
-}
-
-/// In-flight lookups of the process, keyed by (protocol, client IP, login), with the sessions
-/// waiting for each. Touched twice per cache miss; never on the relay path.
-#[derive(Default)]
-pub struct InFlight {
-    waiting: Mutex<HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>>,
-}
-
-impl InFlight {
-    fn table(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>> {
-        // a panic while holding this lock cannot leave the map inconsistent (single inserts
-        // and removes), so a poisoned lock is still usable
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// Upper bound on stock-dialect `Auth-Status: WAIT` rounds for one login.
 const MAX_WAIT_ROUNDS: u32 = 10;
@@ -78,7 +36,7 @@ pub struct LoginContext<'a> {
     /// 1 for the first login of the connection, +1 per retry.
     pub attempt: u32,
     /// The session, for its log lines.
-    pub session: super::worker::SessionId,
+    pub session: super::context::SessionId,
 }
 
 pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::worker::Worker;
+use super::context::Worker;
 use crate::config::Proto;
 use crate::throttle::{ip_key, user_key, Count, PreLogin};
 

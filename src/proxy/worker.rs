@@ -4,7 +4,6 @@
 //! in-flight lookups (touched once per login, never on the relay path), and the TLS
 //! certificate store, which a worker reads only after a reload (SIGHUP).
 
-use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::num::NonZero;
 use std::rc::Rc;
@@ -16,138 +15,11 @@ use futures_util::future::{select, Either};
 
 use compio::driver::ProactorBuilder;
 use compio::net::{TcpListener, TcpStream};
-use socket2::{Domain, Protocol, Socket, Type};
 
-use super::drain::Drain;
-use super::lookup::LookupClient;
-use super::memcache::{Servers, Tier};
-use super::resolve::InFlight;
+pub use super::context::{Prepared, SessionId, Shared, Worker};
+pub use super::listen::listener;
 use crate::config::{BackendTls, Config, ListenerSpec, Proto};
-use crate::imap::client::Prepared as ImapPrepared;
-use crate::pop3::client::Prepared as Pop3Prepared;
-use crate::route::RouteCache;
-use crate::tls::{ServerConfigs, TlsStore};
-
-/// Everything one worker owns.
-pub struct Worker {
-    pub id: usize,
-    pub config: Arc<Config>,
-    pub imap: ImapPrepared,
-    pub pop3: Pop3Prepared,
-    /// The process's route cache and in-flight lookups (shared by every worker).
-    pub routes: Arc<RouteCache>,
-    pub lookup: LookupClient,
-    /// The shared memcached route tier, when configured (this worker's connections to it).
-    pub memcache: Option<Rc<Tier>>,
-    pub inflight: Arc<InFlight>,
-    /// This worker's metrics (only it writes them; `/metrics` sums every worker's).
-    pub metrics: Arc<super::metrics::Metrics>,
-    /// The process's throttle counters and pre-login connection counts.
-    pub counters: Arc<crate::throttle::Counters>,
-    pub prelogin: Arc<crate::throttle::PreLogin>,
-    pub connections: Cell<usize>,
-    /// Sessions past their login, relaying.
-    pub relaying: Cell<usize>,
-    /// Sessions accepted by this worker (numbers the session ids).
-    logins: Cell<u32>,
-    /// When the process started, in seconds (the session ids' prefix).
-    started: u32,
-    /// Graceful shutdown state (SIGTERM).
-    pub drain: Drain,
-    /// TLS to backends, when `upstream.tls` is on.
-    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
-    tls_store: Arc<TlsStore>,
-    /// This worker's copy of the server TLS configs and the store generation it came from.
-    tls_local: RefCell<(u64, Option<ServerConfigs>)>,
-}
-
-impl Worker {
-    pub fn new(id: usize, shared: &Shared) -> Self {
-        let config = shared.config.clone();
-        let (tls_store, backend_tls) = (shared.tls_store.clone(), shared.backend_tls.clone());
-        Worker {
-            id,
-            imap: ImapPrepared::new(config.imap.clone()),
-            pop3: Pop3Prepared::new(config.pop3.clone()),
-            routes: shared.routes.clone(),
-            lookup: LookupClient::new(
-                &config,
-                shared.lookup_health.clone(),
-                shared.metrics[id].clone(),
-            ),
-            memcache: match (&config.memcache, &shared.memcache) {
-                (Some(c), Some(servers)) => Some(Rc::new(Tier::new(servers.clone(), c))),
-                _ => None,
-            },
-            inflight: shared.inflight.clone(),
-            counters: shared.counters.clone(),
-            prelogin: shared.prelogin.clone(),
-            metrics: shared.metrics[id].clone(),
-            connections: Cell::new(0),
-            relaying: Cell::new(0),
-            logins: Cell::new(0),
-            started: shared.started,
-            drain: Drain::new(
-                config.shutdown_grace,
-                config.shutdown_spread,
-                id as u64 * 7919,
-            ),
-            backend_tls,
-            tls_local: RefCell::new((0, None)),
-            tls_store,
-            config,
-        }
-    }
-
-    /// A new session's id (see [`SessionId`]).
-    pub fn session_id(&self) -> SessionId {
-        let n = self.logins.get().wrapping_add(1);
-        self.logins.set(n);
-        SessionId {
-            started: self.started,
-            worker: self.id as u8,
-            n,
-        }
-    }
-
-    /// The server TLS config for `proto`, refreshed after a certificate reload.
-    pub fn server_tls(&self, proto: Proto) -> Option<Arc<rustls::ServerConfig>> {
-        let generation = self.tls_store.generation();
-        let mut local = self.tls_local.borrow_mut();
-        if local.0 != generation {
-            *local = (generation, self.tls_store.current());
-        }
-        local.1.as_ref().map(|c| match proto {
-            Proto::Imap => c.imap.clone(),
-            Proto::Pop3 => c.pop3.clone(),
-        })
-    }
-}
-
-/// A session's id, as Dovecot makes them: 12 base64 characters (9 bytes: the process start
-/// time, the worker, a per-worker count), unique across the workers and restarts of a host.
-/// On every log line of the session, and sent to the backend as IMAP ID `x-session-id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionId {
-    started: u32,
-    worker: u8,
-    n: u32,
-}
-
-impl std::fmt::Display for SessionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use base64::Engine;
-        let mut raw = [0u8; 9];
-        raw[..4].copy_from_slice(&self.started.to_be_bytes());
-        raw[4] = self.worker;
-        raw[5..].copy_from_slice(&self.n.to_be_bytes());
-        let mut text = [0u8; 12];
-        let n = base64::engine::general_purpose::STANDARD
-            .encode_slice(raw, &mut text)
-            .map_err(|_| std::fmt::Error)?;
-        f.write_str(std::str::from_utf8(&text[..n]).map_err(|_| std::fmt::Error)?)
-    }
-}
+use crate::tls::TlsStore;
 
 /// Build a worker's runtime: io_uring only, with the provided-buffer ring sized from config.
 pub fn build_runtime(config: &Config) -> std::io::Result<compio::runtime::Runtime> {
@@ -182,80 +54,6 @@ pub fn io_uring_help(e: &std::io::Error) -> String {
          --security-opt seccomp=<profile allowing them>); also check that the sysctl \
          kernel.io_uring_disabled is 0."
     )
-}
-
-/// A SO_REUSEPORT listener for one worker.
-pub fn listener(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(false)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    Ok(socket.into())
-}
-
-/// What a start needs beyond the validated config, loaded from disk: the server certificates
-/// and keys, and the backend TLS client config (its CA file).
-pub struct Prepared {
-    pub tls_store: Arc<TlsStore>,
-    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-/// What every worker of the process shares: read-only configuration, the certificate store
-/// (read after a reload), and the route cache with its in-flight lookups (touched once per
-/// login). Nothing on the relay path.
-#[derive(Clone)]
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub tls_store: Arc<TlsStore>,
-    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
-    pub routes: Arc<RouteCache>,
-    pub inflight: Arc<InFlight>,
-    /// The lookup handlers' health (down marks, last errors).
-    pub lookup_health: Arc<Vec<super::health::PeerHealth>>,
-    /// The memcached servers and their health, when the tier is configured.
-    pub memcache: Option<Arc<Servers>>,
-    /// Start time in Unix seconds (truncated), for session ids.
-    pub started: u32,
-    pub counters: Arc<crate::throttle::Counters>,
-    pub prelogin: Arc<crate::throttle::PreLogin>,
-    /// One metrics set per worker, summed by `/metrics`.
-    pub metrics: Arc<Vec<Arc<super::metrics::Metrics>>>,
-    /// Set once every worker listens (`/ready`).
-    pub ready: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Shared {
-    pub fn new(config: Arc<Config>, prepared: Prepared) -> Self {
-        Shared {
-            routes: Arc::new(RouteCache::with_stale_grace(
-                config.cache_capacity,
-                config.cache_ttl,
-                config.stale_grace,
-            )),
-            inflight: Arc::new(InFlight::default()),
-            lookup_health: super::lookup::health(&config),
-            memcache: config.memcache.as_ref().map(Servers::new),
-            counters: Arc::new(crate::throttle::Counters::new(config.throttle_capacity)),
-            metrics: Arc::new(
-                (0..config.workers.max(1))
-                    .map(|_| Arc::new(super::metrics::Metrics::new(config.handlers.len())))
-                    .collect(),
-            ),
-            ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            prelogin: Arc::new(crate::throttle::PreLogin::default()),
-            started: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as u32),
-            tls_store: prepared.tls_store,
-            backend_tls: prepared.backend_tls,
-            config,
-        }
-    }
 }
 
 /// Everything a start checks before binding: io_uring can be set up (with the configured ring

@@ -8,10 +8,10 @@ use compio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
 use super::super::conn::Conn;
+use super::super::context::Worker;
 use super::super::metrics::{LoginResult, Phase, Step};
 use super::super::relay::{relay, End};
 use super::super::resolve::{resolve, LoginContext, Resolution};
-use super::super::worker::Worker;
 use super::{After, Gauge, Outcome};
 use crate::config::{BackendTls, Proto};
 use crate::login::{BackendSide, ClientSide, Progress, ReplayParams};

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::super::conn::Conn;
-use super::super::worker::{SessionId, Worker};
+use super::super::context::{SessionId, Worker};
 use crate::config::Proto;
 use crate::proxyproto;
 

@@ -16,10 +16,10 @@ use compio::net::TcpStream;
 use futures_util::future::{select, Either};
 
 use super::conn::Conn;
+use super::context::{SessionId, Worker};
 use super::metrics::{Metrics, Phase, Refused};
 use super::relay::Counts;
 use super::resolve::LoginContext;
-use super::worker::{SessionId, Worker};
 use crate::config::{ListenerSpec, Proto};
 use crate::login::{ClientSide, Event};
 use crate::throttle;
@@ -336,11 +336,11 @@ mod tests {
             .validate()
             .unwrap();
             let store = std::sync::Arc::new(crate::tls::TlsStore::new(vec![], 1).unwrap());
-            let prepared = super::super::worker::Prepared {
+            let prepared = super::super::context::Prepared {
                 tls_store: store,
                 backend_tls: None,
             };
-            let shared = super::super::worker::Shared::new(std::sync::Arc::new(cfg), prepared);
+            let shared = super::super::context::Shared::new(std::sync::Arc::new(cfg), prepared);
             let w = Worker::new(0, &shared);
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = l.local_addr().unwrap();

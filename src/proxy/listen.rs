@@ -1,0 +1,20 @@
+//! The listening sockets: one SO_REUSEPORT socket per worker and address (and the admin
+//! endpoint's, so that a `--takeover` start can bind beside the old process).
+
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A SO_REUSEPORT listener for one worker.
+pub fn listener(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
