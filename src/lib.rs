@@ -4,6 +4,9 @@
 //! [`route`]):
 //! bytes in, actions out, time passed in. The I/O side ([`proxy`]) runs one compio io_uring
 //! runtime per core and drives them. See `docs/architecture.md`.
+//!
+//! No `unsafe` anywhere in the crate (the io_uring and TLS work is compio's and rustls').
+#![forbid(unsafe_code)]
 pub mod cidr;
 pub mod config;
 pub mod demo;

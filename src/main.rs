@@ -1,6 +1,8 @@
 //! The `ringmail` binary: parse flags, load and validate the config, start the workers; or run
 //! the built-in demo. Errors become `anyhow` messages here and nowhere else.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
