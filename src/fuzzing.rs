@@ -40,13 +40,21 @@ fn split(data: &[u8]) -> (u8, &[u8]) {
     }
 }
 
+fn all_mechanisms() -> crate::sasl::Mechanisms {
+    crate::sasl::Mechanisms {
+        plain: true,
+        login: true,
+        xoauth2: true,
+        oauthbearer: true,
+    }
+}
+
 /// The IMAP pre-login machine.
 pub fn imap_client(data: &[u8]) {
     let (opts, stream) = split(data);
     let prepared = ImapPrepared::new(ImapSettings {
         max_command: 2048,
-        sasl_xoauth2: true,
-        sasl_oauthbearer: true,
+        mechanisms: all_mechanisms(),
         ..ImapSettings::default()
     });
     let mode = [StartTls::Off, StartTls::On, StartTls::Only][usize::from(opts % 3)];
@@ -60,8 +68,7 @@ pub fn pop3_client(data: &[u8]) {
     let (opts, stream) = split(data);
     let prepared = Pop3Prepared::new(Pop3Settings {
         max_command: 2048,
-        sasl_xoauth2: true,
-        sasl_oauthbearer: true,
+        mechanisms: all_mechanisms(),
         ..Pop3Settings::default()
     });
     let mode = [StartTls::Off, StartTls::On, StartTls::Only][usize::from(opts % 3)];

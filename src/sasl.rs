@@ -130,6 +130,18 @@ pub struct Mechanisms {
     pub oauthbearer: bool,
 }
 
+impl Default for Mechanisms {
+    /// PLAIN and LOGIN (the OAuth mechanisms only when configured).
+    fn default() -> Self {
+        Mechanisms {
+            plain: true,
+            login: true,
+            xoauth2: false,
+            oauthbearer: false,
+        }
+    }
+}
+
 /// A SASL exchange in progress: what the next client line answers. The protocols keep it
 /// between lines (IMAP with the command's tag) and map each [`SaslStep`] to their own replies.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -336,7 +336,7 @@ pub fn run(scenario: Scenario, args: RunArgs) -> anyhow::Result<Report> {
         cpu_s: (!args.pid.is_empty()).then_some(0.0),
         rss: (!args.pid.is_empty()).then_some(before.rss),
     }];
-    let progress = crate::report::Progress::new(!args.json, scenario == Scenario::Idle);
+    let progress = crate::report::Progress::new(!args.json);
     while handles.iter().any(|h| !h.is_finished()) {
         std::thread::sleep(Duration::from_millis(200));
         if scenario == Scenario::Idle && loaded.is_none() {

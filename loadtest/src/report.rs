@@ -418,18 +418,15 @@ pub fn compare(a: &Report, b: &Report, out: &Path) -> anyhow::Result<String> {
 pub struct Progress(Option<indicatif::ProgressBar>);
 
 impl Progress {
-    pub fn new(wanted: bool, idle: bool) -> Progress {
+    pub fn new(wanted: bool) -> Progress {
         use std::io::IsTerminal;
         if !wanted || !std::io::stderr().is_terminal() {
             return Progress(None);
         }
         let bar = indicatif::ProgressBar::new_spinner();
-        let template = if idle {
-            "{spinner} {elapsed_precise} {msg}"
-        } else {
-            "{spinner} {elapsed_precise} {msg}"
-        };
-        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+        {
             bar.set_style(style);
         }
         Progress(Some(bar))

@@ -2,18 +2,16 @@
 //! mistake.
 
 use super::*;
+use crate::sasl::Mechanisms;
 
 /// The SASL mechanisms of an `auth_mechanisms` list.
-#[derive(Debug, Clone, Copy, Default)]
-struct Mechanisms {
-    plain: bool,
-    login: bool,
-    xoauth2: bool,
-    oauthbearer: bool,
-}
-
 fn mechanisms(list: &[String], key: &str) -> Result<Mechanisms, String> {
-    let mut m = Mechanisms::default();
+    let mut m = Mechanisms {
+        plain: false,
+        login: false,
+        xoauth2: false,
+        oauthbearer: false,
+    };
     for name in list {
         match name.to_ascii_lowercase().as_str() {
             "plain" => m.plain = true,
@@ -28,6 +26,10 @@ fn mechanisms(list: &[String], key: &str) -> Result<Mechanisms, String> {
         }
     }
     Ok(m)
+}
+
+fn cidr(text: &str, key: &str) -> Result<crate::cidr::Cidr, String> {
+    text.parse().map_err(|e| format!("{key}: {e}"))
 }
 
 fn check_line(text: &str, key: &str) -> Result<(), String> {
@@ -316,10 +318,7 @@ impl FileConfig {
                 .chunks(2)
                 .map(|p| (p[0].clone(), p[1].clone()))
                 .collect(),
-            sasl_plain: im.plain,
-            sasl_login: im.login,
-            sasl_xoauth2: im.xoauth2,
-            sasl_oauthbearer: im.oauthbearer,
+            mechanisms: im,
             max_errors: i.max_errors,
             max_command: i.max_command.0,
             failures: FailurePolicy {
@@ -332,10 +331,7 @@ impl FileConfig {
         let pop3 = Pop3Settings {
             greeting: p.greeting.clone().into_bytes(),
             capabilities: p.capabilities.clone(),
-            sasl_plain: pm.plain,
-            sasl_login: pm.login,
-            sasl_xoauth2: pm.xoauth2,
-            sasl_oauthbearer: pm.oauthbearer,
+            mechanisms: pm,
             max_errors: p.max_errors,
             max_command: p.max_command.0,
             failures: FailurePolicy {
@@ -396,10 +392,7 @@ impl FileConfig {
             .proxy_protocol
             .trusted
             .iter()
-            .map(|c| {
-                c.parse::<crate::cidr::Cidr>()
-                    .map_err(|e| format!("proxy_protocol.trusted: {e}"))
-            })
+            .map(|c| cidr(c, "proxy_protocol.trusted"))
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(l) = listeners.iter().find(|l| l.proxy_protocol) {
             if proxy_trusted.is_empty() {
@@ -425,10 +418,7 @@ impl FileConfig {
             whitelist: t
                 .whitelist
                 .iter()
-                .map(|c| {
-                    c.parse::<crate::cidr::Cidr>()
-                        .map_err(|e| format!("throttle.whitelist: {e}"))
-                })
+                .map(|c| cidr(c, "throttle.whitelist"))
                 .collect::<Result<Vec<_>, _>>()?,
             prelogin_per_ip: t.prelogin_per_ip,
             new_per_ip_per_second: t.new_per_ip_per_second,

@@ -37,10 +37,8 @@ pub struct Settings {
     pub capabilities: Vec<String>,
     /// `ID` reply pairs (field, value); empty answers `* ID NIL`.
     pub id: Vec<(String, String)>,
-    pub sasl_plain: bool,
-    pub sasl_login: bool,
-    pub sasl_xoauth2: bool,
-    pub sasl_oauthbearer: bool,
+    /// SASL mechanisms offered and accepted.
+    pub mechanisms: Mechanisms,
     /// Parse errors after which the connection is closed.
     pub max_errors: u32,
     /// Largest command, literal octets included.
@@ -57,10 +55,7 @@ impl Default for Settings {
                 ("NAME".into(), "ringmail".into()),
                 ("VERSION".into(), env!("CARGO_PKG_VERSION").into()),
             ],
-            sasl_plain: true,
-            sasl_login: true,
-            sasl_xoauth2: false,
-            sasl_oauthbearer: false,
+            mechanisms: Mechanisms::default(),
             max_errors: 5,
             max_command: 16384,
             failures: FailurePolicy::default(),
@@ -101,15 +96,6 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
 ];
 
 impl Settings {
-    pub fn mechanisms(&self) -> Mechanisms {
-        Mechanisms {
-            plain: self.sasl_plain,
-            login: self.sasl_login,
-            xoauth2: self.sasl_xoauth2,
-            oauthbearer: self.sasl_oauthbearer,
-        }
-    }
-
     /// The `* CAPABILITY` line (with CRLF) for a connection in this state: `tls` is whether
     /// the connection is already encrypted, `mode` the listener's STARTTLS policy.
     pub fn capability_line(&self, tls: bool, mode: StartTls) -> Vec<u8> {
@@ -119,16 +105,16 @@ impl Settings {
             line.extend_from_slice(c.as_bytes());
         }
         let logins_allowed = tls || mode != StartTls::Only;
-        if logins_allowed && self.sasl_login {
+        if logins_allowed && self.mechanisms.login {
             line.extend_from_slice(b" AUTH=LOGIN");
         }
-        if logins_allowed && self.sasl_plain {
+        if logins_allowed && self.mechanisms.plain {
             line.extend_from_slice(b" AUTH=PLAIN");
         }
-        if logins_allowed && self.sasl_xoauth2 {
+        if logins_allowed && self.mechanisms.xoauth2 {
             line.extend_from_slice(b" AUTH=XOAUTH2");
         }
-        if logins_allowed && self.sasl_oauthbearer {
+        if logins_allowed && self.mechanisms.oauthbearer {
             line.extend_from_slice(b" AUTH=OAUTHBEARER");
         }
         if !tls && mode != StartTls::Off {
@@ -395,7 +381,7 @@ impl<'s> ImapClient<'s> {
     ) -> Option<Event> {
         let step = self
             .settings
-            .mechanisms()
+            .mechanisms
             .start(mechanism, initial.as_deref());
         self.sasl_step(tag, step, out)
     }

@@ -32,10 +32,8 @@ pub struct Settings {
     pub greeting: Vec<u8>,
     /// CAPA entries before the SASL line.
     pub capabilities: Vec<String>,
-    pub sasl_plain: bool,
-    pub sasl_login: bool,
-    pub sasl_xoauth2: bool,
-    pub sasl_oauthbearer: bool,
+    /// SASL mechanisms offered and accepted.
+    pub mechanisms: Mechanisms,
     pub max_errors: u32,
     pub max_command: usize,
     pub failures: FailurePolicy,
@@ -49,10 +47,7 @@ impl Default for Settings {
         Settings {
             greeting: b"+OK POP3 ready".to_vec(),
             capabilities: DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect(),
-            sasl_plain: true,
-            sasl_login: true,
-            sasl_xoauth2: false,
-            sasl_oauthbearer: false,
+            mechanisms: Mechanisms::default(),
             max_errors: 5,
             max_command: 16384,
             failures: FailurePolicy::default(),
@@ -61,15 +56,6 @@ impl Default for Settings {
 }
 
 impl Settings {
-    pub fn mechanisms(&self) -> Mechanisms {
-        Mechanisms {
-            plain: self.sasl_plain,
-            login: self.sasl_login,
-            xoauth2: self.sasl_xoauth2,
-            oauthbearer: self.sasl_oauthbearer,
-        }
-    }
-
     /// The CAPA answer for a connection: `tls` already encrypted, `mode` the STLS policy.
     pub fn capa(&self, tls: bool, mode: StartTls) -> Vec<u8> {
         let logins_allowed = tls || mode != StartTls::Only;
@@ -82,10 +68,10 @@ impl Settings {
             out.extend_from_slice(b"\r\n");
         }
         let mechanisms = [
-            (self.sasl_plain, &b" PLAIN"[..]),
-            (self.sasl_login, b" LOGIN"),
-            (self.sasl_xoauth2, b" XOAUTH2"),
-            (self.sasl_oauthbearer, b" OAUTHBEARER"),
+            (self.mechanisms.plain, &b" PLAIN"[..]),
+            (self.mechanisms.login, b" LOGIN"),
+            (self.mechanisms.xoauth2, b" XOAUTH2"),
+            (self.mechanisms.oauthbearer, b" OAUTHBEARER"),
         ];
         if logins_allowed && mechanisms.iter().any(|(on, _)| *on) {
             out.extend_from_slice(b"SASL");
@@ -250,10 +236,7 @@ impl Pop3Client<'_> {
             Command::Auth(_) if self.privacy_required() => out.extend_from_slice(PRIVACY),
             Command::Auth(mut args) => {
                 let initial = (args.len() > 1).then(|| args.swap_remove(1));
-                let step = self
-                    .settings
-                    .mechanisms()
-                    .start(&args[0], initial.as_deref());
+                let step = self.settings.mechanisms.start(&args[0], initial.as_deref());
                 return self.sasl_step(step, out);
             }
         }

@@ -14,7 +14,7 @@ use super::super::relay::{relay, End};
 use super::super::resolve::{resolve, LoginContext, Resolution};
 use super::{After, Gauge, Outcome};
 use crate::config::{BackendTls, Proto};
-use crate::login::{BackendSide, ClientSide, Progress, ReplayParams};
+use crate::login::{BackendSide, ClientSide, Credentials, Progress, ReplayParams};
 use crate::logsafe::{escaped, Escaped};
 use crate::proxyproto;
 use crate::secret::Scratch;
@@ -119,14 +119,7 @@ pub(super) async fn login(
         && super::super::throttle::user_exhausted(w, &account, ctx.client_ip).await
     {
         tracing::info!(session = %sid, %user, client = %ctx.client, protocol = proto.name(), "user over the login limit (throttle.user_max); refused");
-        m.login(proto, LoginResult::Throttled);
-        throttle::user_refusal(
-            proto,
-            &w.config.throttle.user_reject,
-            &creds.tag,
-            creds.kind,
-            out,
-        );
+        refuse_user(w, proto, creds, out);
         let _ = conn.write_vec(out).await;
         return After::Close(Outcome::login("user_throttled", &user, None));
     }
@@ -228,15 +221,8 @@ pub(super) async fn login(
             if let Some(account) = counted_as {
                 if !super::super::throttle::user_allowed(w, &account, ctx.client_ip).await {
                     tracing::info!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "user over the login limit (throttle.user_max) after the backend login; closed");
-                    m.login(proto, LoginResult::Throttled);
                     drop(backend);
-                    throttle::user_refusal(
-                        proto,
-                        &w.config.throttle.user_reject,
-                        &creds.tag,
-                        creds.kind,
-                        out,
-                    );
+                    refuse_user(w, proto, creds, out);
                     let _ = conn.write_vec(out).await;
                     return gone("user_throttled");
                 }
@@ -320,6 +306,18 @@ pub(super) async fn login(
             gone("internal_error")
         }
     }
+}
+
+/// The user throttle refused the login: count it and write Zimbra's refusal.
+fn refuse_user(w: &Worker, proto: Proto, creds: &Credentials, out: &mut Vec<u8>) {
+    w.metrics.login(proto, LoginResult::Throttled);
+    throttle::user_refusal(
+        proto,
+        &w.config.throttle.user_reject,
+        &creds.tag,
+        creds.kind,
+        out,
+    );
 }
 
 /// Longest client answer to a backend's OAuth challenge (normally an empty line).
