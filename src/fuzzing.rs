@@ -49,12 +49,20 @@ fn all_mechanisms() -> crate::sasl::Mechanisms {
     }
 }
 
+/// Every mechanism, and a small `max_command` so that the fuzzer reaches the limit.
+fn fuzz_policy() -> crate::login::Policy {
+    crate::login::Policy {
+        max_command: 2048,
+        mechanisms: all_mechanisms(),
+        ..Default::default()
+    }
+}
+
 /// The IMAP pre-login machine.
 pub fn imap_client(data: &[u8]) {
     let (opts, stream) = split(data);
     let prepared = ImapPrepared::new(ImapSettings {
-        max_command: 2048,
-        mechanisms: all_mechanisms(),
+        policy: fuzz_policy(),
         ..ImapSettings::default()
     });
     let mode = [StartTls::Off, StartTls::On, StartTls::Only][usize::from(opts % 3)];
@@ -67,8 +75,7 @@ pub fn imap_client(data: &[u8]) {
 pub fn pop3_client(data: &[u8]) {
     let (opts, stream) = split(data);
     let prepared = Pop3Prepared::new(Pop3Settings {
-        max_command: 2048,
-        mechanisms: all_mechanisms(),
+        policy: fuzz_policy(),
         ..Pop3Settings::default()
     });
     let mode = [StartTls::Off, StartTls::On, StartTls::Only][usize::from(opts % 3)];

@@ -5,7 +5,7 @@
 //! that keeps sending garbage. Deterministic (seeded), a few thousand cases, well under a second.
 
 use ringmail::imap::client::{Prepared as ImapPrepared, Settings as ImapSettings, StartTls};
-use ringmail::login::{ClientSide, Event};
+use ringmail::login::{ClientSide, Event, Policy};
 use ringmail::lookup::codec::{parse_response, Dialect};
 use ringmail::pop3::client::{Prepared as Pop3Prepared, Settings as Pop3Settings};
 
@@ -110,7 +110,10 @@ fn survives<'p>(
 #[test]
 fn imap_client_survives_hostile_input() {
     let prepared = ImapPrepared::new(ImapSettings {
-        max_command: 2048,
+        policy: Policy {
+            max_command: 2048,
+            ..Policy::default()
+        },
         ..ImapSettings::default()
     });
     survives(0x5eed_1234_abcd_0001, IMAP_SEEDS, |tls, mode| {
@@ -121,7 +124,10 @@ fn imap_client_survives_hostile_input() {
 #[test]
 fn pop3_client_survives_hostile_input() {
     let prepared = Pop3Prepared::new(Pop3Settings {
-        max_command: 2048,
+        policy: Policy {
+            max_command: 2048,
+            ..Policy::default()
+        },
         ..Pop3Settings::default()
     });
     survives(0x5eed_1234_abcd_0002, POP3_SEEDS, |tls, mode| {

@@ -2,6 +2,7 @@
 //! mistake.
 
 use super::*;
+use crate::login::Policy;
 use crate::sasl::Mechanisms;
 
 /// The SASL mechanisms of an `auth_mechanisms` list.
@@ -318,27 +319,31 @@ impl FileConfig {
                 .chunks(2)
                 .map(|p| (p[0].clone(), p[1].clone()))
                 .collect(),
-            mechanisms: im,
-            max_errors: i.max_errors,
-            max_command: i.max_command.0,
-            failures: FailurePolicy {
-                limit: i.failed_login_limit,
-                close_at_once: i.close_on_failed_login,
-                penalty: i.login_penalty.0,
-                penalty_max: i.login_penalty_max.0,
+            policy: Policy {
+                mechanisms: im,
+                max_errors: i.max_errors,
+                max_command: i.max_command.0,
+                failures: FailurePolicy {
+                    limit: i.failed_login_limit,
+                    close_at_once: i.close_on_failed_login,
+                    penalty: i.login_penalty.0,
+                    penalty_max: i.login_penalty_max.0,
+                },
             },
         };
         let pop3 = Pop3Settings {
             greeting: p.greeting.clone().into_bytes(),
             capabilities: p.capabilities.clone(),
-            mechanisms: pm,
-            max_errors: p.max_errors,
-            max_command: p.max_command.0,
-            failures: FailurePolicy {
-                limit: p.failed_login_limit,
-                close_at_once: p.close_on_failed_login,
-                penalty: p.login_penalty.0,
-                penalty_max: p.login_penalty_max.0,
+            policy: Policy {
+                mechanisms: pm,
+                max_errors: p.max_errors,
+                max_command: p.max_command.0,
+                failures: FailurePolicy {
+                    limit: p.failed_login_limit,
+                    close_at_once: p.close_on_failed_login,
+                    penalty: p.login_penalty.0,
+                    penalty_max: p.login_penalty_max.0,
+                },
             },
         };
         let u = &self.upstream;

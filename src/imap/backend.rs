@@ -11,8 +11,9 @@
 //! (`<client tag>-ID`) so that its answer can never be taken for the login's.
 #![forbid(unsafe_code)]
 
-use crate::login::{each_line, AuthKind, BackendSide, Credentials, Progress, ReplayParams};
-use crate::sasl::{encode_oauthbearer, encode_plain, encode_xoauth2};
+use crate::login::{
+    sasl_initial_response, AuthKind, Credentials, Progress, Replay, ReplayParams, Replayer,
+};
 use crate::secret::Secret;
 
 /// Largest backend response block kept while logging in.
@@ -20,7 +21,7 @@ pub const MAX_RESPONSE: usize = 65536;
 
 /// Everything the replay needs besides the credentials.
 #[derive(Debug, Clone)]
-pub struct Replay<'a> {
+pub struct ReplayImap<'a> {
     pub common: ReplayParams<'a>,
     /// The client's ID name and version, when it sent them.
     pub client_name: Option<&'a [u8]>,
@@ -35,8 +36,6 @@ enum State {
     Greeting,
     /// Waiting for the answer to our STARTTLS.
     StartTlsAnswer,
-    /// STARTTLS accepted; the session is doing the handshake.
-    Handshake,
     IdAnswer,
     /// ID and login were sent together; skip the ID answer, then the login's.
     IdAnswerPipelined,
@@ -46,11 +45,13 @@ enum State {
     /// Waiting for `+` after `AUTHENTICATE PLAIN`.
     PlainContinue,
     Final,
-    Done,
 }
 
-/// The replay of one login.
-pub struct BackendLogin {
+/// The replay of one IMAP login, driven by [`Replay`].
+pub type BackendLogin = Replay<ImapLogin>;
+
+/// What the IMAP replay adds to the driver.
+pub struct ImapLogin {
     tag: Vec<u8>,
     state: State,
     /// Lines still to send, in order, each after a `+` continuation.
@@ -72,14 +73,6 @@ pub struct BackendLogin {
     oauth: bool,
 }
 
-impl std::fmt::Debug for BackendLogin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackendLogin")
-            .field("state", &self.state)
-            .finish_non_exhaustive()
-    }
-}
-
 fn quote(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
     for &b in s {
@@ -95,7 +88,13 @@ fn quote(out: &mut Vec<u8>, s: &[u8]) {
 const PROXY_TTL: u32 = 5;
 
 impl BackendLogin {
-    pub fn new(creds: &Credentials, r: &Replay<'_>) -> Self {
+    pub fn new(creds: &Credentials, r: &ReplayImap<'_>) -> Self {
+        Replay::of(ImapLogin::new(creds, r))
+    }
+}
+
+impl ImapLogin {
+    fn new(creds: &Credentials, r: &ReplayImap<'_>) -> Self {
         let tag = creds.tag.clone();
         let c = &r.common;
         let password = c.password.unwrap_or(&creds.password).expose();
@@ -141,29 +140,12 @@ impl BackendLogin {
         });
 
         let t = tag.as_slice();
+        let ir = sasl_initial_response(creds.kind, &user, creds.authcid.as_deref(), password);
         let (login_cmd, oneshot, pending, needs): (Secret, Secret, Vec<Secret>, &'static [u8]) =
-            match creds.kind {
-                AuthKind::SaslPlain => {
-                    let ir = match &creds.authcid {
-                        // with an authzid: authz = account+suffix, authc = the client's authcid
-                        Some(authcid) => encode_plain(&user, authcid, password),
-                        None => encode_plain(b"", &user, password),
-                    };
-                    let ir = ir.expose();
-                    (
-                        Secret::concat(&[t, b" AUTHENTICATE PLAIN\r\n"]),
-                        Secret::concat(&[t, b" AUTHENTICATE PLAIN ", ir, b"\r\n"]),
-                        vec![Secret::concat(&[ir, b"\r\n"])],
-                        b"SASL-IR",
-                    )
-                }
-                AuthKind::XOAuth2 | AuthKind::OAuthBearer => {
-                    // the same mechanism, for the account the lookup named
-                    let (mech, ir): (&[u8], Secret) = if creds.kind == AuthKind::XOAuth2 {
-                        (b"XOAUTH2", encode_xoauth2(&user, password))
-                    } else {
-                        (b"OAUTHBEARER", encode_oauthbearer(&user, password))
-                    };
+            match ir {
+                // the same mechanism, for the account the lookup named (PLAIN with an
+                // authzid: authz = account+suffix, authc = the client's authcid)
+                Some((mech, ir)) => {
                     let ir = ir.expose();
                     (
                         Secret::concat(&[t, b" AUTHENTICATE ", mech, b"\r\n"]),
@@ -172,7 +154,7 @@ impl BackendLogin {
                         b"SASL-IR",
                     )
                 }
-                AuthKind::Login | AuthKind::SaslLogin if c.literal_auth => {
+                None if c.literal_auth => {
                     let (u, p) = (user.len(), password.len());
                     let (u_sync, u_plus) = (
                         format!(" LOGIN {{{u}}}\r\n"),
@@ -196,7 +178,7 @@ impl BackendLogin {
                         b"LITERAL+",
                     )
                 }
-                AuthKind::Login | AuthKind::SaslLogin => {
+                None => {
                     let mut line =
                         Vec::with_capacity(t.len() + 16 + 2 * (user.len() + password.len()));
                     line.extend_from_slice(t);
@@ -211,7 +193,7 @@ impl BackendLogin {
             };
         let mut id_tag = tag.clone();
         id_tag.extend_from_slice(b"-ID");
-        BackendLogin {
+        ImapLogin {
             tag,
             state: State::Greeting,
             pending,
@@ -229,6 +211,30 @@ impl BackendLogin {
             oauth: creds.kind.is_oauth(),
         }
     }
+
+    fn tagged_by(tag: &[u8], line: &[u8]) -> bool {
+        line.len() > tag.len() && line.starts_with(tag) && line[tag.len()] == b' '
+    }
+
+    fn is_tagged(&self, line: &[u8]) -> bool {
+        Self::tagged_by(&self.tag, line)
+    }
+
+    fn start_login(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.login_cmd.expose());
+        self.state = if self.pending.is_empty() {
+            State::Final
+        } else if self.sasl {
+            State::PlainContinue
+        } else {
+            State::LiteralUser
+        };
+    }
+}
+
+impl Replayer for ImapLogin {
+    const MAX_KEPT: usize = MAX_RESPONSE;
+    const OVERLONG: &'static str = "reading an over-long backend response";
 
     /// After the greeting (and TLS): ID and the login, in one write when the backend allows.
     fn after_greeting(&mut self, out: &mut Vec<u8>) {
@@ -251,10 +257,6 @@ impl BackendLogin {
         }
     }
 
-    fn tagged_by(tag: &[u8], line: &[u8]) -> bool {
-        line.len() > tag.len() && line.starts_with(tag) && line[tag.len()] == b' '
-    }
-
     fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Progress> {
         let failed = |step| {
             Some(Progress::Failed {
@@ -265,7 +267,6 @@ impl BackendLogin {
         match self.state {
             State::Greeting => {
                 if !line.starts_with(b"* OK") {
-                    self.state = State::Done;
                     return failed("reading the backend greeting");
                 }
                 let needs = self.oneshot.1;
@@ -286,14 +287,11 @@ impl BackendLogin {
                     return None;
                 }
                 if line[tls_tag.len() + 1..].starts_with(b"OK") {
-                    self.state = State::Handshake;
                     Some(Progress::StartTls)
                 } else {
-                    self.state = State::Done;
                     failed("starting TLS with the backend")
                 }
             }
-            State::Handshake => None,
             State::IdAnswer => {
                 // untagged ID data is skipped; any tagged answer (a backend without ID says
                 // BAD) lets the login go on
@@ -331,7 +329,6 @@ impl BackendLogin {
                 } else if line.starts_with(b"* ") {
                     None
                 } else {
-                    self.state = State::Done;
                     failed("waiting for the backend's login continuation")
                 }
             }
@@ -343,7 +340,6 @@ impl BackendLogin {
                 if !self.is_tagged(line) {
                     return None;
                 }
-                self.state = State::Done;
                 let status = &line[self.tag.len() + 1..];
                 let block = std::mem::take(&mut self.response);
                 if status.len() >= 2 && status[..2].eq_ignore_ascii_case(b"OK") {
@@ -352,49 +348,11 @@ impl BackendLogin {
                     Some(Progress::Rejected { reply: block })
                 }
             }
-            State::Done => None,
         }
     }
 
-    fn is_tagged(&self, line: &[u8]) -> bool {
-        Self::tagged_by(&self.tag, line)
-    }
-
-    fn start_login(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.login_cmd.expose());
-        self.state = if self.pending.is_empty() {
-            State::Final
-        } else if self.sasl {
-            State::PlainContinue
-        } else {
-            State::LiteralUser
-        };
-    }
-}
-
-impl BackendSide for BackendLogin {
-    fn tls_started(&mut self, out: &mut Vec<u8>) {
-        if self.state == State::Handshake {
-            self.after_greeting(out);
-        }
-    }
-
-    fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
-        let (pos, progress) = each_line(input, |line| self.line(line, out));
-        if let Some(progress) = progress {
-            return (pos, progress);
-        }
-        if input.len() - pos + self.response.len() > MAX_RESPONSE {
-            self.state = State::Done;
-            return (
-                input.len(),
-                Progress::Failed {
-                    step: "reading an over-long backend response",
-                    line: None,
-                },
-            );
-        }
-        (pos, Progress::NeedMore)
+    fn kept(&self) -> usize {
+        self.response.len()
     }
 }
 
@@ -416,7 +374,8 @@ fn advertises(greeting: &[u8], cap: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::login::strip_suffix;
+    use crate::login::{strip_suffix, BackendSide};
+    use crate::sasl::{encode_oauthbearer, encode_plain, encode_xoauth2};
     use crate::secret::Secret;
 
     fn creds(kind: AuthKind, user: &str) -> Credentials {
@@ -431,8 +390,8 @@ mod tests {
         }
     }
 
-    fn replay<'a>(account: &'a [u8]) -> Replay<'a> {
-        Replay {
+    fn replay<'a>(account: &'a [u8]) -> ReplayImap<'a> {
+        ReplayImap {
             common: ReplayParams {
                 send_client_ip: true,
                 literal_auth: true,

@@ -7,16 +7,12 @@
 //! Zimbra's nginx are listed in `docs/compatibility.md`.
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
-
-use super::backend::{BackendLogin, Replay};
+use super::backend::{BackendLogin, ReplayImap};
 use super::parser::{parse_command, sasl_line, Command, Parse};
 use crate::login::{
-    strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
-    FailurePolicy, ReplayParams, Scanner, TlsVariants, MAX_PASSWORD, MAX_USER,
+    Action, AuthKind, BackendSide, Credentials, Cx, Dialect, Parsed, Policy, PreLogin,
+    ReplayParams, Reply, TlsVariants,
 };
-use crate::sasl::{Exchange, Mechanisms, SaslStep};
-use crate::secret::Secret;
 
 pub const BYE: &[u8] = b"* BYE IMAP server terminating connection\r\n";
 
@@ -37,13 +33,8 @@ pub struct Settings {
     pub capabilities: Vec<String>,
     /// `ID` reply pairs (field, value); empty answers `* ID NIL`.
     pub id: Vec<(String, String)>,
-    /// SASL mechanisms offered and accepted.
-    pub mechanisms: Mechanisms,
-    /// Parse errors after which the connection is closed.
-    pub max_errors: u32,
-    /// Largest command, literal octets included.
-    pub max_command: usize,
-    pub failures: FailurePolicy,
+    /// Mechanisms, limits and the failed-login policy.
+    pub policy: Policy,
 }
 
 impl Default for Settings {
@@ -55,10 +46,7 @@ impl Default for Settings {
                 ("NAME".into(), "ringmail".into()),
                 ("VERSION".into(), env!("CARGO_PKG_VERSION").into()),
             ],
-            mechanisms: Mechanisms::default(),
-            max_errors: 5,
-            max_command: 16384,
-            failures: FailurePolicy::default(),
+            policy: Policy::default(),
         }
     }
 }
@@ -105,16 +93,16 @@ impl Settings {
             line.extend_from_slice(c.as_bytes());
         }
         let logins_allowed = tls || mode != StartTls::Only;
-        if logins_allowed && self.mechanisms.login {
+        if logins_allowed && self.policy.mechanisms.login {
             line.extend_from_slice(b" AUTH=LOGIN");
         }
-        if logins_allowed && self.mechanisms.plain {
+        if logins_allowed && self.policy.mechanisms.plain {
             line.extend_from_slice(b" AUTH=PLAIN");
         }
-        if logins_allowed && self.mechanisms.xoauth2 {
+        if logins_allowed && self.policy.mechanisms.xoauth2 {
             line.extend_from_slice(b" AUTH=XOAUTH2");
         }
-        if logins_allowed && self.mechanisms.oauthbearer {
+        if logins_allowed && self.policy.mechanisms.oauthbearer {
             line.extend_from_slice(b" AUTH=OAUTHBEARER");
         }
         if !tls && mode != StartTls::Off {
@@ -158,44 +146,21 @@ impl Settings {
     }
 }
 
+/// The IMAP dialect of the pre-login engine: one connection's IMAP-only state.
 #[derive(Debug)]
-enum State {
-    Commands,
-    /// A SASL exchange, for the AUTHENTICATE command with this tag.
-    Sasl {
-        tag: Vec<u8>,
-        exchange: Exchange,
-    },
-    LoggingIn {
-        tag: Vec<u8>,
-        kind: AuthKind,
-    },
-    Closed,
-}
-
-/// One client connection's pre-login state.
-#[derive(Debug)]
-pub struct ImapClient<'s> {
+pub struct Imap<'s> {
     settings: &'s Settings,
     /// CAPABILITY lines: [plaintext, TLS].
     capability: [&'s [u8]; 2],
     id_line: &'s [u8],
-    tls: bool,
-    mode: StartTls,
-    state: State,
-    errors: u32,
     /// Synchronising literals of the current command already answered with `+ `.
     acked: usize,
-    /// Where the current command (or SASL line) may end: the parser runs only then.
-    scan: Scanner,
-    /// Bytes handed to the parser so far (stays linear in the input: a test checks it).
-    parsed: u64,
-    /// Whether any command was received (a timeout before the first one closes silently).
-    active: bool,
     client_name: Option<Vec<u8>>,
     client_version: Option<Vec<u8>>,
-    failures: FailureCounter,
 }
+
+/// One IMAP client connection's pre-login state.
+pub type ImapClient<'s> = PreLogin<'s, Imap<'s>>;
 
 /// Settings plus the lines derived from them, shared by every session of a worker.
 #[derive(Debug, Clone)]
@@ -216,22 +181,15 @@ impl Prepared {
 
     /// A client on a plaintext listener with STARTTLS `mode`, or (`tls`) on an implicit-TLS one.
     pub fn client(&self, tls: bool, mode: StartTls) -> ImapClient<'_> {
-        ImapClient {
+        let imap = Imap {
             settings: &self.settings,
             capability: self.capability.pick(mode).map(Vec::as_slice),
             id_line: &self.id_line,
-            tls,
-            mode: if tls { StartTls::Off } else { mode },
-            state: State::Commands,
-            errors: 0,
             acked: 0,
-            scan: Scanner::default(),
-            parsed: 0,
-            active: false,
             client_name: None,
             client_version: None,
-            failures: FailureCounter::default(),
-        }
+        };
+        PreLogin::new(imap, &self.settings.policy, tls, mode)
     }
 }
 
@@ -251,94 +209,70 @@ fn sanitize(v: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-impl<'s> ImapClient<'s> {
+impl Imap<'_> {
     /// The client's ID `name` and `version`, when it sent them (sanitised).
     pub fn client_id(&self) -> (Option<&[u8]>, Option<&[u8]>) {
         (self.client_name.as_deref(), self.client_version.as_deref())
     }
+}
 
-    /// Plaintext on a listener that requires STARTTLS first.
-    fn privacy_required(&self) -> bool {
-        !self.tls && self.mode == StartTls::Only
+impl Dialect for Imap<'_> {
+    type Command = Command;
+    const LITERALS: bool = true;
+
+    fn greeting(&self) -> &[u8] {
+        &self.settings.greeting
     }
 
-    /// Whether the client sent at least one command.
-    pub fn active(&self) -> bool {
-        self.active
-    }
-
-    fn invalid(&mut self, tag: &[u8], out: &mut Vec<u8>, close: bool) -> Option<Event> {
-        self.errors += 1;
-        reply(out, tag, b"BAD invalid command");
-        if close || self.errors >= self.settings.max_errors {
-            out.extend_from_slice(BYE);
-            return Some(Event::Close);
-        }
-        None
-    }
-
-    /// Bytes the parser has been handed so far (for tests of its linear work).
-    #[doc(hidden)]
-    pub fn parsed_bytes(&self) -> u64 {
-        self.parsed
-    }
-
-    fn command(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        if !self.scan.line_ended(input, self.settings.max_command) {
-            return Step::More;
-        }
-        self.parsed += input.len() as u64;
-        match parse_command(input, self.acked, self.settings.max_command) {
+    fn parse(&mut self, input: &[u8], max_command: usize, out: &mut Vec<u8>) -> Parsed<Command> {
+        match parse_command(input, self.acked, max_command) {
             Parse::Incomplete { continuation } => {
                 if continuation {
                     self.acked += 1;
                     out.extend_from_slice(b"+ \r\n");
                 }
-                Step::More
+                Parsed::Incomplete
             }
             Parse::Invalid {
                 consumed,
                 tag,
                 close,
             } => {
-                self.active = true;
                 self.acked = 0;
-                self.scan.reset();
-                let tag = tag.unwrap_or_else(|| b"*".to_vec());
-                Step::Consumed(consumed, self.invalid(&tag, out, close))
+                Parsed::Invalid {
+                    consumed,
+                    tag: tag.unwrap_or_else(|| b"*".to_vec()),
+                    close,
+                }
             }
             Parse::Command {
                 consumed,
                 tag,
                 command,
             } => {
-                self.active = true;
                 self.acked = 0;
-                self.scan.reset();
-                Step::Consumed(consumed, self.execute(tag, command, out))
+                Parsed::Command {
+                    consumed,
+                    tag,
+                    command,
+                }
             }
         }
     }
 
-    fn execute(&mut self, tag: Vec<u8>, command: Command, out: &mut Vec<u8>) -> Option<Event> {
+    fn execute(&mut self, tag: &[u8], command: Command, cx: Cx, out: &mut Vec<u8>) -> Action {
         match command {
             Command::Capability => {
-                out.extend_from_slice(self.capability[usize::from(self.tls)]);
-                reply(out, &tag, b"OK completed");
+                out.extend_from_slice(self.capability[usize::from(cx.tls)]);
+                reply(out, tag, b"OK completed");
             }
-            Command::Noop => reply(out, &tag, b"OK completed"),
+            Command::Noop => reply(out, tag, b"OK completed"),
             Command::Logout => {
                 out.extend_from_slice(BYE);
-                reply(out, &tag, b"OK completed");
-                return Some(Event::Close);
+                reply(out, tag, b"OK completed");
+                return Action::Close;
             }
-            Command::StartTls => {
-                if self.tls || self.mode == StartTls::Off {
-                    return self.invalid(&tag, out, false);
-                }
-                reply(out, &tag, b"OK completed");
-                return Some(Event::StartTls);
-            }
+            Command::StartTls => return Action::StartTls,
             Command::Id(pairs) => {
                 for (field, value) in pairs.into_iter().flatten() {
                     let value = value.map(|v| sanitize(&v));
@@ -349,256 +283,68 @@ impl<'s> ImapClient<'s> {
                     }
                 }
                 out.extend_from_slice(self.id_line);
-                reply(out, &tag, b"OK completed");
-            }
-            Command::Login { .. } | Command::Authenticate { .. } if self.privacy_required() => {
-                reply(
-                    out,
-                    &tag,
-                    b"NO [PRIVACYREQUIRED] cleartext logins disabled, use STARTTLS",
-                );
+                reply(out, tag, b"OK completed");
             }
             Command::Login { user, pass } => {
-                if user.len() > MAX_USER || pass.len() > MAX_PASSWORD {
-                    reply(out, &tag, b"NO LOGIN failed");
-                    return None;
+                return Action::Login {
+                    user,
+                    password: pass,
                 }
-                return self.start_login(tag, &user, None, pass, AuthKind::Login, out);
             }
             Command::Authenticate { mechanism, initial } => {
-                return self.authenticate(tag, &mechanism, initial, out)
+                return Action::Authenticate { mechanism, initial }
             }
         }
-        None
+        Action::Done
     }
 
-    fn authenticate(
-        &mut self,
-        tag: Vec<u8>,
-        mechanism: &[u8],
-        initial: Option<Vec<u8>>,
-        out: &mut Vec<u8>,
-    ) -> Option<Event> {
-        let step = self
-            .settings
-            .mechanisms
-            .start(mechanism, initial.as_deref());
-        self.sasl_step(tag, step, out)
+    fn sasl_response(&self, input: &[u8]) -> Option<Result<(Vec<u8>, usize), usize>> {
+        sasl_line(input).map(Ok)
     }
 
-    /// What a SASL step means in IMAP (the exchange itself is [`crate::sasl`]'s).
-    fn sasl_step(&mut self, tag: Vec<u8>, step: SaslStep, out: &mut Vec<u8>) -> Option<Event> {
-        match step {
-            SaslStep::Continue(challenge, exchange) => {
-                out.extend_from_slice(b"+ ");
-                out.extend_from_slice(challenge);
-                out.extend_from_slice(b"\r\n");
-                self.state = State::Sasl { tag, exchange };
-                None
-            }
-            SaslStep::Done {
-                user,
-                authcid,
-                secret,
-                kind,
-            } => self.start_login(tag, &user, authcid, secret, kind, out),
-            SaslStep::Invalid => self.invalid(&tag, out, false),
-            SaslStep::TooLong => {
-                reply(out, &tag, b"NO AUTHENTICATE failed");
-                None
-            }
-            SaslStep::Aborted => {
-                reply(out, &tag, b"BAD AUTHENTICATE aborted");
-                None
-            }
-            SaslStep::Unsupported => {
-                reply(out, &tag, b"NO mechanism not supported");
-                None
-            }
-        }
+    fn overflow_tag(&self, input: &[u8]) -> Vec<u8> {
+        tag_prefix(input)
     }
 
-    fn sasl(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        // a SASL response is one line: look for its end only in the bytes not seen yet
-        if !self.scan.line_ended(input, 0) {
-            return Step::More;
-        }
-        self.scan.reset();
-        let Some((line, consumed)) = sasl_line(input) else {
-            return Step::More;
+    fn render(&self, tag: &[u8], r: Reply<'_>, out: &mut Vec<u8>) {
+        let text: &[u8] = match r {
+            Reply::Invalid => b"BAD invalid command",
+            Reply::Bye | Reply::IdleClosing | Reply::TimedOut { active: true } => {
+                return out.extend_from_slice(BYE)
+            }
+            Reply::TimedOut { active: false } => return,
+            Reply::PrivacyRequired => {
+                b"NO [PRIVACYREQUIRED] cleartext logins disabled, use STARTTLS"
+            }
+            Reply::BrokenCredentials => BROKEN_CREDENTIALS,
+            Reply::LoginTooLong => b"NO LOGIN failed",
+            Reply::StartTlsOk => b"OK completed",
+            Reply::SaslTooLong => b"NO AUTHENTICATE failed",
+            Reply::SaslAborted => b"BAD AUTHENTICATE aborted",
+            Reply::SaslUnsupported => b"NO mechanism not supported",
+            Reply::Denied { text: Some(t), .. } => {
+                return reply(out, tag, &[b"NO ", t].concat());
+            }
+            Reply::Denied {
+                kind: AuthKind::Login,
+                text: None,
+            } => b"NO LOGIN failed",
+            Reply::Denied { text: None, .. } => b"NO AUTHENTICATE failed",
+            Reply::InternalError => return out.extend_from_slice(INTERNAL_ERROR),
+            Reply::Shutdown { .. } => return out.extend_from_slice(SHUTDOWN),
         };
-        let state = std::mem::replace(&mut self.state, State::Commands);
-        let State::Sasl { tag, exchange } = state else {
-            return Step::Consumed(consumed, None);
-        };
-        Step::Consumed(consumed, self.sasl_step(tag, exchange.respond(&line), out))
-    }
-
-    /// A complete login: credentials for the session, or a refusal when any part of it holds
-    /// CR, LF or NUL (counted as an error; it never reaches the lookup or the backend).
-    fn start_login(
-        &mut self,
-        tag: Vec<u8>,
-        login: &[u8],
-        authcid: Option<Vec<u8>>,
-        password: Secret,
-        kind: AuthKind,
-        out: &mut Vec<u8>,
-    ) -> Option<Event> {
-        let (user, suffix) = strip_suffix(login);
-        let creds = Credentials {
-            tag,
-            user,
-            suffix,
-            authcid,
-            password,
-            kind,
-        };
-        if !creds.is_clean() {
-            self.errors += 1;
-            reply(out, &creds.tag, BROKEN_CREDENTIALS);
-            if self.errors >= self.settings.max_errors {
-                out.extend_from_slice(BYE);
-                return Some(Event::Close);
-            }
-            return None;
-        }
-        self.state = State::LoggingIn {
-            tag: creds.tag.clone(),
-            kind,
-        };
-        Some(Event::Login(creds))
-    }
-
-    fn logging_in(&self) -> (&[u8], AuthKind) {
-        match &self.state {
-            State::LoggingIn { tag, kind } => (tag, *kind),
-            _ => (b"*", AuthKind::Login),
-        }
-    }
-
-    fn finish_failure(&mut self, wait: Option<Duration>, out: &mut Vec<u8>) -> Failure {
-        let failure = self.failures.fail(&self.settings.failures, wait);
-        if failure.close {
-            out.extend_from_slice(BYE);
-            self.state = State::Closed;
-        } else {
-            self.state = State::Commands;
-        }
-        failure
-    }
-}
-
-impl ClientSide for ImapClient<'_> {
-    fn greeting(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.settings.greeting);
-        out.extend_from_slice(b"\r\n");
-    }
-
-    /// Process buffered client input. Returns the bytes consumed and what to do next.
-    fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Event) {
-        let mut pos = 0;
-        loop {
-            let rest = &input[pos..];
-            let step = match &self.state {
-                State::Closed | State::LoggingIn { .. } => return (pos, Event::NeedMore),
-                State::Commands => self.command(rest, out),
-                _ => self.sasl(rest, out),
-            };
-            match step {
-                Step::Consumed(n, None) => pos += n,
-                Step::Consumed(n, Some(event)) => {
-                    if event == Event::Close {
-                        self.state = State::Closed;
-                    }
-                    return (pos + n, event);
-                }
-                Step::More => {
-                    if rest.len() >= self.settings.max_command {
-                        let tag = match &self.state {
-                            State::Commands => tag_prefix(rest),
-                            State::Sasl { tag, .. } => tag.clone(),
-                            _ => b"*".to_vec(),
-                        };
-                        reply(out, &tag, b"BAD invalid command");
-                        out.extend_from_slice(BYE);
-                        self.state = State::Closed;
-                        return (input.len(), Event::Close);
-                    }
-                    return (pos, Event::NeedMore);
-                }
-            }
-        }
-    }
-
-    /// The route lookup refused the login. `text` is the stock-nginx dialect's Auth-Status text
-    /// (None: Zimbra's fixed text). The reply goes to `out`; send it after `Failure::delay`.
-    fn login_denied(
-        &mut self,
-        text: Option<&[u8]>,
-        wait: Option<Duration>,
-        out: &mut Vec<u8>,
-    ) -> Failure {
-        let (tag, kind) = self.logging_in();
-        let tag = tag.to_vec();
-        match text {
-            Some(t) => {
-                let mut line = b"NO ".to_vec();
-                line.extend(t.iter().filter(|b| !matches!(b, b'\r' | b'\n')));
-                reply(out, &tag, &line);
-            }
-            None if kind == AuthKind::Login => reply(out, &tag, b"NO LOGIN failed"),
-            None => reply(out, &tag, b"NO AUTHENTICATE failed"),
-        }
-        self.finish_failure(wait, out)
-    }
-
-    /// The backend rejected the credentials; its reply is relayed verbatim.
-    fn login_rejected(&mut self, backend_reply: &[u8], out: &mut Vec<u8>) -> Failure {
-        out.extend_from_slice(backend_reply);
-        self.finish_failure(None, out)
-    }
-
-    /// Lookup or backend infrastructure failed: reply and close.
-    fn internal_error(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(INTERNAL_ERROR);
-        self.state = State::Closed;
-    }
-
-    /// The client stayed silent for the pre-login timeout: BYE unless it never sent a command.
-    fn timed_out(&mut self, out: &mut Vec<u8>) {
-        if self.active {
-            out.extend_from_slice(BYE);
-        }
-        self.state = State::Closed;
-    }
-
-    fn shutting_down(&mut self, _relayed: bool, out: &mut Vec<u8>) {
-        out.extend_from_slice(SHUTDOWN);
-        self.state = State::Closed;
-    }
-
-    fn idle_closing(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(BYE);
+        reply(out, tag, text);
     }
 
     fn tls_started(&mut self) {
-        // RFC 3501: a new session state; capabilities are asked again, no new greeting
-        self.scan.reset();
-        self.tls = true;
-        self.state = State::Commands;
         self.acked = 0;
-    }
-
-    fn max_command(&self) -> usize {
-        self.settings.max_command
     }
 
     fn backend(&self, creds: &Credentials, params: &ReplayParams<'_>) -> Box<dyn BackendSide> {
         let (client_name, client_version) = self.client_id();
         Box::new(BackendLogin::new(
             creds,
-            &Replay {
+            &ReplayImap {
                 common: params.clone(),
                 client_name,
                 client_version,
@@ -610,11 +356,6 @@ impl ClientSide for ImapClient<'_> {
             },
         ))
     }
-}
-
-enum Step {
-    More,
-    Consumed(usize, Option<Event>),
 }
 
 /// The tag at the start of an over-long command, or `*`.
@@ -636,14 +377,9 @@ fn tag_prefix(input: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::login::ClientSide;
-
-    /// Feed a whole transcript and return the replies and the last event.
-    fn run(client: &mut ImapClient<'_>, input: &[u8]) -> (String, Event, usize) {
-        let mut out = Vec::new();
-        let (n, ev) = client.handle(input, &mut out);
-        (String::from_utf8(out).unwrap(), ev, n)
-    }
+    use crate::login::{run, strip_suffix, ClientSide, Event};
+    use crate::secret::Secret;
+    use std::time::Duration;
 
     fn prepared() -> Prepared {
         Prepared::new(Settings::default())
@@ -669,7 +405,10 @@ mod tests {
     #[test]
     fn a_command_sent_a_byte_at_a_time_is_parsed_in_linear_work() {
         let p = Prepared::new(Settings {
-            max_command: 1 << 20,
+            policy: Policy {
+                max_command: 1 << 20,
+                ..Policy::default()
+            },
             ..Settings::default()
         });
         let n = (1 << 20) - 64;
@@ -754,7 +493,7 @@ mod tests {
         );
         assert_eq!(ev, Event::NeedMore);
         assert_eq!(
-            c.client_id(),
+            c.dialect().client_id(),
             (Some(&b"Thunderbird"[..]), Some(&b"115.0"[..]))
         );
         let p = Prepared::new(Settings {
@@ -946,7 +685,10 @@ mod tests {
     #[test]
     fn overlong_command_closes() {
         let p = Prepared::new(Settings {
-            max_command: 64,
+            policy: Policy {
+                max_command: 64,
+                ..Policy::default()
+            },
             ..Settings::default()
         });
         let mut c = p.plain();

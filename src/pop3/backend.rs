@@ -3,8 +3,7 @@
 //! client suffix is not re-appended for POP3.
 #![forbid(unsafe_code)]
 
-use crate::login::{each_line, AuthKind, BackendSide, Credentials, Progress, ReplayParams};
-use crate::sasl::{encode_oauthbearer, encode_plain, encode_xoauth2};
+use crate::login::{sasl_initial_response, Credentials, Progress, Replay, ReplayParams, Replayer};
 use crate::secret::Secret;
 
 /// Longest backend line accepted while logging in.
@@ -15,17 +14,19 @@ enum State {
     Greeting,
     /// Waiting for the answer to STLS, then for the handshake.
     Stls,
-    Handshake,
     Xoip,
     /// Waiting for `+OK` to USER.
     User,
     /// Waiting for `+ ` to AUTH PLAIN.
     PlainContinue,
     Final,
-    Done,
 }
 
-pub struct Pop3Login {
+/// The replay of one POP3 login, driven by [`Replay`].
+pub type Pop3Login = Replay<Pop3Replay>;
+
+/// What the POP3 replay adds to the driver.
+pub struct Pop3Replay {
     state: State,
     starttls: bool,
     xoip: Option<Vec<u8>>,
@@ -35,45 +36,27 @@ pub struct Pop3Login {
     oauth: bool,
 }
 
-impl std::fmt::Debug for Pop3Login {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pop3Login")
-            .field("state", &self.state)
-            .finish_non_exhaustive()
+impl Pop3Login {
+    pub fn new(creds: &Credentials, p: &ReplayParams<'_>) -> Self {
+        Replay::of(Pop3Replay::new(creds, p))
     }
 }
 
-impl Pop3Login {
-    pub fn new(creds: &Credentials, p: &ReplayParams<'_>) -> Self {
+impl Pop3Replay {
+    fn new(creds: &Credentials, p: &ReplayParams<'_>) -> Self {
         let password = p.password.unwrap_or(&creds.password).expose();
-        let (first, second) = match creds.kind {
-            AuthKind::SaslPlain => {
-                let ir = match &creds.authcid {
-                    Some(authcid) => encode_plain(p.account, authcid, password),
-                    None => encode_plain(b"", p.account, password),
-                };
-                (
-                    Secret::from(&b"AUTH PLAIN\r\n"[..]),
-                    Secret::concat(&[ir.expose(), b"\r\n"]),
-                )
-            }
-            AuthKind::XOAuth2 | AuthKind::OAuthBearer => {
-                let (mech, ir): (&[u8], Secret) = if creds.kind == AuthKind::XOAuth2 {
-                    (b"XOAUTH2", encode_xoauth2(p.account, password))
-                } else {
-                    (b"OAUTHBEARER", encode_oauthbearer(p.account, password))
-                };
-                (
-                    Secret::concat(&[b"AUTH ", mech, b"\r\n"]),
-                    Secret::concat(&[ir.expose(), b"\r\n"]),
-                )
-            }
-            AuthKind::Login | AuthKind::SaslLogin => (
+        let ir = sasl_initial_response(creds.kind, p.account, creds.authcid.as_deref(), password);
+        let (first, second) = match ir {
+            Some((mech, ir)) => (
+                Secret::concat(&[b"AUTH ", mech, b"\r\n"]),
+                Secret::concat(&[ir.expose(), b"\r\n"]),
+            ),
+            None => (
                 Secret::concat(&[b"USER ", p.account, b"\r\n"]),
                 Secret::concat(&[b"PASS ", password, b"\r\n"]),
             ),
         };
-        Pop3Login {
+        Pop3Replay {
             state: State::Greeting,
             starttls: p.starttls,
             xoip: p
@@ -85,6 +68,20 @@ impl Pop3Login {
         }
     }
 
+    fn start_login(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.first.expose());
+        self.state = if self.first.expose().starts_with(b"AUTH") {
+            State::PlainContinue
+        } else {
+            State::User
+        };
+    }
+}
+
+impl Replayer for Pop3Replay {
+    const MAX_KEPT: usize = MAX_LINE;
+    const OVERLONG: &'static str = "reading an over-long backend line";
+
     /// After the greeting (and TLS): XOIP when enabled, then the login.
     fn after_greeting(&mut self, out: &mut Vec<u8>) {
         match self.xoip.take() {
@@ -94,15 +91,6 @@ impl Pop3Login {
             }
             None => self.start_login(out),
         }
-    }
-
-    fn start_login(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.first.expose());
-        self.state = if self.first.expose().starts_with(b"AUTH") {
-            State::PlainContinue
-        } else {
-            State::User
-        };
     }
 
     fn line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Progress> {
@@ -124,12 +112,8 @@ impl Pop3Login {
                 return None;
             }
             State::Greeting => failed("reading the backend greeting"),
-            State::Stls if ok => {
-                self.state = State::Handshake;
-                return Some(Progress::StartTls);
-            }
+            State::Stls if ok => return Some(Progress::StartTls),
             State::Stls => failed("starting TLS with the backend"),
-            State::Handshake => return None,
             State::Xoip if ok => {
                 self.start_login(out);
                 return None;
@@ -161,42 +145,16 @@ impl Pop3Login {
             State::User | State::PlainContinue | State::Final => {
                 failed("logging in to the backend")
             }
-            State::Done => None,
         };
-        self.state = State::Done;
         progress
-    }
-}
-
-impl BackendSide for Pop3Login {
-    fn tls_started(&mut self, out: &mut Vec<u8>) {
-        if self.state == State::Handshake {
-            self.after_greeting(out);
-        }
-    }
-
-    fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Progress) {
-        let (pos, progress) = each_line(input, |line| self.line(line, out));
-        if let Some(progress) = progress {
-            return (pos, progress);
-        }
-        if input.len() - pos > MAX_LINE {
-            self.state = State::Done;
-            return (
-                input.len(),
-                Progress::Failed {
-                    step: "reading an over-long backend line",
-                    line: None,
-                },
-            );
-        }
-        (pos, Progress::NeedMore)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::login::{AuthKind, BackendSide};
+    use crate::sasl::encode_plain;
     use crate::secret::Secret;
 
     fn params(account: &[u8], xoip: bool) -> ReplayParams<'_> {

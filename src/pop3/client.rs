@@ -1,20 +1,14 @@
-//! The POP3 AUTHORIZATION state as seen by the client (sans-I/O), `spec/pop3-proxy.md` §4–§5.
-//!
-//! Same shape as [`crate::imap::client`]: bytes in, replies out, an [`Event`] for the session.
+//! The POP3 AUTHORIZATION state as seen by the client (sans-I/O), `spec/pop3-proxy.md` §4–§5:
+//! the POP3 [`Dialect`] of the pre-login engine ([`crate::login::engine`]).
 //! Deliberate differences from Zimbra's nginx are in `docs/compatibility.md`.
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
-
 use super::backend::Pop3Login;
 use super::parser::{line, parse_command, Command, Parse};
-use crate::login::StartTls;
 use crate::login::{
-    strip_suffix, AuthKind, BackendSide, ClientSide, Credentials, Event, Failure, FailureCounter,
-    FailurePolicy, ReplayParams, Scanner, TlsVariants, MAX_PASSWORD, MAX_USER,
+    Action, AuthKind, BackendSide, Credentials, Cx, Dialect, Parsed, Policy, PreLogin,
+    ReplayParams, Reply, StartTls, TlsVariants,
 };
-use crate::sasl::{Exchange, Mechanisms, SaslStep};
-use crate::secret::Secret;
 
 pub const INTERNAL_ERROR: &[u8] = b"-ERR internal server error\r\n";
 const INVALID: &[u8] = b"-ERR invalid command\r\n";
@@ -32,11 +26,8 @@ pub struct Settings {
     pub greeting: Vec<u8>,
     /// CAPA entries before the SASL line.
     pub capabilities: Vec<String>,
-    /// SASL mechanisms offered and accepted.
-    pub mechanisms: Mechanisms,
-    pub max_errors: u32,
-    pub max_command: usize,
-    pub failures: FailurePolicy,
+    /// Mechanisms, limits and the failed-login policy.
+    pub policy: Policy,
 }
 
 /// Zimbra's default `zimbraReverseProxyPop3EnabledCapability`.
@@ -47,10 +38,7 @@ impl Default for Settings {
         Settings {
             greeting: b"+OK POP3 ready".to_vec(),
             capabilities: DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect(),
-            mechanisms: Mechanisms::default(),
-            max_errors: 5,
-            max_command: 16384,
-            failures: FailurePolicy::default(),
+            policy: Policy::default(),
         }
     }
 }
@@ -68,10 +56,10 @@ impl Settings {
             out.extend_from_slice(b"\r\n");
         }
         let mechanisms = [
-            (self.mechanisms.plain, &b" PLAIN"[..]),
-            (self.mechanisms.login, b" LOGIN"),
-            (self.mechanisms.xoauth2, b" XOAUTH2"),
-            (self.mechanisms.oauthbearer, b" OAUTHBEARER"),
+            (self.policy.mechanisms.plain, &b" PLAIN"[..]),
+            (self.policy.mechanisms.login, b" LOGIN"),
+            (self.policy.mechanisms.xoauth2, b" XOAUTH2"),
+            (self.policy.mechanisms.oauthbearer, b" OAUTHBEARER"),
         ];
         if logins_allowed && mechanisms.iter().any(|(on, _)| *on) {
             out.extend_from_slice(b"SASL");
@@ -106,311 +94,141 @@ impl Prepared {
     }
 
     pub fn client(&self, tls: bool, mode: StartTls) -> Pop3Client<'_> {
-        Pop3Client {
+        let pop3 = Pop3 {
             settings: &self.settings,
             capa: self.capa.pick(mode).map(Vec::as_slice),
-            tls,
-            mode: if tls { StartTls::Off } else { mode },
-            state: State::Start,
-            errors: 0,
-            failures: FailureCounter::default(),
-            scan: Scanner::default(),
-        }
+            after_user: None,
+        };
+        PreLogin::new(pop3, &self.settings.policy, tls, mode)
     }
 }
 
+/// The POP3 dialect of the pre-login engine: one connection's POP3-only state.
 #[derive(Debug)]
-enum State {
-    Start,
-    AfterUser(Vec<u8>),
-    /// A SASL exchange (AUTH).
-    Sasl(Exchange),
-    LoggingIn(AuthKind),
-    Closed,
-}
-
-#[derive(Debug)]
-pub struct Pop3Client<'s> {
+pub struct Pop3<'s> {
     settings: &'s Settings,
     capa: [&'s [u8]; 2],
-    tls: bool,
-    mode: StartTls,
-    state: State,
-    errors: u32,
-    failures: FailureCounter,
-    /// Where the current line may end (see [`Scanner`]).
-    scan: Scanner,
+    /// The name a `USER` gave, waiting for `PASS`.
+    after_user: Option<Vec<u8>>,
 }
 
-impl Pop3Client<'_> {
-    fn privacy_required(&self) -> bool {
-        !self.tls && self.mode == StartTls::Only
+/// One POP3 client connection's pre-login state.
+pub type Pop3Client<'s> = PreLogin<'s, Pop3<'s>>;
+
+impl Dialect for Pop3<'_> {
+    type Command = Command;
+    const LITERALS: bool = false;
+
+    fn greeting(&self) -> &[u8] {
+        &self.settings.greeting
     }
 
-    /// An invalid command: `-ERR`, counted; closes at the limit.
-    fn invalid(&mut self, out: &mut Vec<u8>) -> Option<Event> {
-        self.errors += 1;
-        out.extend_from_slice(INVALID);
-        self.state = State::Start;
-        (self.errors >= self.settings.max_errors).then_some(Event::Close)
-    }
-
-    /// A complete login: credentials for the session, or a refusal when any part of it holds
-    /// CR, LF or NUL (counted as an error; it never reaches the lookup or the backend).
-    fn login(
-        &mut self,
-        user: &[u8],
-        authcid: Option<Vec<u8>>,
-        password: Secret,
-        kind: AuthKind,
-        out: &mut Vec<u8>,
-    ) -> Option<Event> {
-        let (user, suffix) = strip_suffix(user);
-        let creds = Credentials {
-            tag: Vec::new(),
-            user,
-            suffix,
-            authcid,
-            password,
-            kind,
-        };
-        if !creds.is_clean() {
-            self.errors += 1;
-            out.extend_from_slice(BROKEN_CREDENTIALS);
-            self.state = State::Start;
-            return (self.errors >= self.settings.max_errors).then_some(Event::Close);
+    fn parse(&mut self, input: &[u8], _max: usize, _out: &mut Vec<u8>) -> Parsed<Command> {
+        match parse_command(input) {
+            Parse::Incomplete => Parsed::Incomplete,
+            Parse::Invalid { consumed } => {
+                // an invalid command ends a USER/PASS pair
+                self.after_user = None;
+                Parsed::Invalid {
+                    consumed,
+                    tag: Vec::new(),
+                    close: false,
+                }
+            }
+            Parse::Command { consumed, command } => Parsed::Command {
+                consumed,
+                tag: Vec::new(),
+                command,
+            },
         }
-        self.state = State::LoggingIn(kind);
-        Some(Event::Login(creds))
     }
 
-    fn command(&mut self, command: Command, out: &mut Vec<u8>) -> Option<Event> {
-        let after_user = match std::mem::replace(&mut self.state, State::Start) {
-            State::AfterUser(u) => Some(u),
-            _ => None,
-        };
+    fn execute(&mut self, _tag: &[u8], command: Command, cx: Cx, out: &mut Vec<u8>) -> Action {
+        // only CAPA and NOOP keep a USER waiting for its PASS
+        let after_user = self.after_user.take();
         match command {
             Command::Capa => {
-                out.extend_from_slice(self.capa[usize::from(self.tls)]);
-                if let Some(u) = after_user {
-                    self.state = State::AfterUser(u);
-                }
+                out.extend_from_slice(self.capa[usize::from(cx.tls)]);
+                self.after_user = after_user;
             }
             Command::Noop => {
                 out.extend_from_slice(b"+OK\r\n");
-                if let Some(u) = after_user {
-                    self.state = State::AfterUser(u);
-                }
+                self.after_user = after_user;
             }
             Command::Quit => {
                 out.extend_from_slice(b"+OK\r\n");
-                return Some(Event::Close);
+                return Action::Close;
             }
-            Command::User(_) if after_user.is_some() => return self.invalid(out),
-            Command::User(_) if self.privacy_required() => out.extend_from_slice(PRIVACY),
-            Command::User(name) if name.is_empty() => return self.invalid(out),
+            Command::User(_) if after_user.is_some() => return Action::Invalid,
+            Command::User(_) if cx.privacy_required => return Action::PrivacyRequired,
+            Command::User(name) if name.is_empty() => return Action::Invalid,
             Command::User(name) => {
                 out.extend_from_slice(b"+OK\r\n");
-                self.state = State::AfterUser(name);
+                self.after_user = Some(name);
             }
-            Command::Pass(pass) => {
-                let Some(user) = after_user else {
-                    return self.invalid(out);
-                };
-                if user.len() > MAX_USER || pass.len() > MAX_PASSWORD {
-                    out.extend_from_slice(b"-ERR invalid username/password\r\n");
-                    return None;
+            Command::Pass(password) => {
+                return match after_user {
+                    Some(user) => Action::Login { user, password },
+                    None => Action::Invalid,
                 }
-                return self.login(&user, None, pass, AuthKind::Login, out);
             }
-            Command::Stls => {
-                if after_user.is_some() || self.tls || self.mode == StartTls::Off {
-                    return self.invalid(out);
-                }
-                out.extend_from_slice(b"+OK Begin TLS negotiation\r\n");
-                return Some(Event::StartTls);
-            }
-            Command::Apop => return self.invalid(out),
-            Command::Auth(_) if after_user.is_some() => return self.invalid(out),
-            Command::Auth(args) if args.is_empty() => return self.invalid(out),
-            Command::Auth(_) if self.privacy_required() => out.extend_from_slice(PRIVACY),
+            Command::Stls if after_user.is_some() => return Action::Invalid,
+            Command::Stls => return Action::StartTls,
+            Command::Apop => return Action::Invalid,
+            Command::Auth(_) if after_user.is_some() => return Action::Invalid,
+            Command::Auth(args) if args.is_empty() => return Action::Invalid,
             Command::Auth(mut args) => {
                 let initial = (args.len() > 1).then(|| args.swap_remove(1));
-                let step = self.settings.mechanisms.start(&args[0], initial.as_deref());
-                return self.sasl_step(step, out);
+                let mechanism = args.swap_remove(0);
+                return Action::Authenticate { mechanism, initial };
             }
         }
-        None
+        Action::Done
     }
 
-    /// What a SASL step means in POP3 (the exchange itself is [`crate::sasl`]'s).
-    fn sasl_step(&mut self, step: SaslStep, out: &mut Vec<u8>) -> Option<Event> {
-        match step {
-            SaslStep::Continue(challenge, exchange) => {
-                out.extend_from_slice(b"+ ");
-                out.extend_from_slice(challenge);
-                out.extend_from_slice(b"\r\n");
-                self.state = State::Sasl(exchange);
-                None
-            }
-            SaslStep::Done {
-                user,
-                authcid,
-                secret,
-                kind,
-            } => self.login(&user, authcid, secret, kind, out),
-            SaslStep::Invalid => self.invalid(out),
-            SaslStep::TooLong => {
-                out.extend_from_slice(b"-ERR line is too long\r\n");
-                self.state = State::Start;
-                None
-            }
-            SaslStep::Aborted => {
-                out.extend_from_slice(b"-ERR authentication aborted\r\n");
-                None
-            }
-            SaslStep::Unsupported => {
-                out.extend_from_slice(b"-ERR mechanism not supported\r\n");
-                None
-            }
-        }
+    fn sasl_response(&self, input: &[u8]) -> Option<Result<(Vec<u8>, usize), usize>> {
+        Some(match line(input)? {
+            Err(consumed) => Err(consumed),
+            Ok((l, c)) => Ok((l.split(|&b| b == b' ').next().unwrap_or(l).to_vec(), c)),
+        })
     }
 
-    fn sasl(&mut self, input: &[u8], out: &mut Vec<u8>) -> Step {
-        let (data, consumed) = match line(input) {
-            None => return Step::More,
-            Some(Err(consumed)) => return Step::Consumed(consumed, self.invalid(out)),
-            Some(Ok((l, c))) => (l.split(|&b| b == b' ').next().unwrap_or(l).to_vec(), c),
-        };
-        let state = std::mem::replace(&mut self.state, State::Start);
-        let State::Sasl(exchange) = state else {
-            return Step::Consumed(consumed, None);
-        };
-        Step::Consumed(consumed, self.sasl_step(exchange.respond(&data), out))
+    fn overflow_tag(&self, _input: &[u8]) -> Vec<u8> {
+        Vec::new()
     }
 
-    fn kind(&self) -> AuthKind {
-        match self.state {
-            State::LoggingIn(k) => k,
-            _ => AuthKind::Login,
-        }
-    }
-
-    fn finish_failure(&mut self, wait: Option<Duration>) -> Failure {
-        let f = self.failures.fail(&self.settings.failures, wait);
-        self.state = if f.close { State::Closed } else { State::Start };
-        f
-    }
-}
-
-enum Step {
-    More,
-    Consumed(usize, Option<Event>),
-}
-
-impl ClientSide for Pop3Client<'_> {
-    fn greeting(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.settings.greeting);
-        out.extend_from_slice(b"\r\n");
-    }
-
-    fn handle(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Event) {
-        let mut pos = 0;
-        loop {
-            let rest = &input[pos..];
-            if matches!(self.state, State::Closed | State::LoggingIn(_)) {
-                return (pos, Event::NeedMore);
-            }
-            // a command is one line: look for its end only in the bytes not seen yet, so a
-            // line trickled a byte at a time costs linear work
-            if !self.scan.line_ended(rest, 0) {
-                if rest.len() >= self.settings.max_command {
-                    out.extend_from_slice(INVALID);
-                    self.state = State::Closed;
-                    return (input.len(), Event::Close);
-                }
-                return (pos, Event::NeedMore);
-            }
-            self.scan.reset();
-            let step = match &self.state {
-                State::Closed | State::LoggingIn(_) => return (pos, Event::NeedMore),
-                State::Sasl(_) => self.sasl(rest, out),
-                State::Start | State::AfterUser(_) => match parse_command(rest) {
-                    Parse::Incomplete => Step::More,
-                    Parse::Invalid { consumed } => Step::Consumed(consumed, self.invalid(out)),
-                    Parse::Command { consumed, command } => {
-                        Step::Consumed(consumed, self.command(command, out))
-                    }
-                },
-            };
-            match step {
-                Step::Consumed(n, None) => pos += n,
-                Step::Consumed(n, Some(event)) => {
-                    if event == Event::Close {
-                        self.state = State::Closed;
-                    }
-                    return (pos + n, event);
-                }
-                Step::More if rest.len() >= self.settings.max_command => {
-                    out.extend_from_slice(INVALID);
-                    self.state = State::Closed;
-                    return (input.len(), Event::Close);
-                }
-                Step::More => return (pos, Event::NeedMore),
-            }
-        }
-    }
-
-    fn login_denied(
-        &mut self,
-        text: Option<&[u8]>,
-        wait: Option<Duration>,
-        out: &mut Vec<u8>,
-    ) -> Failure {
-        match (text, self.kind()) {
-            (Some(t), _) => {
+    fn render(&self, _tag: &[u8], r: Reply<'_>, out: &mut Vec<u8>) {
+        let text: &[u8] = match r {
+            Reply::Invalid => INVALID,
+            // POP3 has no unsolicited responses: closing, timing out or shutting down a
+            // relayed session says nothing
+            Reply::Bye | Reply::IdleClosing | Reply::TimedOut { .. } => return,
+            Reply::Shutdown { relayed: true } => return,
+            Reply::Shutdown { relayed: false } => SHUTDOWN,
+            Reply::PrivacyRequired => PRIVACY,
+            Reply::BrokenCredentials => BROKEN_CREDENTIALS,
+            Reply::LoginTooLong => b"-ERR invalid username/password\r\n",
+            Reply::StartTlsOk => b"+OK Begin TLS negotiation\r\n",
+            Reply::SaslTooLong => b"-ERR line is too long\r\n",
+            Reply::SaslAborted => b"-ERR authentication aborted\r\n",
+            Reply::SaslUnsupported => b"-ERR mechanism not supported\r\n",
+            Reply::Denied { text: Some(t), .. } => {
                 out.extend_from_slice(b"-ERR ");
-                out.extend(t.iter().filter(|b| !matches!(b, b'\r' | b'\n')));
-                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(t);
+                return out.extend_from_slice(b"\r\n");
             }
-            (None, AuthKind::Login) => out.extend_from_slice(b"-ERR LOGIN failed\r\n"),
-            (None, _) => out.extend_from_slice(b"-ERR authentication failed: LOGIN failed\r\n"),
-        }
-        self.finish_failure(wait)
-    }
-
-    fn login_rejected(&mut self, reply: &[u8], out: &mut Vec<u8>) -> Failure {
-        out.extend_from_slice(reply);
-        self.finish_failure(None)
-    }
-
-    fn internal_error(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(INTERNAL_ERROR);
-        self.state = State::Closed;
-    }
-
-    fn timed_out(&mut self, _out: &mut Vec<u8>) {
-        self.state = State::Closed;
-    }
-
-    fn idle_closing(&self, _out: &mut Vec<u8>) {}
-
-    fn shutting_down(&mut self, relayed: bool, out: &mut Vec<u8>) {
-        // POP3 has no unsolicited responses: a relayed session is closed without a word
-        if !relayed {
-            out.extend_from_slice(SHUTDOWN);
-        }
-        self.state = State::Closed;
+            Reply::Denied {
+                kind: AuthKind::Login,
+                text: None,
+            } => b"-ERR LOGIN failed\r\n",
+            Reply::Denied { text: None, .. } => b"-ERR authentication failed: LOGIN failed\r\n",
+            Reply::InternalError => INTERNAL_ERROR,
+        };
+        out.extend_from_slice(text);
     }
 
     fn tls_started(&mut self) {
-        self.scan.reset();
-        self.tls = true;
-        self.state = State::Start;
-    }
-
-    fn max_command(&self) -> usize {
-        self.settings.max_command
+        self.after_user = None;
     }
 
     fn backend(&self, creds: &Credentials, params: &ReplayParams<'_>) -> Box<dyn BackendSide> {
@@ -421,12 +239,9 @@ impl ClientSide for Pop3Client<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run(c: &mut Pop3Client<'_>, input: &[u8]) -> (String, Event, usize) {
-        let mut out = Vec::new();
-        let (n, ev) = c.handle(input, &mut out);
-        (String::from_utf8(out).unwrap(), ev, n)
-    }
+    use crate::login::{run, strip_suffix, ClientSide, Event};
+    use crate::secret::Secret;
+    use std::time::Duration;
 
     fn creds(user: &str, pass: &str, kind: AuthKind) -> Credentials {
         let (user, suffix) = strip_suffix(user.as_bytes());

@@ -10,6 +10,12 @@ use std::time::Duration;
 
 use crate::secret::Secret;
 
+pub mod engine;
+pub mod replay;
+
+pub use engine::{Action, Cx, Dialect, Parsed, Policy, PreLogin, Reply};
+pub use replay::{sasl_initial_response, Replay, Replayer};
+
 /// STARTTLS / STLS policy of a plaintext listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -231,24 +237,6 @@ pub trait BackendSide {
     fn tls_started(&mut self, out: &mut Vec<u8>);
 }
 
-/// Hand each complete line (LF included) at the start of `input` to `line` until it reports
-/// progress. Returns the bytes consumed and that progress, if any. Shared by the backend
-/// replays, which answer line by line.
-pub fn each_line(
-    input: &[u8],
-    mut line: impl FnMut(&[u8]) -> Option<Progress>,
-) -> (usize, Option<Progress>) {
-    let mut pos = 0;
-    while let Some(off) = input[pos..].iter().position(|&b| b == b'\n') {
-        let l = &input[pos..pos + off + 1];
-        pos += off + 1;
-        if let Some(progress) = line(l) {
-            return (pos, Some(progress));
-        }
-    }
-    (pos, None)
-}
-
 /// How the client authenticated; the backend login is replayed the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthKind {
@@ -382,6 +370,15 @@ impl FailureCounter {
     pub fn count(&self) -> u32 {
         self.failures
     }
+}
+
+/// Feed a whole transcript to a pre-login machine: the replies, the last event and the bytes
+/// consumed. Shared by the protocols' unit tests.
+#[cfg(test)]
+pub(crate) fn run(client: &mut dyn ClientSide, input: &[u8]) -> (String, Event, usize) {
+    let mut out = Vec::new();
+    let (n, ev) = client.handle(input, &mut out);
+    (String::from_utf8(out).unwrap(), ev, n)
 }
 
 #[cfg(test)]
