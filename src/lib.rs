@@ -19,6 +19,7 @@ pub mod logsafe;
 pub mod lookup;
 pub mod memcache;
 pub mod pop3;
+pub mod protocol;
 pub mod proxy;
 pub mod proxyproto;
 pub mod route;

@@ -323,6 +323,11 @@ pub struct Target {
 }
 
 impl Target {
+    /// The address for a protocol.
+    pub fn get(&self, proto: crate::protocol::Proto) -> SocketAddr {
+        [self.imap, self.pop3][proto.index()]
+    }
+
     /// One address for every protocol (only valid when a single protocol is proxied).
     pub fn same(server: SocketAddr) -> Target {
         Target {

@@ -15,8 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::cidr::Cidr;
-use crate::login::AuthKind;
-pub use crate::login::Proto;
+pub use crate::protocol::Proto;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -62,10 +61,10 @@ impl Settings {
     /// The per-IP limit and window of a protocol, if on: the protocol's own limit when set,
     /// else the generic one; the window is always the protocol's.
     pub fn ip_limit(&self, proto: Proto) -> Option<(u64, Duration)> {
-        let (own, ttl) = match proto {
-            Proto::Imap => (self.ip_imap_max, self.ip_imap_ttl),
-            Proto::Pop3 => (self.ip_pop3_max, self.ip_pop3_ttl),
-        };
+        let (own, ttl) = [
+            (self.ip_imap_max, self.ip_imap_ttl),
+            (self.ip_pop3_max, self.ip_pop3_ttl),
+        ][proto.index()];
         let max = if own > 0 { own } else { self.ip_max };
         (max > 0).then_some((max, ttl))
     }
@@ -81,10 +80,7 @@ impl Settings {
 
 /// `throttle:proto=<i|p>,ip=<ip>`.
 pub fn ip_key(proto: Proto, ip: IpAddr) -> Vec<u8> {
-    let p = match proto {
-        Proto::Imap => 'i',
-        Proto::Pop3 => 'p',
-    };
+    let p = proto.descriptor().throttle_key;
     format!("throttle:proto={p},ip={ip}").into_bytes()
 }
 
@@ -94,45 +90,6 @@ pub fn user_key(user: &[u8]) -> Vec<u8> {
     let mut k = b"throttle:user=".to_vec();
     crate::lookup::codec::escape(&mut k, user);
     k
-}
-
-/// Sent instead of the greeting when a client IP is over its limit; then close.
-pub fn ip_refusal(proto: Proto, msg: &str, out: &mut Vec<u8>) {
-    match proto {
-        Proto::Imap => out.extend_from_slice(
-            format!("* BYE {msg}\r\n* BYE IMAP server terminating connection\r\n").as_bytes(),
-        ),
-        Proto::Pop3 => out.extend_from_slice(format!("-ERR {msg}\r\n").as_bytes()),
-    }
-}
-
-/// Sent when a user is over the limit (before the lookup or after the backend accepted the
-/// login); then close.
-pub fn user_refusal(proto: Proto, msg: &str, tag: &[u8], kind: AuthKind, out: &mut Vec<u8>) {
-    match proto {
-        Proto::Imap => {
-            out.extend_from_slice(format!("* BYE {msg}\r\n").as_bytes());
-            out.extend_from_slice(tag);
-            out.extend_from_slice(match kind {
-                AuthKind::Login => b" NO LOGIN failed\r\n",
-                _ => b" NO AUTHENTICATE failed\r\n",
-            });
-            out.extend_from_slice(b"* BYE IMAP server terminating connection\r\n");
-        }
-        Proto::Pop3 => out.extend_from_slice(format!("-ERR {msg}\r\n").as_bytes()),
-    }
-}
-
-/// Sent when a client IP has too many connections not yet logged in, or opens them too fast.
-pub fn busy_refusal(proto: Proto, out: &mut Vec<u8>) {
-    out.extend_from_slice(match proto {
-        Proto::Imap => {
-            &b"* BYE [UNAVAILABLE] Too many connections from your address, try again later\r\n"[..]
-        }
-        Proto::Pop3 => {
-            b"-ERR [SYS/TEMP] Too many connections from your address, try again later\r\n"
-        }
-    });
 }
 
 const SHARDS: usize = 16;
@@ -317,22 +274,24 @@ mod tests {
         );
         assert_eq!(user_key(b"a b%@x"), b"throttle:user=a%20b%25@x");
         // the spec's example key
+        use crate::login::AuthKind;
         assert_eq!(
             crate::memcache::wire_key(&ip_key(Proto::Imap, ip)),
             "a775ba9f1ac10c5a4bdeb5f3e06c1288b1661d306e5e0e6fe09f7bdf9ee8797a"
         );
         let mut out = Vec::new();
-        ip_refusal(Proto::Imap, "Login rejected from this IP", &mut out);
+        Proto::Imap
+            .descriptor()
+            .refuse("Login rejected from this IP", &mut out);
         assert_eq!(
             out,
             b"* BYE Login rejected from this IP\r\n* BYE IMAP server terminating connection\r\n"
         );
         out.clear();
-        ip_refusal(Proto::Pop3, "", &mut out);
+        Proto::Pop3.descriptor().refuse("", &mut out);
         assert_eq!(out, b"-ERR \r\n");
         out.clear();
-        user_refusal(
-            Proto::Imap,
+        Proto::Imap.descriptor().refuse_login(
             "Login rejected for this user",
             b"a1",
             AuthKind::Login,
@@ -344,12 +303,16 @@ mod tests {
               * BYE IMAP server terminating connection\r\n"
         );
         out.clear();
-        user_refusal(Proto::Imap, "m", b"t", AuthKind::SaslPlain, &mut out);
+        Proto::Imap
+            .descriptor()
+            .refuse_login("m", b"t", AuthKind::SaslPlain, &mut out);
         assert!(out.ends_with(
             b"t NO AUTHENTICATE failed\r\n* BYE IMAP server terminating connection\r\n"
         ));
         out.clear();
-        user_refusal(Proto::Pop3, "m", b"", AuthKind::Login, &mut out);
+        Proto::Pop3
+            .descriptor()
+            .refuse_login("m", b"", AuthKind::Login, &mut out);
         assert_eq!(out, b"-ERR m\r\n");
     }
 

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::protocol::Proto;
+
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::ring as provider;
 use rustls::pki_types::pem::PemObject;
@@ -207,12 +209,8 @@ pub struct TlsStore {
     session_cache: usize,
 }
 
-/// Server configs by protocol.
-#[derive(Debug, Clone)]
-pub struct ServerConfigs {
-    pub imap: Arc<ServerConfig>,
-    pub pop3: Arc<ServerConfig>,
-}
+/// Server configs by protocol ([`Proto::index`]), each with its protocol's ALPN id.
+pub type ServerConfigs = Vec<Arc<ServerConfig>>;
 
 impl TlsStore {
     /// Load the certificates (none configured: TLS listeners are refused by validation).
@@ -231,10 +229,11 @@ impl TlsStore {
     }
 
     fn build(&self) -> Result<ServerConfigs, String> {
-        let mut v = server_configs(&self.certs, &[b"imap", b"pop3"], self.session_cache)?;
-        let pop3 = v.pop().ok_or("no config")?;
-        let imap = v.pop().ok_or("no config")?;
-        Ok(ServerConfigs { imap, pop3 })
+        let alpn: Vec<&[u8]> = Proto::ALL
+            .iter()
+            .map(|p| p.descriptor().label.as_bytes())
+            .collect();
+        server_configs(&self.certs, &alpn, self.session_cache)
     }
 
     /// Re-read the certificate files. On error the old configs stay in use.

@@ -64,8 +64,8 @@ pub struct Config {
     pub listeners: Vec<ListenerSpec>,
     pub imap: ImapSettings,
     pub pop3: Pop3Settings,
-    pub imap_session: SessionTimes,
-    pub pop3_session: SessionTimes,
+    /// Per protocol, by [`Proto::index`].
+    pub sessions: [SessionTimes; 2],
     pub literal_auth: bool,
     pub tls_certificates: Vec<CertFiles>,
     pub handshake_timeout: Duration,
@@ -102,7 +102,7 @@ pub struct Config {
     pub throttle_capacity: usize,
 }
 
-pub use crate::login::Proto;
+pub use crate::protocol::Proto;
 
 /// One listening address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,19 +145,15 @@ pub struct SessionTimes {
 
 impl Config {
     pub fn session(&self, proto: Proto) -> &SessionTimes {
-        match proto {
-            Proto::Imap => &self.imap_session,
-            Proto::Pop3 => &self.pop3_session,
-        }
+        &self.sessions[proto.index()]
     }
 
     /// `Auth-Protocol` for a protocol: with TLS to the backends, `imapssl`/`pop3ssl`.
     pub fn lookup_protocol(&self, proto: Proto) -> &'static str {
-        match (proto, self.backend_tls) {
-            (Proto::Imap, BackendTls::Off | BackendTls::Starttls) => "imap",
-            (Proto::Imap, BackendTls::On) => "imapssl",
-            (Proto::Pop3, BackendTls::Off | BackendTls::Starttls) => "pop3",
-            (Proto::Pop3, BackendTls::On) => "pop3ssl",
+        let d = proto.descriptor();
+        match self.backend_tls {
+            BackendTls::Off | BackendTls::Starttls => d.label,
+            BackendTls::On => d.label_tls,
         }
     }
 }

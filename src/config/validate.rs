@@ -465,18 +465,20 @@ impl FileConfig {
             listeners,
             imap,
             pop3,
-            imap_session: SessionTimes {
-                timeout: i.timeout.0,
-                idle_timeout: i.idle_timeout.0,
-                login_deadline: i.login_deadline.0,
-                send_client_ip: i.send_id,
-            },
-            pop3_session: SessionTimes {
-                timeout: p.timeout.0,
-                idle_timeout: p.idle_timeout.0,
-                login_deadline: p.login_deadline.0,
-                send_client_ip: p.send_xoip,
-            },
+            sessions: [
+                SessionTimes {
+                    timeout: i.timeout.0,
+                    idle_timeout: i.idle_timeout.0,
+                    login_deadline: i.login_deadline.0,
+                    send_client_ip: i.send_id,
+                },
+                SessionTimes {
+                    timeout: p.timeout.0,
+                    idle_timeout: p.idle_timeout.0,
+                    login_deadline: p.login_deadline.0,
+                    send_client_ip: p.send_xoip,
+                },
+            ],
             literal_auth: i.literal_auth,
             tls_certificates: self.tls.certificates.clone(),
             handshake_timeout: self.tls.handshake_timeout.0,
@@ -605,7 +607,7 @@ mod tests {
         assert_eq!(c.cpus, None);
         assert_eq!(c.buffer_size, 8192);
         assert_eq!(c.pool_size, 2);
-        assert_eq!(c.imap_session.timeout, Duration::from_secs(30));
+        assert_eq!(c.session(Proto::Imap).timeout, Duration::from_secs(30));
         assert_eq!(c.listeners.len(), 2, "imap plus the default pop3 listener");
         let t = c.static_routes.get(b"a@example.com").unwrap();
         assert_eq!(t.imap, "127.0.0.1:143".parse().unwrap());

@@ -121,22 +121,6 @@ fn announced_literal(line: &[u8]) -> Option<usize> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-/// The mail protocol a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Imap,
-    Pop3,
-}
-
-impl Proto {
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Imap => "IMAP",
-            Proto::Pop3 => "POP3",
-        }
-    }
-}
-
 /// What the session does next, as told by a client-side state machine.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {

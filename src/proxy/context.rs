@@ -10,9 +10,13 @@ use super::drain::Drain;
 use super::inflight::InFlight;
 use super::lookup::LookupClient;
 use super::memcache::{Servers, Tier};
+use super::router::Router;
+pub use super::session_id::SessionId;
+use super::upstream::{Upstream, UpstreamTls};
 use crate::config::{Config, Proto};
 use crate::imap::client::Prepared as ImapPrepared;
 use crate::pop3::client::Prepared as Pop3Prepared;
+use crate::protocol::Frontend;
 use crate::route::RouteCache;
 use crate::tls::{ServerConfigs, TlsStore};
 use std::rc::Rc;
@@ -21,14 +25,15 @@ use std::rc::Rc;
 pub struct Worker {
     pub id: usize,
     pub config: Arc<Config>,
-    pub imap: ImapPrepared,
-    pub pop3: Pop3Prepared,
-    /// The process's route cache and in-flight lookups (shared by every worker).
-    pub routes: Arc<RouteCache>,
-    pub lookup: LookupClient,
-    /// The shared memcached route tier, when configured (this worker's connections to it).
+    /// Each protocol's pre-login machines, by [`Proto::index`].
+    frontends: [Box<dyn Frontend>; 2],
+    /// Where logins go: static routes, route cache, in-flight lookups, lookup client.
+    pub router: Router,
+    /// How backends are reached.
+    pub upstream: Upstream,
+    /// The shared memcached tier, when configured (this worker's connections to it; the
+    /// router and the throttle use it).
     pub memcache: Option<Rc<Tier>>,
-    pub inflight: Arc<InFlight>,
     /// This worker's metrics (only it writes them; `/metrics` sums every worker's).
     pub metrics: Arc<super::metrics::Metrics>,
     /// The process's throttle counters and pre-login connection counts.
@@ -43,8 +48,6 @@ pub struct Worker {
     started: u32,
     /// Graceful shutdown state (SIGTERM).
     pub drain: Drain,
-    /// TLS to backends, when `upstream.tls` is on.
-    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
     tls_store: Arc<TlsStore>,
     /// This worker's copy of the server TLS configs and the store generation it came from.
     tls_local: RefCell<(u64, Option<ServerConfigs>)>,
@@ -53,25 +56,30 @@ pub struct Worker {
 impl Worker {
     pub fn new(id: usize, shared: &Shared) -> Self {
         let config = shared.config.clone();
-        let (tls_store, backend_tls) = (shared.tls_store.clone(), shared.backend_tls.clone());
+        let tls_store = shared.tls_store.clone();
+        let metrics = shared.metrics[id].clone();
+        let memcache = match (&config.memcache, &shared.memcache) {
+            (Some(c), Some(servers)) => Some(Rc::new(Tier::new(servers.clone(), c))),
+            _ => None,
+        };
         Worker {
             id,
-            imap: ImapPrepared::new(config.imap.clone()),
-            pop3: Pop3Prepared::new(config.pop3.clone()),
-            routes: shared.routes.clone(),
-            lookup: LookupClient::new(
-                &config,
-                shared.lookup_health.clone(),
-                shared.metrics[id].clone(),
+            frontends: [
+                Box::new(ImapPrepared::new(config.imap.clone())),
+                Box::new(Pop3Prepared::new(config.pop3.clone())),
+            ],
+            router: Router::new(
+                config.static_routes.clone(),
+                (shared.routes.clone(), shared.inflight.clone()),
+                LookupClient::new(&config, shared.lookup_health.clone(), metrics.clone()),
+                memcache.clone(),
+                metrics.clone(),
             ),
-            memcache: match (&config.memcache, &shared.memcache) {
-                (Some(c), Some(servers)) => Some(Rc::new(Tier::new(servers.clone(), c))),
-                _ => None,
-            },
-            inflight: shared.inflight.clone(),
+            upstream: Upstream::new(&config, shared.upstream_tls.clone(), metrics.clone()),
+            memcache,
             counters: shared.counters.clone(),
             prelogin: shared.prelogin.clone(),
-            metrics: shared.metrics[id].clone(),
+            metrics,
             connections: Cell::new(0),
             relaying: Cell::new(0),
             logins: Cell::new(0),
@@ -81,7 +89,6 @@ impl Worker {
                 config.shutdown_spread,
                 id as u64 * 7919,
             ),
-            backend_tls,
             tls_local: RefCell::new((0, None)),
             tls_store,
             config,
@@ -92,11 +99,12 @@ impl Worker {
     pub fn session_id(&self) -> SessionId {
         let n = self.logins.get().wrapping_add(1);
         self.logins.set(n);
-        SessionId {
-            started: self.started,
-            worker: self.id as u8,
-            n,
-        }
+        SessionId::new(self.started, self.id as u8, n)
+    }
+
+    /// What makes `proto`'s pre-login machines.
+    pub fn frontend(&self, proto: Proto) -> &dyn Frontend {
+        &*self.frontends[proto.index()]
     }
 
     /// The server TLS config for `proto`, refreshed after a certificate reload.
@@ -106,43 +114,15 @@ impl Worker {
         if local.0 != generation {
             *local = (generation, self.tls_store.current());
         }
-        local.1.as_ref().map(|c| match proto {
-            Proto::Imap => c.imap.clone(),
-            Proto::Pop3 => c.pop3.clone(),
-        })
-    }
-}
-
-/// A session's id, as Dovecot makes them: 12 base64 characters (9 bytes: the process start
-/// time, the worker, a per-worker count), unique across the workers and restarts of a host.
-/// On every log line of the session, and sent to the backend as IMAP ID `x-session-id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionId {
-    started: u32,
-    worker: u8,
-    n: u32,
-}
-
-impl std::fmt::Display for SessionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use base64::Engine;
-        let mut raw = [0u8; 9];
-        raw[..4].copy_from_slice(&self.started.to_be_bytes());
-        raw[4] = self.worker;
-        raw[5..].copy_from_slice(&self.n.to_be_bytes());
-        let mut text = [0u8; 12];
-        let n = base64::engine::general_purpose::STANDARD
-            .encode_slice(raw, &mut text)
-            .map_err(|_| std::fmt::Error)?;
-        f.write_str(std::str::from_utf8(&text[..n]).map_err(|_| std::fmt::Error)?)
+        local.1.as_ref().map(|c| c[proto.index()].clone())
     }
 }
 
 /// What a start needs beyond the validated config, loaded from disk: the server certificates
-/// and keys, and the backend TLS client config (its CA file).
+/// and keys, and TLS to the backends (its CA file).
 pub struct Prepared {
     pub tls_store: Arc<TlsStore>,
-    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
+    pub upstream_tls: UpstreamTls,
 }
 
 /// What every worker of the process shares: read-only configuration, the certificate store
@@ -152,7 +132,7 @@ pub struct Prepared {
 pub struct Shared {
     pub config: Arc<Config>,
     pub tls_store: Arc<TlsStore>,
-    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
+    pub upstream_tls: UpstreamTls,
     pub routes: Arc<RouteCache>,
     pub inflight: Arc<InFlight>,
     /// The lookup handlers' health (down marks, last errors).
@@ -192,7 +172,7 @@ impl Shared {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as u32),
             tls_store: prepared.tls_store,
-            backend_tls: prepared.backend_tls,
+            upstream_tls: prepared.upstream_tls,
             config,
         }
     }

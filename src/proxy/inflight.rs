@@ -22,8 +22,6 @@ pub enum Resolution {
         password: Option<Secret>,
         /// Cache keys to drop if the backend rejects the credentials.
         keys: Option<SessionKeys>,
-        /// Whether a lookup request was sent (false: static route or cache hit).
-        looked_up: bool,
     },
     /// The handler refused: reply NO after `wait`. `text` is shown in the stock dialect.
     Denied {
@@ -31,7 +29,7 @@ pub enum Resolution {
         wait: Option<Duration>,
     },
     /// Infrastructure failure (already logged): internal error to the client.
-    Failed(String),
+    Failed(super::error::ProxyError),
 }
 
 /// In-flight lookups of the process, keyed by (protocol, client IP, login), with the sessions

@@ -93,10 +93,7 @@ const REFUSALS: [(Refused, &str); 4] = [
 ];
 
 fn p(proto: Proto) -> usize {
-    match proto {
-        Proto::Imap => 0,
-        Proto::Pop3 => 1,
-    }
+    proto.index()
 }
 
 const PROTOS: [&str; 2] = ["imap", "pop3"];

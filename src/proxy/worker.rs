@@ -18,7 +18,7 @@ use compio::net::{TcpListener, TcpStream};
 
 pub use super::context::{Prepared, SessionId, Shared, Worker};
 pub use super::listen::listener;
-use crate::config::{BackendTls, Config, ListenerSpec, Proto};
+use crate::config::{Config, ListenerSpec};
 use crate::tls::TlsStore;
 
 /// Build a worker's runtime: io_uring only, with the provided-buffer ring sized from config.
@@ -66,16 +66,10 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         TlsStore::new(config.tls_certificates.clone(), config.tls_session_cache)
             .map_err(anyhow::Error::msg)?,
     );
-    let backend_tls = match config.backend_tls {
-        BackendTls::Off => None,
-        BackendTls::On | BackendTls::Starttls => Some(
-            crate::tls::client_config(config.backend_ca_file.as_ref(), config.backend_insecure)
-                .map_err(anyhow::Error::msg)?,
-        ),
-    };
+    let upstream_tls = super::upstream::UpstreamTls::load(config).map_err(anyhow::Error::msg)?;
     Ok(Prepared {
         tls_store,
-        backend_tls,
+        upstream_tls,
     })
 }
 
@@ -325,9 +319,5 @@ async fn refuse(mut stream: TcpStream, spec: ListenerSpec) {
     if spec.tls {
         return;
     }
-    let msg: &'static [u8] = match spec.proto {
-        Proto::Imap => b"* BYE Too many connections, try again later\r\n",
-        Proto::Pop3 => b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
-    };
-    let _ = stream.write_all(msg).await;
+    let _ = stream.write_all(spec.proto.descriptor().worker_full).await;
 }

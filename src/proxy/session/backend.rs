@@ -4,72 +4,19 @@
 use std::io;
 use std::net::SocketAddr;
 
-use compio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
 use super::super::conn::Conn;
 use super::super::context::Worker;
-use super::super::metrics::{LoginResult, Phase, Step};
+use super::super::error::ProxyError;
+use super::super::metrics::{LoginResult, Phase};
 use super::super::relay::{relay, End};
-use super::super::resolve::{resolve, LoginContext, Resolution};
+use super::super::router::{LoginContext, Resolution};
 use super::{After, Gauge, Outcome};
-use crate::config::{BackendTls, Proto};
+use crate::config::Proto;
 use crate::login::{BackendSide, ClientSide, Credentials, Progress, ReplayParams};
-use crate::logsafe::{escaped, Escaped};
-use crate::proxyproto;
+use crate::logsafe::escaped;
 use crate::secret::Scratch;
-use crate::throttle;
-
-/// The name a backend certificate must carry: `upstream.server_name`, else its IP address.
-fn backend_name(w: &Worker, server: SocketAddr) -> io::Result<ServerName<'static>> {
-    match &w.config.backend_server_name {
-        Some(n) => ServerName::try_from(n.clone())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e)),
-        None => Ok(ServerName::IpAddress(server.ip().into())),
-    }
-}
-
-/// Connect to the backend: TCP under the connect timeout, the PROXY header when
-/// `upstream.proxy_protocol` asks for one (in clear, before any TLS), then TLS with
-/// `upstream.tls = "on"` (STARTTLS happens later, inside the login replay).
-async fn connect_backend(
-    w: &Worker,
-    server: SocketAddr,
-    ctx: &LoginContext<'_>,
-) -> io::Result<Conn> {
-    let started = std::time::Instant::now();
-    let stream =
-        match compio::time::timeout(w.config.connect_timeout, TcpStream::connect(server)).await {
-            Ok(r) => r?,
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
-        };
-    w.metrics.backend_connect.observe(started.elapsed());
-    let _ = stream.set_nodelay(true);
-    let header = proxyproto::encode(w.config.backend_proxy_protocol, ctx.client, ctx.local);
-    if !header.is_empty() {
-        use compio::io::AsyncWriteExt;
-        // one write, as the protocol asks
-        let mut s = &stream;
-        s.write_all(header).await.0?;
-    }
-    let conn = Conn::plain(stream, w.config.buffer_size);
-    let (Some(cfg), BackendTls::On) = (&w.backend_tls, w.config.backend_tls) else {
-        return Ok(conn);
-    };
-    let name = backend_name(w, server)?;
-    match compio::time::timeout(
-        w.config.connect_timeout,
-        conn.connect_tls(cfg.clone(), name),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "TLS handshake timed out",
-        )),
-    }
-}
 
 pub(super) async fn login(
     w: &Worker,
@@ -87,7 +34,14 @@ pub(super) async fn login(
     let sid = ctx.session;
     let user = escaped(&creds.user);
     let m = &w.metrics;
-    let (server, account, password, keys) = match Box::pin(resolve(w, ctx)).await {
+    let failing = Failing {
+        w,
+        proto,
+        ctx,
+        user: &user,
+        conn,
+    };
+    let (server, account, password, keys) = match Box::pin(w.router.resolve(ctx)).await {
         Resolution::Route {
             server,
             account,
@@ -106,12 +60,7 @@ pub(super) async fn login(
                 After::Retry
             };
         }
-        Resolution::Failed(_) => {
-            m.login(proto, LoginResult::Failed(Step::Lookup));
-            client.internal_error(out);
-            let _ = conn.write_vec(out).await;
-            return After::Close(Outcome::login("lookup_failed", &user, None));
-        }
+        Resolution::Failed(e) => return failing.fail(client, out, &e, None).await,
     };
     // a user who used up the window's logins is refused before the backend is asked (Zimbra
     // asks it, then refuses)
@@ -123,51 +72,20 @@ pub(super) async fn login(
         let _ = conn.write_vec(out).await;
         return After::Close(Outcome::login("user_throttled", &user, None));
     }
-    let fail = |client: &mut (dyn ClientSide + '_),
-                out: &mut Vec<u8>,
-                step: Step,
-                what: &str,
-                error: &dyn std::fmt::Display| {
-        tracing::error!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), error = %error, "{what}");
-        m.login(proto, LoginResult::Failed(step));
-        client.internal_error(out);
-    };
     let gone = |end| After::Close(Outcome::login(end, &user, Some(server)));
 
-    let backend = match Box::pin(connect_backend(w, server, ctx)).await {
+    let backend = match Box::pin(w.upstream.connect(server, ctx.client, ctx.local)).await {
         Ok(b) => b,
         Err(e) => {
             m.backend_connect_error();
-            fail(
-                client,
-                out,
-                Step::BackendConnect,
-                "connecting to the backend failed",
-                &e,
-            );
-            let _ = conn.write_vec(out).await;
-            return gone("backend_connect_failed");
+            return failing
+                .fail(client, out, &ProxyError::connect(&e), Some(server))
+                .await;
         }
     };
     // what only the replay needs is dropped before the relay, so an idle session keeps none
     let outcome = {
-        let starttls = match (&w.backend_tls, w.config.backend_tls) {
-            (Some(cfg), BackendTls::Starttls) => match backend_name(w, server) {
-                Ok(name) => Some((cfg.clone(), name)),
-                Err(e) => {
-                    fail(
-                        client,
-                        out,
-                        Step::BackendConnect,
-                        "naming the backend for TLS failed",
-                        &e,
-                    );
-                    let _ = conn.write_vec(out).await;
-                    return gone("backend_tls_failed");
-                }
-            },
-            _ => None,
-        };
+        let starttls = w.upstream.starttls(server);
         let session_id = sid.to_string();
         let params = ReplayParams {
             send_client_ip: w.config.session(proto).send_client_ip,
@@ -194,26 +112,14 @@ pub(super) async fn login(
     let (backend, progress, rest) = match outcome {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            fail(
-                client,
-                out,
-                Step::BackendLogin,
-                "logging in to the backend failed",
-                &e,
-            );
-            let _ = conn.write_vec(out).await;
-            return gone("backend_login_failed");
+            return failing
+                .fail(client, out, &ProxyError::login(&e), Some(server))
+                .await
         }
         Err(_) => {
-            fail(
-                client,
-                out,
-                Step::BackendTimeout,
-                "logging in to the backend timed out",
-                &"timeout",
-            );
-            let _ = conn.write_vec(out).await;
-            return gone("backend_login_timeout");
+            return failing
+                .fail(client, out, &ProxyError::timeout(), Some(server))
+                .await
         }
     };
     match progress {
@@ -280,7 +186,7 @@ pub(super) async fn login(
             tracing::info!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "backend rejected the credentials");
             m.login(proto, LoginResult::Rejected);
             if let Some(keys) = &keys {
-                super::super::resolve::forget(w, keys);
+                w.router.forget(keys);
             }
             drop(backend);
             let f = client.login_rejected(&reply, out);
@@ -294,12 +200,8 @@ pub(super) async fn login(
         }
         Progress::Failed { step, line } => {
             // the client sees only our own reply; what the backend said goes to the log
-            let said = line.as_deref().map(Escaped);
-            tracing::error!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), step, backend_said = ?said, "unexpected answer from the backend");
-            m.login(proto, LoginResult::Failed(Step::BackendLogin));
-            client.internal_error(out);
-            let _ = conn.write_vec(out).await;
-            gone("backend_unexpected_answer")
+            let e = ProxyError::unexpected(step, line.as_deref());
+            failing.fail(client, out, &e, Some(server)).await
         }
         // run_replay returns only final answers
         Progress::NeedMore | Progress::StartTls | Progress::Challenge { .. } => {
@@ -308,16 +210,43 @@ pub(super) async fn login(
     }
 }
 
+/// What reporting a failed login needs.
+struct Failing<'a> {
+    w: &'a Worker,
+    proto: Proto,
+    ctx: &'a LoginContext<'a>,
+    user: &'a str,
+    conn: &'a Conn,
+}
+
+impl Failing<'_> {
+    /// A login that failed through no fault of the user: logged once (with the peer's words,
+    /// escaped, when it said something), counted, answered with the protocol's own internal
+    /// error (never the peer's bytes), then the connection closes.
+    async fn fail(
+        &self,
+        client: &mut (dyn ClientSide + '_),
+        out: &mut Vec<u8>,
+        e: &ProxyError,
+        backend: Option<SocketAddr>,
+    ) -> After {
+        let (ctx, user) = (self.ctx, self.user);
+        tracing::error!(session = %ctx.session, %user, client = %ctx.client, backend = backend.map(tracing::field::display), protocol = self.proto.name(), side = ?e.side, retryable = e.retryable, error = %e.detail, backend_said = e.said.as_deref(), "{}", e.what);
+        self.w
+            .metrics
+            .login(self.proto, LoginResult::Failed(e.step));
+        client.internal_error(out);
+        let _ = self.conn.write_vec(out).await;
+        After::Close(Outcome::login(e.end, user, backend))
+    }
+}
+
 /// The user throttle refused the login: count it and write Zimbra's refusal.
 fn refuse_user(w: &Worker, proto: Proto, creds: &Credentials, out: &mut Vec<u8>) {
     w.metrics.login(proto, LoginResult::Throttled);
-    throttle::user_refusal(
-        proto,
-        &w.config.throttle.user_reject,
-        &creds.tag,
-        creds.kind,
-        out,
-    );
+    proto
+        .descriptor()
+        .refuse_login(&w.config.throttle.user_reject, &creds.tag, creds.kind, out);
 }
 
 /// Longest client answer to a backend's OAuth challenge (normally an empty line).

@@ -19,10 +19,10 @@ use super::conn::Conn;
 use super::context::{SessionId, Worker};
 use super::metrics::{Metrics, Phase, Refused};
 use super::relay::Counts;
-use super::resolve::LoginContext;
+use super::router::LoginContext;
 use crate::config::{ListenerSpec, Proto};
-use crate::login::{ClientSide, Event};
-use crate::throttle;
+use crate::login::Event;
+
 use backend::login;
 use front::{proxy_header, start_tls};
 
@@ -185,7 +185,7 @@ async fn run(
                 w.metrics.refused(Refused::PerIpLimit);
                 if !spec.tls {
                     let mut out = Vec::new();
-                    throttle::busy_refusal(spec.proto, &mut out);
+                    spec.proto.descriptor().busy(&mut out);
                     let _ = Box::pin(conn.write_vec(&mut out)).await;
                 }
                 break 'session (peer, Outcome::early("per_ip_limit"));
@@ -198,10 +198,7 @@ async fn run(
             };
             inbuf = Vec::new();
         }
-        let mut client: Box<dyn ClientSide + '_> = match spec.proto {
-            Proto::Imap => Box::new(w.imap.client(spec.tls, spec.starttls)),
-            Proto::Pop3 => Box::new(w.pop3.client(spec.tls, spec.starttls)),
-        };
+        let mut client = w.frontend(spec.proto).client(spec.tls, spec.starttls);
         let times = *w.config.session(spec.proto);
         let max = client.max_command();
         let mut out = Vec::new();
@@ -211,7 +208,9 @@ async fn run(
         {
             tracing::info!(session = %sid, client = %peer, protocol = spec.proto.name(), "client address over its login limit (throttle.ip_max); refused");
             w.metrics.refused(Refused::IpThrottle);
-            throttle::ip_refusal(spec.proto, &w.config.throttle.ip_reject, &mut out);
+            spec.proto
+                .descriptor()
+                .refuse(&w.config.throttle.ip_reject, &mut out);
             let _ = Box::pin(conn.write_vec(&mut out)).await;
             break 'session (peer, Outcome::early("ip_throttled"));
         }
@@ -338,7 +337,7 @@ mod tests {
             let store = std::sync::Arc::new(crate::tls::TlsStore::new(vec![], 1).unwrap());
             let prepared = super::super::context::Prepared {
                 tls_store: store,
-                backend_tls: None,
+                upstream_tls: super::super::upstream::UpstreamTls::Off,
             };
             let shared = super::super::context::Shared::new(std::sync::Arc::new(cfg), prepared);
             let w = Worker::new(0, &shared);

@@ -10,14 +10,19 @@ use std::time::Instant;
 
 use futures_channel::oneshot;
 
-use super::context::Worker;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::error::ProxyError;
 pub use super::inflight::{InFlight, Resolution};
+use super::lookup::LookupClient;
 use super::memcache::Tier;
+use super::metrics::Metrics;
 use crate::config::Proto;
 use crate::login::{breaks_line, AuthKind, Credentials};
 use crate::logsafe::Escaped;
 use crate::lookup::codec::{escape, unescape, Answer, Dialect, Request, Route};
-use crate::route::{self, SessionKeys};
+use crate::route::{self, RouteCache, SessionKeys, StaticRoutes};
 
 /// Upper bound on stock-dialect `Auth-Status: WAIT` rounds for one login.
 const MAX_WAIT_ROUNDS: u32 = 10;
@@ -36,21 +41,68 @@ pub struct LoginContext<'a> {
     /// 1 for the first login of the connection, +1 per retry.
     pub attempt: u32,
     /// The session, for its log lines.
-    pub session: super::context::SessionId,
+    pub session: super::session_id::SessionId,
 }
 
-pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
+/// One worker's route finder: the static routes, the process's route cache and in-flight
+/// table, this worker's lookup client and memcached connections.
+pub struct Router {
+    pub static_routes: StaticRoutes,
+    /// The process's route cache (shared by every worker).
+    pub routes: Arc<RouteCache>,
+    pub inflight: Arc<InFlight>,
+    pub lookup: LookupClient,
+    /// The shared memcached route tier, when configured (this worker's connections to it).
+    pub memcache: Option<Rc<Tier>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Router {
+    pub fn new(
+        static_routes: StaticRoutes,
+        (routes, inflight): (Arc<RouteCache>, Arc<InFlight>),
+        lookup: LookupClient,
+        memcache: Option<Rc<Tier>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Router {
+            static_routes,
+            routes,
+            inflight,
+            lookup,
+            memcache,
+            metrics,
+        }
+    }
+
+    /// Where this login goes.
+    pub async fn resolve(&self, ctx: &LoginContext<'_>) -> Resolution {
+        resolve(self, ctx).await
+    }
+
+    /// The backend rejected the credentials: drop the session's cache entries here and in the
+    /// memcached tier (Zimbra's rule), so the next login looks the route up again.
+    pub fn forget(&self, keys: &SessionKeys) {
+        self.routes.forget(keys);
+        if let Some(mc) = &self.memcache {
+            let (mc, keys) = (mc.clone(), keys.clone());
+            compio::runtime::spawn(async move {
+                mc.delete(&keys.alias).await;
+                mc.delete(&keys.route).await;
+            })
+            .detach();
+        }
+    }
+}
+
+async fn resolve(w: &Router, ctx: &LoginContext<'_>) -> Resolution {
     let user = &ctx.creds.user;
-    if let Some(target) = w.config.static_routes.get(user) {
+    if let Some(target) = w.static_routes.get(user) {
         return Resolution::Route {
-            server: match ctx.proto {
-                Proto::Imap => target.imap,
-                Proto::Pop3 => target.pop3,
-            },
+            server: target.get(ctx.proto),
             account: user.clone(),
             password: None,
             keys: None,
-            looked_up: false,
         };
     }
     if !w.lookup.has_handlers() {
@@ -71,7 +123,6 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
                 account: hit.account,
                 password: None,
                 keys: Some(keys),
-                looked_up: false,
             };
         }
         // one request per login on this worker; later callers wait for its answer
@@ -92,9 +143,9 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
             }
         };
         if let Some(rx) = rx {
-            return rx
-                .await
-                .unwrap_or_else(|_| Resolution::Failed("shared lookup was cancelled".into()));
+            return rx.await.unwrap_or_else(|_| {
+                Resolution::Failed(ProxyError::lookup("shared lookup was cancelled"))
+            });
         }
         // If this future is dropped mid-lookup, the guard wakes the waiters with a failure.
         let guard = InFlightGuard { w, key: Some(key) };
@@ -127,7 +178,6 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
                     account: hit.account,
                     password: None,
                     keys: Some(keys),
-                    looked_up: false,
                 };
             }
         }
@@ -142,7 +192,7 @@ pub async fn resolve(w: &Worker, ctx: &LoginContext<'_>) -> Resolution {
 /// Removes the in-flight entry whether the lookup finishes (`finish`, which also answers the
 /// waiters) or its future is dropped (the waiters then see their channel closed: a failure).
 struct InFlightGuard<'a> {
-    w: &'a Worker,
+    w: &'a Router,
     key: Option<Vec<u8>>,
 }
 
@@ -153,11 +203,7 @@ impl InFlightGuard<'_> {
         };
         let waiters = self.w.inflight.table().remove(&key);
         for tx in waiters.into_iter().flatten() {
-            let mut shared = res.clone();
-            if let Resolution::Route { looked_up, .. } = &mut shared {
-                *looked_up = false;
-            }
-            let _ = tx.send(shared);
+            let _ = tx.send(res.clone());
         }
     }
 }
@@ -175,7 +221,7 @@ impl Drop for InFlightGuard<'_> {
 /// the process cache too. Returns the hit, and whether the alias was found (then it is not
 /// written again after a lookup). Anything unusable is a miss.
 async fn from_memcache(
-    w: &Worker,
+    w: &Router,
     mc: &Tier,
     ctx: &LoginContext<'_>,
 ) -> (Option<Resolution>, bool) {
@@ -215,28 +261,13 @@ async fn from_memcache(
         account: unescape(&candidate),
         password: None,
         keys: Some(keys),
-        looked_up: false,
     };
     (Some(res), alias.is_some())
 }
 
-/// The backend rejected the credentials: drop the session's cache entries here and in the
-/// memcached tier (Zimbra's rule), so the next login looks the route up again.
-pub fn forget(w: &Worker, keys: &SessionKeys) {
-    w.routes.forget(keys);
-    if let Some(mc) = &w.memcache {
-        let (mc, keys) = (mc.clone(), keys.clone());
-        compio::runtime::spawn(async move {
-            mc.delete(&keys.alias).await;
-            mc.delete(&keys.route).await;
-        })
-        .detach();
-    }
-}
-
 /// Write a handler's answer to the memcached tier, in the background (the login does not wait
 /// for it): the alias (unless memcached already had it) and the route, with `add`.
-fn share(w: &Worker, keys: &SessionKeys, login: &[u8], route: &Route, alias_known: bool) {
+fn share(w: &Router, keys: &SessionKeys, login: &[u8], route: &Route, alias_known: bool) {
     let Some(mc) = &w.memcache else {
         return;
     };
@@ -259,7 +290,7 @@ fn share(w: &Worker, keys: &SessionKeys, login: &[u8], route: &Route, alias_know
     .detach();
 }
 
-async fn ask(w: &Worker, ctx: &LoginContext<'_>, alias_in_memcache: bool) -> Resolution {
+async fn ask(w: &Router, ctx: &LoginContext<'_>, alias_in_memcache: bool) -> Resolution {
     let req = Request {
         user: &ctx.creds.user,
         password: &ctx.creds.password,
@@ -296,7 +327,6 @@ async fn ask(w: &Worker, ctx: &LoginContext<'_>, alias_in_memcache: bool) -> Res
                     account: route.account.unwrap_or_else(|| ctx.creds.user.clone()),
                     password: route.password,
                     keys,
-                    looked_up: true,
                 };
             }
             Ok(Answer::Denied { status, wait }) => {
@@ -311,17 +341,9 @@ async fn ask(w: &Worker, ctx: &LoginContext<'_>, alias_in_memcache: bool) -> Res
                 return Resolution::Denied { text, wait };
             }
             Ok(Answer::Retry { wait }) => compio::time::sleep(wait).await,
-            Err(e) => {
-                tracing::error!(
-                    session = %ctx.session,
-                    user = %Escaped(&ctx.creds.user),
-                    client = %ctx.client_ip,
-                    error = %e,
-                    "route lookup failed"
-                );
-                return Resolution::Failed(e.to_string());
-            }
+            // logged once, by the session
+            Err(e) => return Resolution::Failed(ProxyError::lookup(e)),
         }
     }
-    Resolution::Failed("lookup handler kept answering WAIT".into())
+    Resolution::Failed(ProxyError::lookup("lookup handler kept answering WAIT"))
 }
