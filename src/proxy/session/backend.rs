@@ -231,7 +231,7 @@ impl Failing<'_> {
         backend: Option<SocketAddr>,
     ) -> After {
         let (ctx, user) = (self.ctx, self.user);
-        tracing::error!(session = %ctx.session, %user, client = %ctx.client, backend = backend.map(tracing::field::display), protocol = self.proto.name(), side = ?e.side, retryable = e.retryable, error = %e.detail, backend_said = e.said.as_deref(), "{}", e.what);
+        tracing::error!(session = %ctx.session, %user, client = %ctx.client, backend = backend.map(tracing::field::display), protocol = self.proto.name(), side = ?e.side, retryable = e.retryable, error = %e.detail, backend_said = e.said.as_deref().map(tracing::field::display), "{}", e.what);
         self.w
             .metrics
             .login(self.proto, LoginResult::Failed(e.step));
