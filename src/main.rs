@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
         let listeners: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
         println!(
             "configuration OK: {} worker(s), listeners {listeners:?}",
-            config.workers
+            config.workers.count
         );
         return Ok(());
     }

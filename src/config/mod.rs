@@ -53,14 +53,7 @@ pub struct Handler {
 /// The validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub workers: usize,
-    /// CPU per worker (index), when pinning.
-    pub cpus: Option<Vec<usize>>,
-    pub ring_entries: u32,
-    pub buffer_size: usize,
-    pub buffers: u16,
-    pub max_connections: usize,
-    pub backlog: i32,
+    pub workers: Workers,
     pub listeners: Vec<ListenerSpec>,
     pub imap: ImapSettings,
     pub pop3: Pop3Settings,
@@ -70,22 +63,8 @@ pub struct Config {
     pub tls_certificates: Vec<CertFiles>,
     pub handshake_timeout: Duration,
     pub tls_session_cache: usize,
-    pub backend_tls: BackendTls,
-    pub backend_ca_file: Option<std::path::PathBuf>,
-    pub backend_server_name: Option<String>,
-    pub backend_insecure: bool,
-    pub handlers: Vec<Handler>,
-    pub dialect: Dialect,
-    pub lookup_timeout: Duration,
-    pub retry_interval: Duration,
-    pub pool_size: usize,
-    pub max_response: usize,
-    pub cache_ttl: Duration,
-    pub stale_grace: Duration,
-    pub cache_capacity: usize,
-    pub static_routes: StaticRoutes,
-    pub connect_timeout: Duration,
-    pub login_timeout: Duration,
+    pub upstream: Upstream,
+    pub lookup: Lookup,
     pub shutdown_grace: Duration,
     pub shutdown_spread: Duration,
     /// The admin endpoint, when on.
@@ -95,14 +74,53 @@ pub struct Config {
     /// Peers allowed to send a PROXY header (listeners with `proxy_protocol = true`).
     pub proxy_trusted: Vec<crate::cidr::Cidr>,
     pub proxy_timeout: Duration,
-    /// The PROXY header sent to backends.
-    pub backend_proxy_protocol: crate::proxyproto::Version,
     pub throttle: crate::throttle::Settings,
     /// Keys the per-process throttle counters hold.
     pub throttle_capacity: usize,
 }
 
 pub use crate::protocol::Proto;
+
+/// `[workers]`: threads, their rings and their limits.
+#[derive(Debug, Clone)]
+pub struct Workers {
+    pub count: usize,
+    /// CPU per worker (index), when pinning.
+    pub cpus: Option<Vec<usize>>,
+    pub ring_entries: u32,
+    pub buffer_size: usize,
+    pub buffers: u16,
+    pub max_connections: usize,
+    pub backlog: i32,
+}
+
+/// `[upstream]`: how backends are reached.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub tls: BackendTls,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub server_name: Option<String>,
+    pub insecure: bool,
+    pub connect_timeout: Duration,
+    pub login_timeout: Duration,
+    /// The PROXY header sent to backends.
+    pub proxy_protocol: crate::proxyproto::Version,
+}
+
+/// `[lookup]`: the route lookup handlers, the process's route cache and the static routes.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub handlers: Vec<Handler>,
+    pub dialect: Dialect,
+    pub timeout: Duration,
+    pub retry_interval: Duration,
+    pub pool_size: usize,
+    pub max_response: usize,
+    pub cache_ttl: Duration,
+    pub stale_grace: Duration,
+    pub cache_capacity: usize,
+    pub static_routes: StaticRoutes,
+}
 
 /// One listening address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +169,7 @@ impl Config {
     /// `Auth-Protocol` for a protocol: with TLS to the backends, `imapssl`/`pop3ssl`.
     pub fn lookup_protocol(&self, proto: Proto) -> &'static str {
         let d = proto.descriptor();
-        match self.backend_tls {
+        match self.upstream.tls {
             BackendTls::Off | BackendTls::Starttls => d.label,
             BackendTls::On => d.label_tls,
         }

@@ -455,13 +455,15 @@ impl FileConfig {
         }
 
         Ok(Config {
-            workers,
-            cpus,
-            ring_entries: w.ring_entries,
-            buffer_size: w.buffer_size.0,
-            buffers: w.buffers,
-            max_connections: w.max_connections,
-            backlog: w.backlog,
+            workers: Workers {
+                count: workers,
+                cpus,
+                ring_entries: w.ring_entries,
+                buffer_size: w.buffer_size.0,
+                buffers: w.buffers,
+                max_connections: w.max_connections,
+                backlog: w.backlog,
+            },
             listeners,
             imap,
             pop3,
@@ -483,29 +485,33 @@ impl FileConfig {
             tls_certificates: self.tls.certificates.clone(),
             handshake_timeout: self.tls.handshake_timeout.0,
             tls_session_cache: self.tls.session_cache,
-            backend_tls: u.tls,
-            backend_ca_file: u.ca_file.clone(),
-            backend_server_name: u.server_name.clone(),
-            backend_insecure: u.insecure_skip_verify,
-            handlers,
-            dialect: l.dialect,
-            lookup_timeout: l.timeout.0,
-            retry_interval: l.retry_interval.0,
-            pool_size: l.pool_size,
-            max_response: l.max_response.0,
-            cache_ttl: l.cache_ttl.0,
-            stale_grace: l.stale_grace.0,
-            cache_capacity: l.cache_capacity,
-            static_routes,
-            connect_timeout: self.upstream.connect_timeout.0,
-            login_timeout: self.upstream.login_timeout.0,
+            upstream: Upstream {
+                tls: u.tls,
+                ca_file: u.ca_file.clone(),
+                server_name: u.server_name.clone(),
+                insecure: u.insecure_skip_verify,
+                connect_timeout: u.connect_timeout.0,
+                login_timeout: u.login_timeout.0,
+                proxy_protocol: u.proxy_protocol,
+            },
+            lookup: Lookup {
+                handlers,
+                dialect: l.dialect,
+                timeout: l.timeout.0,
+                retry_interval: l.retry_interval.0,
+                pool_size: l.pool_size,
+                max_response: l.max_response.0,
+                cache_ttl: l.cache_ttl.0,
+                stale_grace: l.stale_grace.0,
+                cache_capacity: l.cache_capacity,
+                static_routes,
+            },
             shutdown_grace: self.shutdown.grace.0,
             shutdown_spread: self.shutdown.spread.0,
             admin,
             memcache,
             proxy_trusted,
             proxy_timeout: self.proxy_protocol.timeout.0,
-            backend_proxy_protocol: u.proxy_protocol,
             throttle,
             throttle_capacity: self.throttle.capacity.max(16),
         })
@@ -545,131 +551,4 @@ fn memcache(m: &MemcacheFile) -> Result<Option<MemcacheConfig>, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn units() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("3 weeks").is_err());
-        assert_eq!(parse_size("16k"), Ok(16384));
-        assert_eq!(parse_size("1m"), Ok(1 << 20));
-        assert!(parse_size("x").is_err());
-        // no silent wrap-around
-        assert!(parse_duration("18446744073709551615h").is_err());
-        assert!(parse_duration("307445734561825861m").is_err());
-        assert!(parse_size("18446744073709551615k").is_err());
-    }
-
-    #[test]
-    fn cpus_and_handlers() {
-        assert_eq!(parse_cpus("0-3,8"), Ok(vec![0, 1, 2, 3, 8]));
-        assert!(parse_cpus("3-1").is_err());
-        let h = parse_handler("http://10.0.0.5/service/extension/nginx-lookup").unwrap();
-        assert_eq!(h.addr, "10.0.0.5:7072".parse().unwrap());
-        assert_eq!(h.host, "10.0.0.5");
-        assert_eq!(h.uri, "/service/extension/nginx-lookup");
-        let h = parse_handler("HTTP://[::1]:8080").unwrap();
-        assert_eq!(h.addr, "[::1]:8080".parse().unwrap());
-        assert_eq!(h.uri, "/");
-        assert!(parse_handler("https://10.0.0.5/").is_err());
-        assert!(parse_handler("http://lookup.example.com/").is_err());
-    }
-
-    #[test]
-    fn file_with_overrides() {
-        let mut f = FileConfig::from_toml(
-            r#"
-            [workers]
-            count = 2
-            buffer_size = "8k"
-            [imap]
-            listen = ["127.0.0.1:1143"]
-            timeout = "30s"
-            [lookup]
-            handlers = ["http://127.0.0.1:7072/lookup"]
-            routes = { "*@example.com" = "127.0.0.1" }
-            "#,
-        )
-        .unwrap();
-        Overrides {
-            workers: Some(1),
-            no_pin: true,
-            lookup_pool_size: Some(2),
-            ..Default::default()
-        }
-        .apply(&mut f);
-        let c = f.validate().unwrap();
-        assert_eq!(c.workers, 1);
-        assert_eq!(c.cpus, None);
-        assert_eq!(c.buffer_size, 8192);
-        assert_eq!(c.pool_size, 2);
-        assert_eq!(c.session(Proto::Imap).timeout, Duration::from_secs(30));
-        assert_eq!(c.listeners.len(), 2, "imap plus the default pop3 listener");
-        let t = c.static_routes.get(b"a@example.com").unwrap();
-        assert_eq!(t.imap, "127.0.0.1:143".parse().unwrap());
-        assert_eq!(t.pop3, "127.0.0.1:110".parse().unwrap());
-    }
-
-    /// Issue 9.2: POP3 logins must never be routed to an IMAP port.
-    #[test]
-    fn static_routes_have_a_port_per_protocol() {
-        let validate = |toml: &str| FileConfig::from_toml(toml).unwrap().validate();
-        // one ip:port while both protocols are proxied is refused, with the fix in the message
-        let e = validate("[lookup]\nroutes = { \"*\" = \"10.0.0.22:143\" }").unwrap_err();
-        assert!(
-            e.contains("both IMAP and POP3") && e.contains("pop3 = \"10.0.0.22:110\""),
-            "{e}"
-        );
-        // ... and accepted when only one protocol is
-        let c = validate("[pop3]\nlisten = []\n[lookup]\nroutes = { \"*\" = \"10.0.0.22:1143\" }")
-            .unwrap();
-        assert_eq!(
-            c.static_routes.get(b"x").unwrap().imap,
-            "10.0.0.22:1143".parse().unwrap()
-        );
-        // a bare address takes the standard ports, TLS ones with implicit TLS to the backends
-        let c = validate(
-            "[lookup]\nroutes = { \"*\" = \"10.0.0.22\" }\n[upstream]\ntls = \"on\"\n\
-             insecure_skip_verify = true",
-        )
-        .unwrap();
-        let t = c.static_routes.get(b"x").unwrap();
-        assert_eq!((t.imap.port(), t.pop3.port()), (993, 995));
-        // one address per protocol
-        let c = validate(
-            "[lookup.routes]\n\"*\" = { imap = \"10.0.0.1:1143\", pop3 = \"10.0.0.2:1110\" }",
-        )
-        .unwrap();
-        let t = c.static_routes.get(b"x").unwrap();
-        assert_eq!(t.imap, "10.0.0.1:1143".parse().unwrap());
-        assert_eq!(t.pop3, "10.0.0.2:1110".parse().unwrap());
-        let e = validate("[lookup.routes]\n\"*\" = { imap = \"10.0.0.1:1143\" }").unwrap_err();
-        assert!(e.contains("no pop3 address"), "{e}");
-        assert!(validate("[lookup]\nroutes = { \"*\" = \"mail.example.com\" }").is_err());
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_are_errors() {
-        assert!(FileConfig::from_toml("[imap]\nlisten_on = []\n").is_err());
-        assert!(FileConfig::from_toml("[imap]\ntimeout = \"5 parsecs\"\n").is_err());
-        let f = FileConfig::default();
-        assert!(f.validate().unwrap_err().contains("no route source"));
-        let mut f =
-            FileConfig::from_toml("[lookup]\nroutes = { \"*\" = \"127.0.0.1:143\" }").unwrap();
-        f.imap.auth_mechanisms = vec!["gssapi".into()];
-        assert!(f.validate().unwrap_err().contains("gssapi"));
-        let mut f =
-            FileConfig::from_toml("[lookup]\nroutes = { \"*\" = \"127.0.0.1:143\" }").unwrap();
-        f.imap.starttls = StartTls::Only;
-        assert!(f.validate().unwrap_err().contains("tls.certificates"));
-        let f = FileConfig::from_toml(
-            "[lookup]\nroutes = { \"*\" = \"127.0.0.1:143\" }\n[upstream]\ntls = \"on\"",
-        )
-        .unwrap();
-        assert!(f.validate().unwrap_err().contains("ca_file"));
-    }
-}
+mod tests;

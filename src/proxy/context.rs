@@ -69,7 +69,7 @@ impl Worker {
                 Box::new(Pop3Prepared::new(config.pop3.clone())),
             ],
             router: Router::new(
-                config.static_routes.clone(),
+                config.lookup.static_routes.clone(),
                 (shared.routes.clone(), shared.inflight.clone()),
                 LookupClient::new(&config, shared.lookup_health.clone(), metrics.clone()),
                 memcache.clone(),
@@ -153,17 +153,17 @@ impl Shared {
     pub fn new(config: Arc<Config>, prepared: Prepared) -> Self {
         Shared {
             routes: Arc::new(RouteCache::with_stale_grace(
-                config.cache_capacity,
-                config.cache_ttl,
-                config.stale_grace,
+                config.lookup.cache_capacity,
+                config.lookup.cache_ttl,
+                config.lookup.stale_grace,
             )),
             inflight: Arc::new(InFlight::default()),
             lookup_health: super::lookup::health(&config),
             memcache: config.memcache.as_ref().map(Servers::new),
             counters: Arc::new(crate::throttle::Counters::new(config.throttle_capacity)),
             metrics: Arc::new(
-                (0..config.workers.max(1))
-                    .map(|_| Arc::new(super::metrics::Metrics::new(config.handlers.len())))
+                (0..config.workers.count.max(1))
+                    .map(|_| Arc::new(super::metrics::Metrics::new(config.lookup.handlers.len())))
                     .collect(),
             ),
             ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),

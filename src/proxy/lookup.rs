@@ -36,7 +36,8 @@ pub enum LookupFailure {
 /// The health of every configured handler, shared by the workers.
 pub fn health(c: &Config) -> Arc<Vec<PeerHealth>> {
     Arc::new(
-        c.handlers
+        c.lookup
+            .handlers
             .iter()
             .map(|h| PeerHealth::new("lookup", format!("http://{}{}", h.addr, h.uri)))
             .collect(),
@@ -72,6 +73,7 @@ impl LookupClient {
         LookupClient {
             metrics,
             handlers: c
+                .lookup
                 .handlers
                 .iter()
                 .map(|h| HandlerState { cfg: h.clone() })
@@ -79,12 +81,12 @@ impl LookupClient {
             health,
             next: Cell::new(0),
             idle: RefCell::new(Vec::new()),
-            pool_size: c.pool_size,
-            timeout: c.lookup_timeout,
-            retry_interval: c.retry_interval,
-            max_response: c.max_response,
-            dialect: c.dialect,
-            connect_timeout: c.lookup_timeout.min(Duration::from_secs(5)),
+            pool_size: c.lookup.pool_size,
+            timeout: c.lookup.timeout,
+            retry_interval: c.lookup.retry_interval,
+            max_response: c.lookup.max_response,
+            dialect: c.lookup.dialect,
+            connect_timeout: c.lookup.timeout.min(Duration::from_secs(5)),
         }
     }
 

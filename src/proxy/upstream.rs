@@ -50,12 +50,12 @@ impl TlsTo {
 impl UpstreamTls {
     /// Load the CA file and check the server name (start and `--check-config`).
     pub fn load(config: &Config) -> Result<Self, String> {
-        if config.backend_tls == BackendTls::Off {
+        if config.upstream.tls == BackendTls::Off {
             return Ok(UpstreamTls::Off);
         }
         let client =
-            crate::tls::client_config(config.backend_ca_file.as_ref(), config.backend_insecure)?;
-        let name = match &config.backend_server_name {
+            crate::tls::client_config(config.upstream.ca_file.as_ref(), config.upstream.insecure)?;
+        let name = match &config.upstream.server_name {
             Some(n) => Some(
                 ServerName::try_from(n.clone())
                     .map_err(|e| format!("upstream.server_name {n:?}: {e}"))?,
@@ -66,7 +66,7 @@ impl UpstreamTls {
             config: client,
             name,
         };
-        Ok(match config.backend_tls {
+        Ok(match config.upstream.tls {
             BackendTls::On => UpstreamTls::On(to),
             _ => UpstreamTls::StartTls(to),
         })
@@ -86,9 +86,9 @@ impl Upstream {
     pub fn new(config: &Config, tls: UpstreamTls, metrics: Arc<Metrics>) -> Self {
         Upstream {
             tls,
-            connect_timeout: config.connect_timeout,
-            proxy_protocol: config.backend_proxy_protocol,
-            buffer_size: config.buffer_size,
+            connect_timeout: config.upstream.connect_timeout,
+            proxy_protocol: config.upstream.proxy_protocol,
+            buffer_size: config.workers.buffer_size,
             metrics,
         }
     }

@@ -25,15 +25,15 @@ use crate::tls::TlsStore;
 pub fn build_runtime(config: &Config) -> std::io::Result<compio::runtime::Runtime> {
     let mut proactor = ProactorBuilder::new();
     proactor
-        .capacity(config.ring_entries)
+        .capacity(config.workers.ring_entries)
         // one thread submits to each ring: completions are run when the worker waits for
         // them, not by interrupting it (fewer context switches per request)
         .single_issuer(true)
         .defer_taskrun(true)
         .coop_taskrun(true)
         .taskrun_flag(true)
-        .buffer_pool_size(NonZero::new(config.buffers).unwrap_or(NonZero::<u16>::MIN))
-        .buffer_pool_buffer_len(config.buffer_size);
+        .buffer_pool_size(NonZero::new(config.workers.buffers).unwrap_or(NonZero::<u16>::MIN))
+        .buffer_pool_buffer_len(config.workers.buffer_size);
     let rt = compio::runtime::RuntimeBuilder::new()
         .with_proactor(proactor)
         .build()?;
@@ -113,7 +113,7 @@ pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut threads = Vec::new();
     let mut drains = Vec::new();
-    for id in 0..config.workers {
+    for id in 0..config.workers.count {
         let shared = shared.clone();
         let ready = ready_tx.clone();
         let (drain_tx, drain_rx) = oneshot::channel::<()>();
@@ -124,7 +124,7 @@ pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
         threads.push(t);
     }
     drop(ready_tx);
-    for _ in 0..config.workers {
+    for _ in 0..config.workers.count {
         match ready_rx.recv() {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => anyhow::bail!(e),
@@ -135,7 +135,7 @@ pub fn run(config: Config, takeover: bool) -> anyhow::Result<()> {
         .ready
         .store(true, std::sync::atomic::Ordering::Release);
     let listening: Vec<String> = config.listeners.iter().map(ToString::to_string).collect();
-    tracing::info!(workers = config.workers, listeners = ?listening, "ringmail ready");
+    tracing::info!(workers = config.workers.count, listeners = ?listening, "ringmail ready");
     drain_on_sigterm(drains, admin, &config)?;
     if takeover {
         super::takeover::retire_holders(&config.listeners);
@@ -205,7 +205,7 @@ fn worker_main(
     drain: oneshot::Receiver<()>,
 ) {
     let config = shared.config.clone();
-    if let Some(cpus) = &config.cpus {
+    if let Some(cpus) = &config.workers.cpus {
         let cpu = cpus[id];
         if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
             tracing::warn!(worker = id, cpu, "could not pin the worker to its CPU");
@@ -222,7 +222,7 @@ fn worker_main(
         let worker = Rc::new(Worker::new(id, &shared));
         let mut listeners = Vec::new();
         for spec in &config.listeners {
-            let l = listener(spec.addr, config.backlog)
+            let l = listener(spec.addr, config.workers.backlog)
                 .and_then(TcpListener::from_std)
                 .map_err(|e| {
                     format!(
@@ -291,7 +291,7 @@ async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListen
                 continue;
             }
         };
-        if worker.connections.get() >= worker.config.max_connections {
+        if worker.connections.get() >= worker.config.workers.max_connections {
             worker.metrics.refused(super::metrics::Refused::WorkerFull);
             compio::runtime::spawn(refuse(stream, spec)).detach();
             continue;

@@ -101,7 +101,7 @@ pub(super) async fn login(
         };
         let mut replay = client.backend(creds, &params);
         let replayed = compio::time::timeout(
-            w.config.login_timeout,
+            w.config.upstream.login_timeout,
             run_replay(backend, replay.as_mut(), starttls, conn, inbuf),
         );
         Box::pin(replayed).await
@@ -156,7 +156,7 @@ pub(super) async fn login(
                 conn,
                 &backend,
                 times.idle_timeout,
-                w.config.buffer_size,
+                w.config.workers.buffer_size,
                 &w.drain,
                 w.drain.slot(),
                 m,

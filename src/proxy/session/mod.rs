@@ -159,7 +159,7 @@ async fn run(
         let local = stream
             .local_addr()
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
-        let mut conn = Conn::plain(stream, w.config.buffer_size);
+        let mut conn = Conn::plain(stream, w.config.workers.buffer_size);
         let mut peer = peer;
         // pre-login input; first, what the client sent right after a PROXY header (its first TLS
         // records, or commands)
@@ -232,7 +232,9 @@ async fn run(
             }
             match event {
                 Event::NeedMore => {
-                    let room = max.saturating_sub(inbuf.len()).min(w.config.buffer_size);
+                    let room = max
+                        .saturating_sub(inbuf.len())
+                        .min(w.config.workers.buffer_size);
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
                     let read = compio::time::timeout(
                         times.timeout.min(left),
