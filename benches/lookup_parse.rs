@@ -30,6 +30,7 @@ fn lookup(c: &mut Criterion) {
         proxy_ip: "192.0.2.10".parse().unwrap(),
         client_ip: "198.51.100.7".parse().unwrap(),
         oauth: None,
+        web: None,
     };
     c.bench_function("lookup/encode_request", |b| {
         b.iter(|| {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests need on a fresh machine (Dovecot IMAP and POP3, memcached, curl,
-# python3 and its Prometheus client, openssl, chromium),
+# Install what the tests need on a fresh machine (Dovecot IMAP and POP3, memcached, nginx,
+# curl, python3 and its Prometheus client, openssl, chromium),
 # then run every test of the workspace. Used by the README and by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -x /usr/bin/memcached ] || need+=(memcached)
+# nginx stands in for two mailbox servers' web ports in the HTTP proxy tests
+[ -x /usr/sbin/nginx ] || need+=(nginx)
 # headless Chromium renders loadtest's HTML reports in a test
 [ -x /usr/bin/chromium ] || need+=(chromium)
 # Debian's python3 with its Prometheus client: the metrics test parses /metrics with it

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod imap;
 pub mod import_nginx;
 pub mod login;

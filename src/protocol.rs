@@ -12,6 +12,9 @@ use crate::login::{AuthKind, ClientSide, StartTls};
 pub enum Proto {
     Imap,
     Pop3,
+    /// The web proxy (`spec/http-proxy.md`): its requests go through [`crate::http`], not
+    /// the mail pre-login engine.
+    Http,
 }
 
 /// Everything about a protocol that is data.
@@ -26,11 +29,14 @@ pub struct Descriptor {
     pub label_tls: &'static str,
     /// Standard backend ports: plaintext, implicit TLS.
     pub ports: [u16; 2],
+    /// ALPN protocol ids offered on its TLS listeners, preferred first.
+    pub alpn: &'static [&'static [u8]],
     /// The protocol letter of Zimbra's per-IP throttle key (`throttle:proto=i,ip=...`).
     pub throttle_key: char,
     /// Commands carry tags, so a refused login gets a tagged answer.
     pub tagged: bool,
-    /// Starts a line that refuses a client and closes (`* BYE ` / `-ERR `).
+    /// Starts a line that refuses a client and closes (`* BYE ` / `-ERR `; HTTP: a whole
+    /// response, the mail throttle's reasons are not used).
     pub refusal: &'static str,
     /// The same for a temporary condition the client should retry later.
     pub unavailable: &'static str,
@@ -45,6 +51,7 @@ const IMAP: Descriptor = Descriptor {
     label: "imap",
     label_tls: "imapssl",
     ports: [143, 993],
+    alpn: &[b"imap"],
     throttle_key: 'i',
     tagged: true,
     refusal: "* BYE ",
@@ -58,6 +65,7 @@ const POP3: Descriptor = Descriptor {
     label: "pop3",
     label_tls: "pop3ssl",
     ports: [110, 995],
+    alpn: &[b"pop3"],
     throttle_key: 'p',
     tagged: false,
     refusal: "-ERR ",
@@ -66,12 +74,30 @@ const POP3: Descriptor = Descriptor {
     worker_full: b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
 };
 
+const HTTP: Descriptor = Descriptor {
+    name: "HTTP",
+    label: "http",
+    label_tls: "httpssl",
+    ports: [80, 443],
+    alpn: &[b"h2", b"http/1.1"],
+    throttle_key: 'h',
+    tagged: false,
+    // a whole response head; the body (the reason) ends with the connection
+    refusal: "HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n",
+    unavailable: "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n",
+    closing: b"",
+    worker_full:
+        b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+};
+
 impl Proto {
     /// Every protocol, in index order.
-    pub const ALL: [Proto; 2] = [Proto::Imap, Proto::Pop3];
+    pub const ALL: [Proto; 3] = [Proto::Imap, Proto::Pop3, Proto::Http];
+    /// The mail protocols (the pre-login engine's), in index order.
+    pub const MAIL: [Proto; 2] = [Proto::Imap, Proto::Pop3];
 
     pub fn descriptor(self) -> &'static Descriptor {
-        [&IMAP, &POP3][self.index()]
+        [&IMAP, &POP3, &HTTP][self.index()]
     }
 
     /// The protocol's position in per-protocol arrays (configs, metrics, TLS configs).

@@ -72,7 +72,60 @@ pub fn route_key(proto: &str, name_escaped: &[u8], client_ip: IpAddr) -> Vec<u8>
     k
 }
 
+/// The web's route key for an account id (`spec/http-proxy.md` §6):
+/// `route:proto=<http|httpssl>;id=<id>`.
+pub fn web_id_key(proto: &str, id: &[u8]) -> Vec<u8> {
+    let mut k = format!("route:proto={proto};id=").into_bytes();
+    k.extend_from_slice(id);
+    k
+}
+
+/// The web's alias key: `alias:user=<user>;vhost=<Host header>`.
+pub fn web_alias_key(user: &[u8], vhost: &[u8]) -> Vec<u8> {
+    [b"alias:user=", user, b";vhost=", vhost].concat()
+}
+
 impl RouteCache {
+    /// The route stored under `key`, if fresh.
+    pub fn route_at(&self, key: &[u8], now: Instant) -> Option<SocketAddr> {
+        match self.get(key, now, false) {
+            Some(Value::Route(server)) => Some(server),
+            _ => None,
+        }
+    }
+
+    /// The (encoded) account an alias key names, if fresh.
+    pub fn alias_at(&self, key: &[u8], now: Instant) -> Option<Vec<u8>> {
+        match self.get(key, now, false) {
+            Some(Value::Alias(account)) => Some(account),
+            _ => None,
+        }
+    }
+
+    /// Keep a route under `key` for the TTL.
+    pub fn put_route(&self, key: &[u8], server: SocketAddr, now: Instant) {
+        let expires = now + self.ttl;
+        self.cache.insert(
+            key.to_vec(),
+            Entry {
+                value: Value::Route(server),
+                expires,
+            },
+        );
+    }
+
+    /// Keep an alias under `key` for the TTL.
+    pub fn put_alias(&self, key: &[u8], account: &[u8], now: Instant) {
+        let expires = now + self.ttl;
+        self.cache.insert(
+            key.to_vec(),
+            Entry {
+                value: Value::Alias(account.to_vec()),
+                expires,
+            },
+        );
+    }
+
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Self::with_stale_grace(capacity, ttl, Duration::ZERO)
     }

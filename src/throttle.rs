@@ -61,10 +61,12 @@ impl Settings {
     /// The per-IP limit and window of a protocol, if on: the protocol's own limit when set,
     /// else the generic one; the window is always the protocol's.
     pub fn ip_limit(&self, proto: Proto) -> Option<(u64, Duration)> {
-        let (own, ttl) = [
+        // the mail protocols' (HTTP requests are not throttled)
+        let (own, ttl) = *[
             (self.ip_imap_max, self.ip_imap_ttl),
             (self.ip_pop3_max, self.ip_pop3_ttl),
-        ][proto.index()];
+        ]
+        .get(proto.index())?;
         let max = if own > 0 { own } else { self.ip_max };
         (max > 0).then_some((max, ttl))
     }

@@ -79,7 +79,7 @@ fn load_key(files: &CertFiles) -> Result<Arc<CertifiedKey>, String> {
 /// resumption state.
 pub fn server_configs(
     certs: &[CertFiles],
-    alpn: &[&[u8]],
+    alpn: &[&[&[u8]]],
     session_cache: usize,
 ) -> Result<Vec<Arc<ServerConfig>>, String> {
     let first = certs.first().ok_or("tls.certificates is empty")?;
@@ -106,7 +106,7 @@ pub fn server_configs(
                     .map_err(|e| e.to_string())?
                     .with_no_client_auth()
                     .with_cert_resolver(resolver.clone());
-            cfg.alpn_protocols = vec![proto.to_vec()];
+            cfg.alpn_protocols = proto.iter().map(|p| p.to_vec()).collect();
             cfg.ticketer = ticketer.clone();
             cfg.session_storage = cache.clone();
             // small records to the client are fine; do not keep a large send buffer per session
@@ -229,10 +229,7 @@ impl TlsStore {
     }
 
     fn build(&self) -> Result<ServerConfigs, String> {
-        let alpn: Vec<&[u8]> = Proto::ALL
-            .iter()
-            .map(|p| p.descriptor().label.as_bytes())
-            .collect();
+        let alpn: Vec<&[&[u8]]> = Proto::ALL.iter().map(|p| p.descriptor().alpn).collect();
         server_configs(&self.certs, &alpn, self.session_cache)
     }
 

@@ -438,6 +438,67 @@ pub struct FileConfig {
     pub proxy_protocol: ProxyProtocolFile,
     pub throttle: ThrottleFile,
     pub upstream: UpstreamFile,
+    pub http: HttpFile,
+}
+
+/// `[http]`: the web proxy (off while both listener lists are empty).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpFile {
+    pub listen: Vec<ListenFile>,
+    /// HTTPS listeners (HTTP/2 and HTTP/1.1 by ALPN).
+    pub listen_tls: Vec<ListenFile>,
+    /// `zimbraReverseProxyMailMode`: http, https, both, redirect.
+    pub mode: HttpMode,
+    /// The mailbox servers (`ip:port`): the ip-hash fallback's group, and where a route must
+    /// point (a route elsewhere falls back too, as in Zimbra). Empty: any route is used, and
+    /// a request without one gets 502.
+    pub servers: Vec<String>,
+    pub read_timeout: Dur,
+    /// ActiveSync and EWS (`zimbraReverseProxyUpstreamPollingTimeout`).
+    pub polling_timeout: Dur,
+    /// NoOpRequest, WaitSetRequest, drive (`zimbra_noop_max_timeout` + 20 s).
+    pub noop_timeout: Dur,
+    /// A client's request head must arrive within this.
+    pub header_timeout: Dur,
+    /// Largest request head (HTTP/1.1 buffer, HTTP/2 header list): beyond it, 431.
+    pub max_header: Size,
+    /// Largest declared request body: beyond it, 413. 0: no limit (Zimbra's
+    /// `client_max_body_size 0`).
+    pub max_body: Size,
+    /// Idle keep-alive connections kept per mailbox server, per worker.
+    pub pool_size: usize,
+}
+
+impl Default for HttpFile {
+    fn default() -> Self {
+        HttpFile {
+            listen: Vec::new(),
+            listen_tls: Vec::new(),
+            mode: HttpMode::Both,
+            servers: Vec::new(),
+            read_timeout: Dur(Duration::from_secs(60)),
+            polling_timeout: Dur(Duration::from_secs(3600)),
+            noop_timeout: Dur(Duration::from_secs(1220)),
+            header_timeout: Dur(Duration::from_secs(60)),
+            max_header: Size(32 * 1024),
+            max_body: Size(0),
+            pool_size: 32,
+        }
+    }
+}
+
+/// `http.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpMode {
+    /// Only the plaintext listeners proxy.
+    Http,
+    /// Only the HTTPS listeners proxy.
+    Https,
+    Both,
+    /// The plaintext listeners answer every request with a 302 to HTTPS.
+    Redirect,
 }
 
 impl FileConfig {

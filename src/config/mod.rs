@@ -8,6 +8,7 @@
 //! build the runtime [`Config`] defined here.
 
 mod file;
+mod http;
 mod overrides;
 mod units;
 mod validate;
@@ -57,7 +58,7 @@ pub struct Config {
     pub listeners: Vec<ListenerSpec>,
     pub imap: ImapSettings,
     pub pop3: Pop3Settings,
-    /// Per protocol, by [`Proto::index`].
+    /// Per mail protocol, by [`Proto::index`].
     pub sessions: [SessionTimes; 2],
     pub literal_auth: bool,
     pub tls_certificates: Vec<CertFiles>,
@@ -65,6 +66,7 @@ pub struct Config {
     pub tls_session_cache: usize,
     pub upstream: Upstream,
     pub lookup: Lookup,
+    pub http: Option<HttpConfig>,
     pub shutdown_grace: Duration,
     pub shutdown_spread: Duration,
     /// The admin endpoint, when on.
@@ -80,6 +82,22 @@ pub struct Config {
 }
 
 pub use crate::protocol::Proto;
+
+/// `[http]`, validated: present when an HTTP listener is configured.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub mode: HttpMode,
+    pub servers: Vec<SocketAddr>,
+    /// The mailbox servers' ports (a `Location` naming one is an inter-mailbox redirect).
+    pub backend_ports: Vec<u16>,
+    /// Where mode `redirect` sends clients: the first HTTPS listener's port, else 443.
+    pub https_port: u16,
+    pub timeouts: crate::http::route::Timeouts,
+    pub header_timeout: Duration,
+    pub max_header: usize,
+    pub max_body: Option<u64>,
+    pub pool_size: usize,
+}
 
 /// `[workers]`: threads, their rings and their limits.
 #[derive(Debug, Clone)]
@@ -162,6 +180,7 @@ pub struct SessionTimes {
 }
 
 impl Config {
+    /// A mail protocol's timers (HTTP has its own, in [`HttpConfig`]).
     pub fn session(&self, proto: Proto) -> &SessionTimes {
         &self.sessions[proto.index()]
     }

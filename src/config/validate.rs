@@ -281,6 +281,20 @@ impl FileConfig {
                 StartTls::Off,
                 "pop3.listen_tls",
             ),
+            (
+                &self.http.listen,
+                Proto::Http,
+                false,
+                StartTls::Off,
+                "http.listen",
+            ),
+            (
+                &self.http.listen_tls,
+                Proto::Http,
+                true,
+                StartTls::Off,
+                "http.listen_tls",
+            ),
         ] {
             for entry in list {
                 let (text, proxy_protocol) = entry.parts();
@@ -301,7 +315,8 @@ impl FileConfig {
         }
         if listeners.is_empty() {
             return Err(
-                "no listener: set imap.listen, imap.listen_tls, pop3.listen or pop3.listen_tls"
+                "no listener: set imap.listen, imap.listen_tls, pop3.listen, pop3.listen_tls, \
+                 http.listen or http.listen_tls"
                     .into(),
             );
         }
@@ -454,6 +469,7 @@ impl FileConfig {
             return Err("lookup.timeout and upstream.connect_timeout must be more than 0".into());
         }
 
+        let http = super::http::validate(&self.http, &listeners)?;
         Ok(Config {
             workers: Workers {
                 count: workers,
@@ -508,6 +524,7 @@ impl FileConfig {
             },
             shutdown_grace: self.shutdown.grace.0,
             shutdown_spread: self.shutdown.spread.0,
+            http,
             admin,
             memcache,
             proxy_trusted,

@@ -37,6 +37,17 @@ pub struct Request<'a> {
     /// `xoauth2` / `oauthbearer` for an OAuth login: the stock dialect's `Auth-Method`, with
     /// the bearer token as `Auth-Pass` (the open proposal for nginx's `auth_http`).
     pub oauth: Option<&'static str>,
+    /// An HTTP request's lookup (`spec/http-proxy.md` §5), Zimbra dialect.
+    pub web: Option<WebLookup<'a>>,
+}
+
+/// What the web variant of the lookup adds.
+#[derive(Debug, Clone, Copy)]
+pub struct WebLookup<'a> {
+    /// `Auth-Method: zimbraId` (an id from an auth token) rather than `username`.
+    pub by_id: bool,
+    /// The client's Host header (`X-Proxy-Host`), empty when it sent none.
+    pub host: &'a [u8],
 }
 
 /// nginx `NGX_ESCAPE_MAIL_AUTH`: 0x00–0x20 and `%` as `%XX` (uppercase), the rest raw.
@@ -88,12 +99,17 @@ pub fn encode_request(dialect: Dialect, host: &str, uri: &str, r: &Request<'_>) 
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\nAuth-Method: ");
     out.extend_from_slice(match (dialect, r.oauth) {
+        (Dialect::Zimbra, _) if r.web.is_some_and(|w| w.by_id) => b"zimbraId".as_slice(),
         (Dialect::Zimbra, _) => b"username".as_slice(),
         (Dialect::Nginx, Some(method)) => method.as_bytes(),
         (Dialect::Nginx, None) => b"plain".as_slice(),
     });
     out.extend_from_slice(b"\r\nAuth-User: ");
-    escape(&mut out, r.user);
+    match r.web {
+        // raw for the web, as Zimbra sends it (callers never pass bytes below 0x21)
+        Some(_) => out.extend_from_slice(r.user),
+        None => escape(&mut out, r.user),
+    }
     out.extend_from_slice(b"\r\nAuth-Pass: ");
     match dialect {
         Dialect::Zimbra => out.extend_from_slice(b"_password_"),
@@ -105,7 +121,12 @@ pub fn encode_request(dialect: Dialect, host: &str, uri: &str, r: &Request<'_>) 
     if dialect == Dialect::Zimbra {
         out.extend_from_slice(format!("\r\nX-Proxy-IP: {}", r.proxy_ip).as_bytes());
     }
-    out.extend_from_slice(format!("\r\nClient-IP: {}\r\n\r\n", r.client_ip).as_bytes());
+    out.extend_from_slice(format!("\r\nClient-IP: {}", r.client_ip).as_bytes());
+    if let Some(web) = r.web {
+        out.extend_from_slice(b"\r\nX-Proxy-Host: ");
+        out.extend(web.host.iter().filter(|&&b| b > 0x1f && b != 0x7f));
+    }
+    out.extend_from_slice(b"\r\n\r\n");
     out
 }
 
@@ -315,6 +336,7 @@ mod tests {
             proxy_ip: "192.0.2.10".parse().unwrap(),
             client_ip: "198.51.100.7".parse().unwrap(),
             oauth: None,
+            web: None,
         }
     }
 

@@ -31,6 +31,8 @@ pub struct Worker {
     pub router: Router,
     /// How backends are reached.
     pub upstream: Upstream,
+    /// Idle keep-alive connections to the mailbox servers' web ports.
+    pub http_pool: super::http::Pool,
     /// The shared memcached tier, when configured (this worker's connections to it; the
     /// router and the throttle use it).
     pub memcache: Option<Rc<Tier>>,
@@ -76,6 +78,7 @@ impl Worker {
                 metrics.clone(),
             ),
             upstream: Upstream::new(&config, shared.upstream_tls.clone(), metrics.clone()),
+            http_pool: super::http::Pool::default(),
             memcache,
             counters: shared.counters.clone(),
             prelogin: shared.prelogin.clone(),

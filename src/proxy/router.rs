@@ -54,7 +54,7 @@ pub struct Router {
     pub lookup: LookupClient,
     /// The shared memcached route tier, when configured (this worker's connections to it).
     pub memcache: Option<Rc<Tier>>,
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl Router {
@@ -303,6 +303,7 @@ async fn ask(w: &Router, ctx: &LoginContext<'_>, alias_in_memcache: bool) -> Res
             AuthKind::OAuthBearer => Some("oauthbearer"),
             _ => None,
         },
+        web: None,
     };
     for _ in 0..MAX_WAIT_ROUNDS {
         let started = Instant::now();

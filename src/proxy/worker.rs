@@ -302,8 +302,14 @@ async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListen
         compio::runtime::spawn(async move {
             use futures_util::FutureExt;
             // a bug in one session must not take the worker and its other sessions down
-            let session = std::panic::AssertUnwindSafe(super::session::serve(&w, spec, stream, peer));
-            if session.catch_unwind().await.is_err() {
+            let panicked = if spec.proto == crate::protocol::Proto::Http {
+                let conn = super::http::serve(w.clone(), spec, stream, peer);
+                std::panic::AssertUnwindSafe(conn).catch_unwind().await.is_err()
+            } else {
+                let session = super::session::serve(&w, spec, stream, peer);
+                std::panic::AssertUnwindSafe(session).catch_unwind().await.is_err()
+            };
+            if panicked {
                 tracing::error!(worker = w.id, client = %peer, "session panicked; connection dropped");
             }
             w.connections.set(w.connections.get() - 1);

@@ -1,0 +1,72 @@
+//! `[http]` validation.
+
+use std::net::SocketAddr;
+
+use super::{HttpConfig, HttpFile, HttpMode, ListenerSpec, Proto};
+use crate::http::route::Timeouts;
+
+/// The web proxy's settings, when an HTTP listener is configured.
+pub fn validate(h: &HttpFile, listeners: &[ListenerSpec]) -> Result<Option<HttpConfig>, String> {
+    let http: Vec<&ListenerSpec> = listeners
+        .iter()
+        .filter(|l| l.proto == Proto::Http)
+        .collect();
+    if http.is_empty() {
+        return Ok(None);
+    }
+    let (plain, tls) = (http.iter().any(|l| !l.tls), http.iter().any(|l| l.tls));
+    match h.mode {
+        HttpMode::Http if tls => {
+            return Err("http.mode = \"http\" has no HTTPS listener: empty http.listen_tls".into())
+        }
+        HttpMode::Https if plain => {
+            return Err("http.mode = \"https\" has no plaintext listener: empty http.listen".into())
+        }
+        HttpMode::Redirect if !tls => {
+            return Err(
+                "http.mode = \"redirect\" needs an HTTPS listener (http.listen_tls) to redirect to"
+                    .into(),
+            )
+        }
+        _ => {}
+    }
+    let servers = h
+        .servers
+        .iter()
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .map_err(|_| format!("http.servers: {s:?} is not an ip:port address"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for (d, key) in [
+        (h.read_timeout, "http.read_timeout"),
+        (h.polling_timeout, "http.polling_timeout"),
+        (h.noop_timeout, "http.noop_timeout"),
+        (h.header_timeout, "http.header_timeout"),
+    ] {
+        if d.0.is_zero() {
+            return Err(format!("{key} must be more than 0"));
+        }
+    }
+    if !(1024..=1 << 20).contains(&h.max_header.0) {
+        return Err("http.max_header must be between 1k and 1m".into());
+    }
+    let mut backend_ports: Vec<u16> = servers.iter().map(SocketAddr::port).collect();
+    backend_ports.sort_unstable();
+    backend_ports.dedup();
+    Ok(Some(HttpConfig {
+        mode: h.mode,
+        https_port: http.iter().find(|l| l.tls).map_or(443, |l| l.addr.port()),
+        servers,
+        backend_ports,
+        timeouts: Timeouts {
+            read: h.read_timeout.0,
+            polling: h.polling_timeout.0,
+            noop: h.noop_timeout.0,
+        },
+        header_timeout: h.header_timeout.0,
+        max_header: h.max_header.0,
+        max_body: (h.max_body.0 > 0).then_some(h.max_body.0 as u64),
+        pool_size: h.pool_size.max(1),
+    }))
+}

@@ -1,0 +1,352 @@
+//! Finding the user of an HTTP request and choosing its backend, as Zimbra's nginx upstream
+//! module `zmauth` does (`spec/http-proxy.md` §3, §4, §7, §8). Pure functions over the
+//! request's path, query and headers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Who a request belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// A user name (REST, ActiveSync, EWS, DAV paths): `Auth-Method: username`.
+    User(Vec<u8>),
+    /// An account id from an auth token: `Auth-Method: zimbraId`.
+    Id(Vec<u8>),
+}
+
+/// How a request is proxied, from its location (§3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The web client and everything else (`location /`).
+    Web,
+    /// ActiveSync: long polls, unbuffered.
+    ActiveSync,
+    /// EWS: long polls, unbuffered.
+    Ews,
+    /// `NoOpRequest`, `WaitSetRequest`, drive: long polls (1220 s).
+    LongPoll,
+    /// The service, DAV and REST paths of the big regex.
+    Service,
+}
+
+/// Read timeouts per class (`zimbraReverseProxyUpstreamReadTimeout`, `…PollingTimeout`,
+/// `zimbra_noop_max_timeout` + 20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub read: Duration,
+    pub polling: Duration,
+    pub noop: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            read: Duration::from_secs(60),
+            polling: Duration::from_secs(3600),
+            noop: Duration::from_secs(1220),
+        }
+    }
+}
+
+impl Class {
+    /// How long the backend may stay silent.
+    pub fn read_timeout(self, t: &Timeouts) -> Duration {
+        match self {
+            Class::ActiveSync | Class::Ews => t.polling,
+            Class::LongPoll => t.noop,
+            Class::Web | Class::Service => t.read,
+        }
+    }
+}
+
+/// The location class of a (decoded, normalised) path.
+pub fn classify(path: &[u8]) -> Class {
+    let lower = path.to_ascii_lowercase();
+    if path.starts_with(b"/Microsoft-Server-ActiveSync") {
+        return Class::ActiveSync;
+    }
+    if path.starts_with(b"/service/soap/NoOpRequest")
+        || path.starts_with(b"/service/soap/WaitSetRequest")
+        || (contains(&lower, b"/service/extension/drive/"))
+    {
+        return Class::LongPoll;
+    }
+    if lower.starts_with(b"/ews/exchange.asmx") {
+        return Class::Ews;
+    }
+    const SERVICE: [&[u8]; 12] = [
+        b"/service/",
+        b"/principals/",
+        b"/dav/",
+        b"/.well-known/",
+        b"/home/",
+        b"/octopus/",
+        b"/shf/",
+        b"/user/",
+        b"/certauth/",
+        b"/spnegoauth/",
+        b"/zimbra/home/",
+        b"/zimbra/user/",
+    ];
+    if SERVICE.iter().any(|p| contains(&lower, p)) {
+        return Class::Service;
+    }
+    Class::Web
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// ZBUG-2706: a raw request target holding `%0A` or `%0D` (any case) on the service paths is
+/// refused with 403 (it would poison the route cache).
+pub fn forbidden_target(raw_target: &[u8]) -> bool {
+    let lower = raw_target.to_ascii_lowercase();
+    contains(&lower, b"%0a") || contains(&lower, b"%0d")
+}
+
+/// The request's user, by the rules of §4 in order: REST paths, ActiveSync, EWS, DAV, the
+/// `ZM_AUTH_TOKEN` cookie (or `zauthtoken` argument), a bearer JWT. `cookie` is the first
+/// `Cookie` header, `authorization` the `Authorization` header.
+pub fn find_user(
+    path: &[u8],
+    query: &[u8],
+    cookie: Option<&[u8]>,
+    authorization: Option<&[u8]>,
+) -> Option<Who> {
+    if let Some(u) = rest_user(path) {
+        return Some(Who::User(u));
+    }
+    let ews = path.len() >= 18 && path[..18].eq_ignore_ascii_case(b"/ews/Exchange.asmx");
+    if path.starts_with(b"/Microsoft-Server-ActiveSync") || ews {
+        let user = match authorization {
+            Some(a) => basic_user(a),
+            // Zimbra finds `User=` only when another `&` follows it (§4.2); ringmail finds
+            // it anywhere in the query (docs/compatibility.md)
+            None => query_arg(query, b"User").map(<[u8]>::to_vec),
+        };
+        if let Some(u) = user.filter(|u| !u.is_empty()) {
+            return Some(Who::User(qualify_windows(&u)));
+        }
+    }
+    if let Some(u) = dav_user(path) {
+        return Some(Who::User(u));
+    }
+    let token = cookie
+        .and_then(|c| cookie_value(c, b"ZM_AUTH_TOKEN"))
+        .or_else(|| query_arg(query, b"zauthtoken"));
+    if let Some(id) = token.and_then(token_id) {
+        return Some(Who::Id(id));
+    }
+    let jwt = authorization
+        .and_then(|a| a.strip_prefix(b"Bearer "))
+        .or_else(|| query_arg(query, b"zjwt"));
+    jwt.and_then(jwt_sub).map(Who::Id)
+}
+
+/// `/home/<u>/…`, `/home/~<u>/…`, `/service/home/<u>/…`, `/service/home/~<u>/…`; `~` alone is
+/// nobody.
+fn rest_user(path: &[u8]) -> Option<Vec<u8>> {
+    let rest = path
+        .strip_prefix(b"/service/home/")
+        .or_else(|| path.strip_prefix(b"/home/"))?;
+    let end = rest.iter().position(|&b| b == b'/')?;
+    let user = &rest[..end];
+    let user = user.strip_prefix(b"~").unwrap_or(user);
+    (!user.is_empty()).then(|| user.to_vec())
+}
+
+/// `/dav/<u>/…` or `/principals/users/<u>/…`.
+fn dav_user(path: &[u8]) -> Option<Vec<u8>> {
+    let rest = path
+        .strip_prefix(b"/dav/")
+        .or_else(|| path.strip_prefix(b"/principals/users/"))?;
+    let end = rest.iter().position(|&b| b == b'/')?;
+    (end > 0).then(|| rest[..end].to_vec())
+}
+
+/// `Basic <base64 user:pass>` → user (only `Basic ` with one space, case-sensitive).
+fn basic_user(authorization: &[u8]) -> Option<Vec<u8>> {
+    let b64 = authorization.strip_prefix(b"Basic ")?;
+    let decoded = crate::sasl::decode_b64(b64).ok()?;
+    let end = decoded
+        .iter()
+        .position(|&b| b == b':')
+        .unwrap_or(decoded.len());
+    Some(decoded[..end].to_vec())
+}
+
+/// `DOMAIN\user` → `user@DOMAIN`.
+fn qualify_windows(user: &[u8]) -> Vec<u8> {
+    match user.iter().position(|&b| b == b'\\') {
+        Some(i) => [&user[i + 1..], b"@", &user[..i]].concat(),
+        None => user.to_vec(),
+    }
+}
+
+/// A query argument's raw value.
+pub fn query_arg<'a>(query: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    query.split(|&b| b == b'&').find_map(|pair| {
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        (&pair[..eq] == name).then_some(&pair[eq + 1..])
+    })
+}
+
+/// The value of cookie `name` in a `Cookie` header: the bytes up to `;`, not trimmed.
+pub fn cookie_value<'a>(cookie: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    cookie.split(|&b| b == b';').find_map(|part| {
+        let part = part.strip_prefix(b" ").unwrap_or(part);
+        let eq = part.iter().position(|&b| b == b'=')?;
+        (&part[..eq] == name).then_some(&part[eq + 1..])
+    })
+}
+
+/// The account id in a Zimbra auth token `<keyver>_<hmac>_<hex of name=len:value;…>`
+/// (field `id`). The HMAC and expiry are the mailbox's business, as in Zimbra.
+pub fn token_id(token: &[u8]) -> Option<Vec<u8>> {
+    let mut parts = token.splitn(3, |&b| b == b'_');
+    let (_, _, hex) = (parts.next()?, parts.next()?, parts.next()?);
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let mut data = Vec::with_capacity(hex.len() / 2);
+    for pair in hex.chunks(2) {
+        let s = std::str::from_utf8(pair).ok()?;
+        data.push(u8::from_str_radix(s, 16).ok()?);
+    }
+    // name=len:value;... where value is exactly len bytes
+    let mut rest = &data[..];
+    while !rest.is_empty() {
+        let eq = rest.iter().position(|&b| b == b'=')?;
+        let name = &rest[..eq];
+        let colon = eq + 1 + rest[eq + 1..].iter().position(|&b| b == b':')?;
+        let len: usize = std::str::from_utf8(&rest[eq + 1..colon])
+            .ok()?
+            .parse()
+            .ok()?;
+        let value = rest.get(colon + 1..colon + 1 + len)?;
+        if name == b"id" {
+            return (!value.is_empty() && value.iter().all(|b| b.is_ascii_graphic()))
+                .then(|| value.to_vec());
+        }
+        rest = &rest[colon + 1 + len..];
+        rest = rest.strip_prefix(b";").unwrap_or(rest);
+    }
+    None
+}
+
+/// The `"sub"` claim of a JWT (its middle segment, base64url).
+fn jwt_sub(jwt: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let mut parts = jwt.split(|&b| b == b'.');
+    let payload = parts.nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.strip_suffix(b"=").unwrap_or(payload))
+        .ok()?;
+    let key = b"\"sub\"";
+    let at = json.windows(key.len()).position(|w| w == key)? + key.len();
+    let rest = &json[at..];
+    let open = rest.iter().position(|&b| b == b'"')?;
+    if !rest[..open].iter().all(|&b| b == b' ' || b == b':') {
+        return None;
+    }
+    let value = &rest[open + 1..];
+    let close = value.iter().position(|&b| b == b'"')?;
+    let sub = &value[..close];
+    (!sub.is_empty() && sub.iter().all(|b| b.is_ascii_graphic())).then(|| sub.to_vec())
+}
+
+/// Zimbra's ip-hash fallback (§7): `h = 89`, per address byte `h = (h*113 + byte) % 6271`;
+/// the candidate is `h % n`. IPv4 hashes its 4 bytes, IPv6 its 16.
+pub fn ip_hash(client: IpAddr, n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let bytes: Vec<u8> = match client {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let mut h: u32 = 89;
+    for b in bytes {
+        h = (h * 113 + u32::from(b)) % 6271;
+    }
+    h as usize % n
+}
+
+/// Rewrite a backend's `Location` (§8): `http://<host>:<backend port>/…` (an inter-mailbox
+/// redirect) and, on the HTTPS listener, `http://<host>/…` become `<scheme>://<host>/…`, where
+/// `<host>` is the client's Host.
+pub fn rewrite_location(
+    location: &[u8],
+    host: &[u8],
+    https: bool,
+    backend_ports: &[u16],
+) -> Option<Vec<u8>> {
+    let rest = location.strip_prefix(b"http://")?;
+    let slash = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+    let authority = &rest[..slash];
+    let (h, port) = match authority.iter().rposition(|&b| b == b':') {
+        Some(i) => (
+            &authority[..i],
+            std::str::from_utf8(&authority[i + 1..])
+                .ok()?
+                .parse::<u16>()
+                .ok(),
+        ),
+        None => (authority, None),
+    };
+    let inter_mailbox = port.is_some_and(|p| backend_ports.contains(&p));
+    let same_host_plain = https && port.is_none() && h.eq_ignore_ascii_case(host_name(host));
+    if !inter_mailbox && !same_host_plain {
+        return None;
+    }
+    let scheme: &[u8] = if https { b"https://" } else { b"http://" };
+    Some([scheme, host, &rest[slash..]].concat())
+}
+
+/// A Host header without its port.
+pub fn host_name(host: &[u8]) -> &[u8] {
+    if host.starts_with(b"[") {
+        return host;
+    }
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) => &host[..i],
+        None => host,
+    }
+}
+
+/// The `Location` of mail mode `redirect`'s 302 on the plaintext listener (§10).
+pub fn redirect_to_https(host: &[u8], https_port: u16, path_and_query: &[u8]) -> Vec<u8> {
+    let mut out = b"https://".to_vec();
+    out.extend_from_slice(host_name(host));
+    if https_port != 443 {
+        out.extend_from_slice(format!(":{https_port}").as_bytes());
+    }
+    out.extend_from_slice(path_and_query);
+    out
+}
+
+/// `X-Forwarded-For`: the incoming value, then the client.
+pub fn forwarded_for(incoming: Option<&[u8]>, client: IpAddr) -> Vec<u8> {
+    match incoming {
+        Some(v) if !v.is_empty() => [v, b", ", client.to_string().as_bytes()].concat(),
+        _ => client.to_string().into_bytes(),
+    }
+}
+
+/// The backend for a request: the route when it names a configured server (or any route when
+/// the group is empty), else the ip-hash over the group.
+pub fn choose(
+    route: Option<SocketAddr>,
+    group: &[SocketAddr],
+    client: IpAddr,
+) -> Option<SocketAddr> {
+    match route {
+        Some(r) if group.is_empty() || group.contains(&r) => Some(r),
+        _ if group.is_empty() => None,
+        _ => Some(group[ip_hash(client, group.len())]),
+    }
+}
+
+#[cfg(test)]
+mod tests;

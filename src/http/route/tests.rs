@@ -1,0 +1,211 @@
+//! Unit tests of [`super`], with the spec's worked examples (`spec/http-proxy.md` §12).
+use super::*;
+
+const TOKEN_HEX: &str = "69643d33363a36663162336332612d303030302d343030302d383030302d3030303030303030613131633b6578703d31333a313733353638393630303030303b76657273696f6e3d31343a31302e312e305f47415f343633333b";
+const ID: &[u8] = b"6f1b3c2a-0000-4000-8000-00000000a11c";
+
+#[test]
+fn cookie_token_names_the_account_id() {
+    let cookie = format!("ZM_AUTH_TOKEN=0_5f2ce1_{TOKEN_HEX}");
+    assert_eq!(
+        find_user(
+            b"/service/soap/SearchRequest",
+            b"",
+            Some(cookie.as_bytes()),
+            None
+        ),
+        Some(Who::Id(ID.to_vec()))
+    );
+    // among other cookies, and by the zauthtoken argument
+    let cookie = format!("JSESSIONID=x; ZM_AUTH_TOKEN=0_ab_{TOKEN_HEX}; ZM_TEST=true");
+    assert_eq!(
+        find_user(b"/", b"", Some(cookie.as_bytes()), None),
+        Some(Who::Id(ID.to_vec()))
+    );
+    let q = format!("a=1&zauthtoken=0_ab_{TOKEN_HEX}");
+    assert_eq!(
+        find_user(b"/", q.as_bytes(), None, None),
+        Some(Who::Id(ID.to_vec()))
+    );
+    // odd hex, a name that differs in case, garbage: nobody
+    assert_eq!(token_id(b"0_ab_69643"), None);
+    assert_eq!(
+        find_user(b"/", b"", Some(b"zm_auth_token=0_a_6964"), None),
+        None
+    );
+    assert_eq!(token_id(b"0_ab_zz"), None);
+    assert_eq!(token_id(b"nounderscores"), None);
+}
+
+#[test]
+fn rest_activesync_ews_and_dav_users() {
+    assert_eq!(
+        find_user(b"/home/alice/Calendar.ics", b"", None, None),
+        Some(Who::User(b"alice".to_vec()))
+    );
+    assert_eq!(
+        find_user(b"/service/home/~bob/inbox", b"", None, None),
+        Some(Who::User(b"bob".to_vec()))
+    );
+    assert_eq!(find_user(b"/home/~/inbox", b"", None, None), None);
+    assert_eq!(
+        find_user(b"/home/alice", b"", None, None),
+        None,
+        "a / must follow"
+    );
+    assert_eq!(find_user(b"/zimbra/home/alice/x", b"", None, None), None);
+    // example B: the Basic header wins over User=, DOMAIN\user becomes user@DOMAIN
+    let b = find_user(
+        b"/Microsoft-Server-ActiveSync",
+        b"Cmd=Ping&User=bob&DeviceId=X1&DeviceType=iPhone",
+        None,
+        Some(b"Basic RVhBTVBMRVxib2I6czNjcmV0"),
+    );
+    assert_eq!(b, Some(Who::User(b"bob@EXAMPLE".to_vec())));
+    assert_eq!(
+        find_user(
+            b"/Microsoft-Server-ActiveSync",
+            b"Cmd=Ping&User=carol",
+            None,
+            None
+        ),
+        Some(Who::User(b"carol".to_vec()))
+    );
+    // non-Basic authorization: no ActiveSync user
+    assert_eq!(
+        find_user(
+            b"/Microsoft-Server-ActiveSync",
+            b"User=x&",
+            None,
+            Some(b"NTLM abc")
+        ),
+        None
+    );
+    assert_eq!(
+        find_user(
+            b"/EWS/Exchange.asmx",
+            b"",
+            None,
+            Some(b"Basic ZGF2ZUB4Lm9yZzpwdw==")
+        ),
+        Some(Who::User(b"dave@x.org".to_vec()))
+    );
+    assert_eq!(
+        find_user(b"/dav/erin@x.org/Calendar/", b"", None, None),
+        Some(Who::User(b"erin@x.org".to_vec()))
+    );
+    assert_eq!(
+        find_user(b"/principals/users/frank/", b"", None, None),
+        Some(Who::User(b"frank".to_vec()))
+    );
+}
+
+#[test]
+fn bearer_jwt_sub_is_an_id() {
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(br#"{"iss":"x","sub": "abc-123","exp":1}"#);
+    let jwt = format!("eyJhbGciOiJIUzI1NiJ9.{payload}.sig");
+    assert_eq!(
+        find_user(
+            b"/service/soap",
+            b"",
+            None,
+            Some(format!("Bearer {jwt}").as_bytes())
+        ),
+        Some(Who::Id(b"abc-123".to_vec()))
+    );
+}
+
+#[test]
+fn classes_and_timeouts() {
+    let t = Timeouts::default();
+    assert_eq!(
+        classify(b"/Microsoft-Server-ActiveSync").read_timeout(&t),
+        Duration::from_secs(3600)
+    );
+    assert_eq!(
+        classify(b"/service/soap/NoOpRequest").read_timeout(&t),
+        Duration::from_secs(1220)
+    );
+    assert_eq!(classify(b"/EWS/Exchange.asmx"), Class::Ews);
+    assert_eq!(classify(b"/service/soap/SearchRequest"), Class::Service);
+    assert_eq!(
+        classify(b"/x/HOME/y"),
+        Class::Service,
+        "unanchored, case-insensitive"
+    );
+    assert_eq!(classify(b"/zimbra/mail"), Class::Web);
+    assert!(forbidden_target(b"/service/home/a%0D%0Ab/x"));
+    assert!(!forbidden_target(b"/service/home/a/x"));
+}
+
+#[test]
+fn ip_hash_is_zimbras() {
+    // h = 89; for 198.51.100.7: by hand
+    let mut h: u32 = 89;
+    for b in [198u32, 51, 100, 7] {
+        h = (h * 113 + b) % 6271;
+    }
+    let ip: IpAddr = "198.51.100.7".parse().unwrap();
+    assert_eq!(ip_hash(ip, 3), h as usize % 3);
+    let group: Vec<SocketAddr> = vec![
+        "10.0.0.1:80".parse().unwrap(),
+        "10.0.0.2:80".parse().unwrap(),
+    ];
+    let r: SocketAddr = "10.0.0.2:80".parse().unwrap();
+    assert_eq!(choose(Some(r), &group, ip), Some(r));
+    let other: SocketAddr = "10.9.9.9:80".parse().unwrap();
+    assert_eq!(choose(Some(other), &group, ip), Some(group[ip_hash(ip, 2)]));
+    assert_eq!(choose(None, &[], ip), None);
+    assert_eq!(choose(Some(other), &[], ip), Some(other));
+}
+
+#[test]
+fn locations_are_rewritten_for_the_client() {
+    assert_eq!(
+        rewrite_location(
+            b"http://mbox2.internal:8080/service/home/a",
+            b"mail.example.com",
+            true,
+            &[8080]
+        ),
+        Some(b"https://mail.example.com/service/home/a".to_vec())
+    );
+    assert_eq!(
+        rewrite_location(
+            b"http://mail.example.com/x",
+            b"mail.example.com:443",
+            true,
+            &[8080]
+        ),
+        Some(b"https://mail.example.com:443/x".to_vec())
+    );
+    assert_eq!(
+        rewrite_location(
+            b"https://elsewhere.org/x",
+            b"mail.example.com",
+            true,
+            &[8080]
+        ),
+        None
+    );
+    assert_eq!(
+        rewrite_location(
+            b"http://elsewhere.org/x",
+            b"mail.example.com",
+            false,
+            &[8080]
+        ),
+        None
+    );
+    assert_eq!(
+        redirect_to_https(b"mail.example.com:80", 443, b"/a?b"),
+        b"https://mail.example.com/a?b"
+    );
+    assert_eq!(redirect_to_https(b"h", 8443, b"/"), b"https://h:8443/");
+    assert_eq!(
+        forwarded_for(Some(b"203.0.113.1"), "198.51.100.7".parse().unwrap()),
+        b"203.0.113.1, 198.51.100.7"
+    );
+}

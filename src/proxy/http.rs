@@ -1,0 +1,538 @@
+//! The HTTP/S proxy (`spec/http-proxy.md`): hyper on compio through cyper-core's stream and
+//! timer adaptors. HTTP/1.1 with keep-alive on both listeners, HTTP/2 on TLS listeners when
+//! the client offers `h2` in ALPN. Each request is routed per user ([`crate::http::route`],
+//! [`super::webroute`]) and sent to its mailbox server over this worker's pooled keep-alive
+//! HTTP/1.1 connections; bodies stream both ways (chunked passes through), WebSocket upgrades
+//! are spliced through.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use compio::net::TcpStream;
+use cyper_core::{CompioTimer, HyperStream};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
+use super::context::Worker;
+use super::webroute::{WebContext, WebRoute};
+use crate::config::{HttpConfig, HttpMode, ListenerSpec};
+use crate::http::route;
+
+type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// Spawns hyper's HTTP/2 stream tasks on this worker's runtime (no `Send` needed: a request
+/// never leaves its worker).
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F: Future<Output = ()> + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        compio::runtime::spawn(fut).detach();
+    }
+}
+
+/// One worker's idle keep-alive connections to the mailbox servers.
+#[derive(Default)]
+pub struct Pool {
+    idle: RefCell<HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
+}
+
+impl Pool {
+    fn take(&self, server: SocketAddr) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&server)?;
+        while let Some(s) = list.pop() {
+            if s.is_ready() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put(&self, server: SocketAddr, sender: SendRequest<Body>, max: usize) {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(server).or_default();
+        list.retain(|s| !s.is_closed());
+        if list.len() < max {
+            list.push(sender);
+        }
+    }
+}
+
+/// What a connection's requests share.
+struct Cx {
+    w: Rc<Worker>,
+    spec: ListenerSpec,
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+/// Serve one client connection (after accept; `peer` is the client).
+pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: SocketAddr) {
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let _ = stream.set_nodelay(true);
+    let Some(cfg) = w.config.http.clone() else {
+        return;
+    };
+    let cx = Rc::new(Cx {
+        w: w.clone(),
+        spec,
+        peer,
+        local,
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let cx = cx.clone();
+        async move { Ok::<_, Infallible>(handle(&cx, req).await) }
+    });
+    if spec.tls {
+        let Some(tls) = w.server_tls(spec.proto) else {
+            return;
+        };
+        let acceptor = compio::tls::TlsAcceptor::from(tls);
+        let accepted =
+            compio::time::timeout(w.config.handshake_timeout, acceptor.accept(stream)).await;
+        let Ok(Ok(tls_stream)) = accepted else {
+            tracing::debug!(client = %peer, "HTTPS handshake failed");
+            return;
+        };
+        let io = HyperStream::new_tls(tls_stream);
+        let h2 = io.negotiated_alpn().is_some_and(|p| p.as_ref() == b"h2");
+        if h2 {
+            let mut b = hyper::server::conn::http2::Builder::new(LocalExec);
+            b.timer(CompioTimer)
+                .max_header_list_size(cfg.max_header as u32)
+                .keep_alive_interval(None);
+            let _ = b.serve_connection(io, service).await;
+            return;
+        }
+        let _ = http1(&cfg)
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await;
+    } else {
+        let io = HyperStream::new_plain(stream);
+        let _ = http1(&cfg)
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await;
+    }
+}
+
+fn http1(cfg: &HttpConfig) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(CompioTimer)
+        .keep_alive(true)
+        .max_buf_size(cfg.max_header.max(8192))
+        .header_read_timeout(cfg.header_timeout);
+    b
+}
+
+fn full(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Percent-decode a path (as nginx does before matching) and collapse repeated slashes.
+fn decode_path(raw: &str) -> Vec<u8> {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        if !(b[i] == b'/' && out.last() == Some(&b'/')) {
+            out.push(b[i]);
+        }
+        i += 1;
+    }
+    out
+}
+
+fn header_bytes<'a>(h: &'a HeaderMap, name: HeaderName) -> Option<&'a [u8]> {
+    h.get(name).map(HeaderValue::as_bytes)
+}
+
+/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1).
+const HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+fn strip_hop(h: &mut HeaderMap) {
+    // names listed in Connection are hop-by-hop too
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    for n in HOP {
+        h.remove(n);
+    }
+}
+
+async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
+    let w = &cx.w;
+    let Some(cfg) = w.config.http.as_ref() else {
+        return full(StatusCode::INTERNAL_SERVER_ERROR, "no HTTP configuration\n");
+    };
+    // the head limit below hyper's smallest buffer (8 KiB), and for HTTP/2
+    let head_size: usize = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head_size > cfg.max_header {
+        return full(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "431 request header fields too large\n",
+        );
+    }
+    let host: Vec<u8> = req
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.as_bytes().to_vec())
+        .or_else(|| {
+            req.uri()
+                .authority()
+                .map(|a| a.as_str().as_bytes().to_vec())
+        })
+        .unwrap_or_default();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    // mail mode redirect: the plaintext listener sends everyone to HTTPS
+    if !cx.spec.tls && cfg.mode == HttpMode::Redirect {
+        let location = route::redirect_to_https(&host, cfg.https_port, path_and_query.as_bytes());
+        let mut r = full(StatusCode::FOUND, "");
+        if let Ok(v) = HeaderValue::from_bytes(&location) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return r;
+    }
+    let path = decode_path(req.uri().path());
+    let query = req.uri().query().unwrap_or("").as_bytes().to_vec();
+    let class = route::classify(&path);
+    if class == route::Class::Service && route::forbidden_target(path_and_query.as_bytes()) {
+        return full(StatusCode::FORBIDDEN, "403 Forbidden\n");
+    }
+    if let Some(limit) = cfg.max_body {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return full(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "413 request body too large\n",
+            );
+        }
+    }
+    let who = route::find_user(
+        &path,
+        &query,
+        header_bytes(req.headers(), header::COOKIE),
+        header_bytes(req.headers(), header::AUTHORIZATION),
+    );
+    let routed = match &who {
+        Some(who) => {
+            let ctx = WebContext {
+                protocol: "http",
+                client_ip: cx.peer.ip(),
+                proxy_ip: cx.local.ip(),
+                host: &host,
+            };
+            w.router.resolve_web(who, &ctx).await
+        }
+        None => WebRoute::Unknown,
+    };
+    let server = match routed {
+        WebRoute::Forbidden => return full(StatusCode::FORBIDDEN, "403 Forbidden\n"),
+        WebRoute::Server(s) => route::choose(Some(s), &cfg.servers, cx.peer.ip()),
+        WebRoute::Unknown => route::choose(None, &cfg.servers, cx.peer.ip()),
+    };
+    let Some(server) = server else {
+        return full(
+            StatusCode::BAD_GATEWAY,
+            "502 no mailbox server for this request\n",
+        );
+    };
+    let timeout = class.read_timeout(&cfg.timeouts);
+    forward(cx, cfg, req, server, &host, timeout).await
+}
+
+/// Send the request to `server` and stream its answer back.
+async fn forward(
+    cx: &Cx,
+    cfg: &HttpConfig,
+    mut req: Request<Incoming>,
+    server: SocketAddr,
+    host: &[u8],
+    timeout: Duration,
+) -> Response<Body> {
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .filter(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .cloned();
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_bytes(host) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let client_ip = cx.peer.ip();
+    let xff = route::forwarded_for(
+        header_bytes(&parts.headers, HeaderName::from_static("x-forwarded-for")),
+        client_ip,
+    );
+    if let Ok(v) = HeaderValue::from_bytes(&xff) {
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client_ip.to_string()) {
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-real-ip"), v);
+    }
+    if let Some(u) = &upgrade {
+        parts.headers.insert(header::UPGRADE, u.clone());
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    // origin-form toward the backend, HTTP/1.1 whatever the client spoke
+    parts.uri = match parts.uri.path_and_query() {
+        Some(pq) => pq
+            .as_str()
+            .parse()
+            .unwrap_or_else(|_| hyper::Uri::from_static("/")),
+        None => hyper::Uri::from_static("/"),
+    };
+    parts.version = hyper::Version::HTTP_11;
+    let upstream_req = Request::from_parts(parts, body.boxed_unsync());
+
+    let w = &cx.w;
+    let sender = match w.http_pool.take(server) {
+        Some(s) => s,
+        None => match connect(w, server, upgrade.is_some()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(client = %cx.peer, backend = %server, error = %e, "connecting to the mailbox server failed");
+                return full(StatusCode::BAD_GATEWAY, "502 mailbox server unreachable\n");
+            }
+        },
+    };
+    let mut sender = sender;
+    let sent = compio::time::timeout(timeout, sender.send_request(upstream_req)).await;
+    let mut resp = match sent {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!(client = %cx.peer, backend = %server, error = %e, "mailbox server request failed");
+            return full(StatusCode::BAD_GATEWAY, "502 mailbox server failed\n");
+        }
+        Err(_) => {
+            tracing::warn!(client = %cx.peer, backend = %server, ?timeout, "mailbox server did not answer in time");
+            return full(
+                StatusCode::GATEWAY_TIMEOUT,
+                "504 mailbox server timed out\n",
+            );
+        }
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let backend_upgrade = hyper::upgrade::on(&mut resp);
+            compio::runtime::spawn(async move {
+                match (client_upgrade.await, backend_upgrade.await) {
+                    (Ok(a), Ok(b)) => splice(a, b).await,
+                    (a, b) => {
+                        tracing::warn!(client = ?a.err(), backend = ?b.err(), "upgrade failed")
+                    }
+                }
+            })
+            .detach();
+        }
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(
+            parts,
+            Empty::new().map_err(|never| match never {}).boxed_unsync(),
+        );
+    }
+    // the connection goes back to the pool once this response has been read to its end
+    let pool_max = cfg.pool_size;
+    let w2 = w.clone();
+    compio::runtime::spawn(async move {
+        if sender.ready().await.is_ok() {
+            w2.http_pool.put(server, sender, pool_max);
+        }
+    })
+    .detach();
+    let (mut parts, body) = resp.into_parts();
+    strip_hop(&mut parts.headers);
+    if let Some(loc) = parts.headers.get(header::LOCATION) {
+        let rewritten =
+            route::rewrite_location(loc.as_bytes(), host, cx.spec.tls, &cfg.backend_ports);
+        if let Some(v) = rewritten.and_then(|l| HeaderValue::from_bytes(&l).ok()) {
+            parts.headers.insert(header::LOCATION, v);
+        }
+    }
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// A new keep-alive HTTP/1.1 connection to a mailbox server.
+async fn connect(
+    w: &Worker,
+    server: SocketAddr,
+    upgrades: bool,
+) -> std::io::Result<SendRequest<Body>> {
+    let stream = match compio::time::timeout(
+        w.config.upstream.connect_timeout,
+        TcpStream::connect(server),
+    )
+    .await
+    {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let io = HyperStream::new_plain(stream);
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(std::io::Error::other)?;
+    if upgrades {
+        compio::runtime::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        })
+        .detach();
+    } else {
+        compio::runtime::spawn(async move {
+            let _ = conn.await;
+        })
+        .detach();
+    }
+    Ok(sender)
+}
+
+/// Copy both ways between two upgraded connections until either side closes.
+async fn splice(a: hyper::upgrade::Upgraded, b: hyper::upgrade::Upgraded) {
+    let a = Rc::new(RefCell::new(a));
+    let b = Rc::new(RefCell::new(b));
+    let one = copy(a.clone(), b.clone());
+    let two = copy(b, a);
+    futures_util::future::select(Box::pin(one), Box::pin(two)).await;
+}
+
+async fn copy(
+    from: Rc<RefCell<hyper::upgrade::Upgraded>>,
+    to: Rc<RefCell<hyper::upgrade::Upgraded>>,
+) {
+    let mut buf = vec![0u8; 16384];
+    loop {
+        let n = std::future::poll_fn(|cx| read_some(&mut from.borrow_mut(), cx, &mut buf)).await;
+        let n = match n {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut off = 0;
+        while off < n {
+            let wrote = std::future::poll_fn(|cx| {
+                hyper::rt::Write::poll_write(Pin::new(&mut *to.borrow_mut()), cx, &buf[off..n])
+            })
+            .await;
+            match wrote {
+                Ok(0) | Err(_) => return,
+                Ok(k) => off += k,
+            }
+        }
+        // the stream adaptor buffers writes: push them out now
+        let flushed = std::future::poll_fn(|cx| {
+            hyper::rt::Write::poll_flush(Pin::new(&mut *to.borrow_mut()), cx)
+        })
+        .await;
+        if flushed.is_err() {
+            return;
+        }
+    }
+    let _ = std::future::poll_fn(|cx| {
+        hyper::rt::Write::poll_shutdown(Pin::new(&mut *to.borrow_mut()), cx)
+    })
+    .await;
+}
+
+fn read_some(
+    io: &mut hyper::upgrade::Upgraded,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<std::io::Result<usize>> {
+    let mut rb = hyper::rt::ReadBuf::new(buf);
+    match hyper::rt::Read::poll_read(Pin::new(io), cx, rb.unfilled()) {
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_decoded_like_nginx() {
+        assert_eq!(decode_path("/home/al%69ce/x"), b"/home/alice/x");
+        assert_eq!(decode_path("//dav//bob/"), b"/dav/bob/");
+        assert_eq!(decode_path("/a%2"), b"/a%2");
+        assert_eq!(decode_path("/a%zz"), b"/a%zz");
+    }
+}

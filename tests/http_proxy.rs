@@ -1,0 +1,626 @@
+//! Issue 13: the HTTP/S proxy end to end. Two real nginx instances stand in for two mailbox
+//! servers (each answers with its own name, the request line and the forwarding headers, and
+//! serves a 1 GiB file), a small Python server plays the long-poll, chunked and WebSocket
+//! endpoints, the scripted lookup handler names each user's server, and curl and raw sockets
+//! are the clients.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// An nginx that answers every request with its name.
+struct NginxWeb {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl NginxWeb {
+    fn start(name: &str) -> NginxWeb {
+        let dir = tempdir(&format!("nginx-{name}"));
+        let port = free_port();
+        // a sparse 1 GiB file: no disk, any amount of bytes
+        let big = std::fs::File::create(dir.join("big.bin")).unwrap();
+        big.set_len(1 << 30).unwrap();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log;\n\
+             pid {d}/nginx.pid;\nevents {{ worker_connections 512; }}\nhttp {{\n  access_log off;\n\
+             client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi; \
+             uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n  client_max_body_size 0;\n\
+             server {{\n    listen 127.0.0.1:{port};\n    location = /big {{ alias {d}/big.bin; }}\n\
+             location /redirect {{ return 302 http://127.0.0.1:{port}/landed; }}\n\
+             location / {{ default_type text/plain; return 200 \"{name} $request_method $request_uri xff=$http_x_forwarded_for real=$http_x_real_ip host=$http_host\\n\"; }}\n\
+             }}\n}}\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let nginx = if std::path::Path::new("/usr/sbin/nginx").exists() {
+            "/usr/sbin/nginx"
+        } else {
+            "nginx"
+        };
+        let child = Command::new(nginx)
+            .args(["-c", &dir.join("nginx.conf").display().to_string()])
+            .args(["-p", &dir.display().to_string()])
+            .args(["-e", &dir.join("error.log").display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is not installed: run scripts/test.sh");
+        wait_port(port, "nginx");
+        NginxWeb {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        }
+    }
+}
+
+impl Drop for NginxWeb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Python backend: `/service/soap/NoOpRequest?wait=S` answers after S seconds, `/chunked`
+/// answers in chunks, `/echo` counts the body it got, and `/ws` accepts a WebSocket upgrade and
+/// echoes bytes.
+struct PyBackend {
+    child: Child,
+    addr: SocketAddr,
+}
+
+const PY_BACKEND: &str = r#"
+import socket, sys, threading, time
+port = int(sys.argv[1])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen(64)
+def head(c):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        d = c.recv(65536)
+        if not d: return None, b""
+        data += d
+    h, rest = data.split(b"\r\n\r\n", 1)
+    return h.decode("latin-1"), rest
+def serve(c):
+    try:
+        while True:
+            h, rest = head(c)
+            if h is None: return
+            line = h.split("\r\n")[0]
+            target = line.split(" ")[1]
+            headers = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in h.split("\r\n")[1:] if ":" in l}
+            if target.startswith("/service/soap/NoOpRequest") or target.startswith("/Microsoft-Server-ActiveSync"):
+                wait = float(target.split("wait=")[1].split("&")[0])
+                time.sleep(wait)
+                body = ("polled %s\n" % wait).encode()
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            elif target.startswith("/chunked"):
+                c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for i in range(5):
+                    part = ("part %d\n" % i).encode()
+                    c.sendall(b"%x\r\n%s\r\n" % (len(part), part)); time.sleep(0.05)
+                c.sendall(b"0\r\n\r\n")
+            elif target.startswith("/echo"):
+                n = len(rest)
+                if headers.get("transfer-encoding", "").lower() == "chunked":
+                    buf = rest
+                    total = 0
+                    while True:
+                        while b"\r\n" not in buf: buf += c.recv(65536)
+                        size_line, buf = buf.split(b"\r\n", 1)
+                        size = int(size_line, 16)
+                        while len(buf) < size + 2: buf += c.recv(65536)
+                        total += size; buf = buf[size + 2:]
+                        if size == 0: break
+                    n = total
+                else:
+                    want = int(headers.get("content-length", "0"))
+                    while n < want:
+                        d = c.recv(65536)
+                        if not d: break
+                        n += len(d)
+                body = ("got %d te=%s\n" % (n, headers.get("transfer-encoding", "-"))).encode()
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            elif "/ws" in target:
+                c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                if rest: c.sendall(rest)
+                while True:
+                    d = c.recv(65536)
+                    if not d: return
+                    c.sendall(d)
+            else:
+                c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    except Exception:
+        pass
+    finally:
+        c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+impl PyBackend {
+    fn start() -> PyBackend {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-c", PY_BACKEND, &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(port, "python backend");
+        PyBackend {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for PyBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// curl with `args`; returns (status line's code, body, stderr).
+fn curl(args: &[&str]) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-S",
+            "--max-time",
+            "30",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl is not installed: run scripts/test.sh");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        body.to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Ringmail with an HTTP listener (and `https` TLS with a certificate) in front of `servers`.
+fn ringmail(
+    http: &str,
+    lookup: &LookupHandler,
+    servers: &[SocketAddr],
+    tls: Option<&Pki>,
+) -> (Ringmail, u16) {
+    let port = free_port();
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    let tls_conf = match tls {
+        Some(pki) => {
+            let (cert, key) = pki.issue("mail.example.com");
+            format!(
+                "[tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+                cert.display(),
+                key.display()
+            )
+        }
+        None => String::new(),
+    };
+    let extra = format!(
+        "[lookup]\nhandlers = [\"{}\"]\n\n{tls_conf}\n[http]\nlisten = [\"127.0.0.1:{port}\"]\nservers = [{}]\n{http}\n",
+        lookup.url(),
+        list.join(", ")
+    );
+    (Ringmail::start(&extra), port)
+}
+
+fn route(server: SocketAddr) -> Rule {
+    Rule::Route {
+        server,
+        account: None,
+        alias: false,
+    }
+}
+
+const TOKEN_HEX: &str = "69643d33363a36663162336332612d303030302d343030302d383030302d3030303030303030613131633b6578703d31333a313733353638393630303030303b76657273696f6e3d31343a31302e312e305f47415f343633333b";
+const ID: &str = "6f1b3c2a-0000-4000-8000-00000000a11c";
+
+#[test]
+fn each_request_lands_on_its_users_server() {
+    let (a, b) = (NginxWeb::start("server-A"), NginxWeb::start("server-B"));
+    let lookup = LookupHandler::start(Default::default());
+    lookup.set("alice", route(a.addr));
+    lookup.set("bob@EXAMPLE", route(b.addr));
+    lookup.set("carol", route(b.addr));
+    lookup.set(ID, route(b.addr));
+    let (rm, port) = ringmail("", &lookup, &[a.addr, b.addr], None);
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+
+    // REST
+    let (code, body, err) = curl(&[&url("/home/alice/Calendar.ics")]);
+    assert_eq!(code, 200, "{err}\n{}", rm.log());
+    assert!(
+        body.starts_with(
+            "server-A GET /home/alice/Calendar.ics xff=127.0.0.1 real=127.0.0.1 host=127.0.0.1:"
+        ),
+        "{body}"
+    );
+    // ActiveSync with Basic auth DOMAIN\user
+    let (_, body, _) = curl(&[
+        "-u",
+        "EXAMPLE\\bob:s3cret",
+        &url("/Microsoft-Server-ActiveSync?Cmd=Sync&DeviceId=X1"),
+    ]);
+    assert!(body.starts_with("server-B "), "{body}");
+    // ActiveSync with ?User= and no Authorization
+    let (_, body, _) = curl(&[&url("/Microsoft-Server-ActiveSync?Cmd=Ping&User=carol")]);
+    assert!(body.starts_with("server-B "), "{body}");
+    // CalDAV
+    let (_, body, _) = curl(&["-X", "PROPFIND", &url("/dav/alice/Calendar/")]);
+    assert!(
+        body.starts_with("server-A PROPFIND /dav/alice/Calendar/"),
+        "{body}"
+    );
+    // only a cookie: routed by the account id in the token
+    let cookie = format!("ZM_AUTH_TOKEN=0_5f2ce1_{TOKEN_HEX}");
+    let (_, body, _) = curl(&["-b", &cookie, &url("/service/soap/SearchRequest")]);
+    assert!(body.starts_with("server-B "), "{body}");
+    // an incoming X-Forwarded-For is extended, the Host kept
+    let (_, body, _) = curl(&[
+        "-H",
+        "X-Forwarded-For: 203.0.113.9",
+        "-H",
+        "Host: mail.example.com",
+        &url("/home/alice/x"),
+    ]);
+    assert!(
+        body.contains("xff=203.0.113.9, 127.0.0.1 real=127.0.0.1 host=mail.example.com"),
+        "{body}"
+    );
+
+    // the web lookups as Zimbra sends them, and the route cache: alice was asked once
+    let heads = lookup.log.heads.lock().unwrap().clone();
+    let by_id = heads.iter().find(|h| h.contains(ID)).expect("an id lookup");
+    for line in [
+        "Auth-Method: zimbraId",
+        "Auth-Protocol: http\r\n",
+        "Auth-Login-Attempt: 0",
+        "X-Proxy-Host: 127.0.0.1:",
+    ] {
+        assert!(by_id.contains(line), "{line}: {by_id}");
+    }
+    assert!(heads
+        .iter()
+        .any(|h| h.contains("Auth-Method: username") && h.contains("Auth-User: bob@EXAMPLE")));
+    let alice = heads
+        .iter()
+        .filter(|h| h.contains("Auth-User: alice\r\n"))
+        .count();
+    assert_eq!(alice, 1, "alice's route is cached: {heads:?}");
+}
+
+/// Zimbra's ip-hash over the group, for a request with no known user.
+fn zimbra_ip_hash(ip: IpAddr, n: usize) -> usize {
+    let IpAddr::V4(v4) = ip else { unreachable!() };
+    let mut h: u32 = 89;
+    for b in v4.octets() {
+        h = (h * 113 + u32::from(b)) % 6271;
+    }
+    h as usize % n
+}
+
+#[test]
+fn unknown_users_fall_back_to_the_ip_hash_and_locations_are_rewritten() {
+    let (a, b) = (NginxWeb::start("server-A"), NginxWeb::start("server-B"));
+    let lookup = LookupHandler::start(Default::default()); // everyone: user not found
+    let servers = [a.addr, b.addr];
+    let (rm, port) = ringmail("", &lookup, &servers, None);
+    let expect = ["server-A", "server-B"][zimbra_ip_hash("127.0.0.1".parse().unwrap(), 2)];
+    for path in ["/", "/home/nobody/x", "/zimbra/mail"] {
+        let (code, body, err) = curl(&[&format!("http://127.0.0.1:{port}{path}")]);
+        assert_eq!(code, 200, "{err}\n{}", rm.log());
+        assert!(body.starts_with(expect), "{path}: {body}");
+    }
+    // an inter-mailbox redirect names the backend's port: the client sees its own host
+    let (code, _, err) = curl(&[
+        "-D",
+        "-",
+        "-H",
+        "Host: mail.example.com",
+        &format!("http://127.0.0.1:{port}/redirect"),
+    ]);
+    assert_eq!(code, 302, "{err}");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Host: mail.example.com",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/redirect"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        head.contains("location: http://mail.example.com/landed"),
+        "{head}"
+    );
+}
+
+/// VmHWM (peak RSS) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_1_gib_download_streams_with_bounded_memory_and_keep_alive_is_used() {
+    let a = NginxWeb::start("server-A");
+    let lookup = LookupHandler::start(Default::default());
+    let (rm, port) = ringmail("", &lookup, &[a.addr], None);
+    let before = peak_rss_kib(rm.pid());
+    let started = Instant::now();
+    let (code, size, err) = {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-S",
+                "--max-time",
+                "120",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{size_download}",
+            ])
+            .arg(format!("http://127.0.0.1:{port}/big"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (c, s) = text.split_once(' ').unwrap_or(("0", "0"));
+        (
+            c.to_string(),
+            s.to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        (code.as_str(), size.as_str()),
+        ("200", "1073741824"),
+        "{err}\n{}",
+        rm.log()
+    );
+    let grew = peak_rss_kib(rm.pid()).saturating_sub(before);
+    eprintln!(
+        "1 GiB through the proxy in {:?}; peak RSS grew by {grew} KiB",
+        started.elapsed()
+    );
+    assert!(
+        grew < 32 * 1024,
+        "peak RSS grew by {grew} KiB for a 1 GiB download"
+    );
+
+    // two requests on one client connection, and on one backend connection
+    let out = Command::new("curl")
+        .args(["-s", "-v", "-o", "/dev/null", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{port}/home/x/1"))
+        .arg(format!("http://127.0.0.1:{port}/home/x/2"))
+        .output()
+        .unwrap();
+    let verbose = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        verbose.contains("Re-using existing connection") || verbose.contains("Reusing existing"),
+        "{verbose}"
+    );
+}
+
+#[test]
+fn http2_over_tls_with_alpn() {
+    let a = NginxWeb::start("server-A");
+    let lookup = LookupHandler::start(Default::default());
+    lookup.set("alice", route(a.addr));
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let (rm, _) = ringmail(
+        &format!("listen_tls = [\"127.0.0.1:{tls_port}\"]"),
+        &lookup,
+        &[a.addr],
+        Some(&pki),
+    );
+    let ca = pki.ca.display().to_string();
+    let url = format!("https://mail.example.com:{tls_port}/home/alice/inbox");
+    let resolve = format!("mail.example.com:{tls_port}:127.0.0.1");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-S",
+            "--http2",
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            "-w",
+            "\nversion=%{http_version}",
+        ])
+        .arg(&url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("server-A GET /home/alice/inbox"),
+        "{text} {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        rm.log()
+    );
+    assert!(text.ends_with("version=2"), "{text}");
+    // HTTP/1.1 on the same listener when the client does not offer h2
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--http1.1",
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            "-w",
+            "\nversion=%{http_version}",
+        ])
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("version=1.1"));
+}
+
+#[test]
+fn long_polls_survive_their_timeout_and_ordinary_requests_do_not() {
+    let py = PyBackend::start();
+    let lookup = LookupHandler::start(Default::default());
+    let (rm, port) = ringmail(
+        "read_timeout = \"1s\"\nnoop_timeout = \"5s\"\npolling_timeout = \"5s\"",
+        &lookup,
+        &[py.addr],
+        None,
+    );
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let t = Instant::now();
+    let (code, body, err) = curl(&[&url("/service/soap/NoOpRequest?wait=3&x=1")]);
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "polled 3.0\n"),
+        "{err}\n{}",
+        rm.log()
+    );
+    assert!(t.elapsed() >= Duration::from_secs(3));
+    let (code, body, _) = curl(&[&url("/Microsoft-Server-ActiveSync?Cmd=Ping&wait=2")]);
+    assert_eq!((code, body.as_str()), (200, "polled 2.0\n"));
+    // past its own timeout a long poll gets 504
+    let t = Instant::now();
+    let (code, _, _) = curl(&[&url("/service/soap/NoOpRequest?wait=8")]);
+    assert_eq!(code, 504);
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    // chunked answers pass through as they come; uploads stream, chunked or not
+    let (code, body, _) = curl(&[&url("/chunked")]);
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "part 0\npart 1\npart 2\npart 3\npart 4\n")
+    );
+    let file = tempdir("upload").join("up.bin");
+    std::fs::write(&file, vec![7u8; 3 << 20]).unwrap();
+    let data = format!("@{}", file.display());
+    let (_, body, _) = curl(&["--data-binary", &data, &url("/echo")]);
+    assert_eq!(body, "got 3145728 te=-\n");
+    let (_, body, _) = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &data,
+        &url("/echo"),
+    ]);
+    assert_eq!(body, "got 3145728 te=chunked\n");
+}
+
+#[test]
+fn websocket_upgrades_pass_through() {
+    let py = PyBackend::start();
+    let lookup = LookupHandler::start(Default::default());
+    let (_rm, port) = ringmail("", &lookup, &[py.addr], None);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"GET /zx/ws-chat HTTP/1.1\r\nHost: mail.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for msg in [&b"hello"[..], b"second frame"] {
+        s.write_all(msg).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, msg);
+    }
+}
+
+#[test]
+fn limits_and_refusals_answer_with_a_clear_status() {
+    let a = NginxWeb::start("server-A");
+    let lookup = LookupHandler::start(Default::default());
+    let (_rm, port) = ringmail(
+        "max_header = \"4k\"\nmax_body = \"1k\"",
+        &lookup,
+        &[a.addr],
+        None,
+    );
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let big = format!("X-Big: {}", "x".repeat(8000));
+    let (code, _, _) = curl(&["-H", &big, &url("/")]);
+    assert_eq!(code, 431);
+    // past hyper's own buffer as well
+    let huge = format!("X-Big: {}", "x".repeat(100_000));
+    let (code, _, _) = curl(&["-H", &huge, &url("/")]);
+    assert_eq!(code, 431);
+    let (code, _, _) = curl(&["--data-binary", &"y".repeat(2000), &url("/home/x/")]);
+    assert_eq!(code, 413);
+    // ZBUG-2706: CR/LF smuggled into a service path
+    let (code, _, _) = curl(&["--path-as-is", &url("/service/home/a%0D%0Ab/x")]);
+    assert_eq!(code, 403);
+}
+
+#[test]
+fn mode_redirect_sends_plaintext_clients_to_https() {
+    let a = NginxWeb::start("server-A");
+    let lookup = LookupHandler::start(Default::default());
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let (rm, port) = ringmail(
+        &format!("mode = \"redirect\"\nlisten_tls = [\"127.0.0.1:{tls_port}\"]"),
+        &lookup,
+        &[a.addr],
+        Some(&pki),
+    );
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Host: mail.example.com",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/zimbra/mail?app=x"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 302"), "{head}\n{}", rm.log());
+    assert!(
+        head.contains(&format!(
+            "location: https://mail.example.com:{tls_port}/zimbra/mail?app=x"
+        )),
+        "{head}"
+    );
+}
