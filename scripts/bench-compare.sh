@@ -8,6 +8,10 @@
 #              mailboxes the fetch scenario uses; what users will see.
 #   synthetic  the secondary table: `loadtest backend`, which answers in one write and has no
 #              per-user cost; it flatters a relay, and shows the proxy's own ceiling.
+#   web        the HTTP proxy: an nginx origin serving a 1 KiB page and a 10 MiB file, behind
+#              ringmail's [http] and behind nginx as a plain reverse proxy (keep-alive upstream,
+#              proxy_buffering off: both stream); scenarios http-small (keep-alive GETs on 20
+#              connections) and http-10m (8 connections).
 # Every scenario runs against both proxies in alternating order (A B, then B A, ...), ROUNDS
 # times, each proxy started fresh per round and warmed up; the medians and ratios are written
 # to $OUT/table.md.
@@ -17,7 +21,8 @@
 #
 # ROUNDS (3), WORKERS (2), SESSIONS (9000 idle sessions), USERS (5000), PIN (on: workers pinned
 # to CPUs, ringmail by default and nginx with worker_cpu_affinity auto; off: neither), BACKENDS
-# ("dovecot synthetic"), SCENARIOS ("login command fetch idle idle-tls"), OUT (target/bench).
+# ("dovecot synthetic web"), SCENARIOS ("login command fetch idle idle-tls http-small http-10m":
+# the http ones run on the web backend only, the others on the mail backends), OUT (target/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +31,8 @@ WORKERS=${WORKERS:-2}
 SESSIONS=${SESSIONS:-9000}
 USERS=${USERS:-5000}
 PIN=${PIN:-on}
-BACKENDS=${BACKENDS:-dovecot synthetic}
-SCENARIOS=${SCENARIOS:-login command fetch idle idle-tls}
+BACKENDS=${BACKENDS:-dovecot synthetic web}
+SCENARIOS=${SCENARIOS:-login command fetch idle idle-tls http-small http-10m}
 OUT=${OUT:-target/bench}
 LT=target/release/loadtest
 RM=target/release/ringmail
@@ -53,7 +58,7 @@ saved_reserved=$(sysctl -n net.ipv4.ip_local_reserved_ports 2>/dev/null || true)
 sysctl -qw net.ipv4.ip_local_port_range="1024 65000" 2>/dev/null || echo "note: could not widen the local port range"
 sysctl -qw net.ipv4.tcp_tw_reuse=1 2>/dev/null || true
 # keep the listening ports out of the (now wide) ephemeral range
-sysctl -qw net.ipv4.ip_local_reserved_ports=7072,7073,10110,10143,11110,11143,21110,21143,21993,22110,22143,22993 2>/dev/null || true
+sysctl -qw net.ipv4.ip_local_reserved_ports=7072,7073,7074,10080,10110,10143,11110,11143,21080,21110,21143,21993,22080,22110,22143,22993 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
@@ -67,6 +72,7 @@ cleanup() {
   sysctl -qw net.ipv4.ip_local_reserved_ports="$saved_reserved" 2>/dev/null || true
   [ -f "$OUT/nginx/nginx.pid" ] && kill "$(cat "$OUT/nginx/nginx.pid")" 2>/dev/null || true
   [ -f "$OUT/dovecot/run/master.pid" ] && kill "$(cat "$OUT/dovecot/run/master.pid")" 2>/dev/null || true
+  [ -f "$OUT/origin/nginx.pid" ] && kill "$(cat "$OUT/origin/nginx.pid")" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -173,6 +179,28 @@ start_synthetic() {
   sleep 0.3
 }
 
+# an nginx web origin standing in for a mailbox server's web port
+start_web() {
+  mkdir -p "$OUT/origin/html"
+  head -c 1024 /dev/zero | tr '\0' 'x' >"$OUT/origin/html/small.html"
+  head -c 10485760 /dev/zero >"$OUT/origin/html/10m.bin"
+  cat >"$OUT/origin/nginx.conf" <<EOF
+worker_processes $WORKERS;
+pid $OUT/origin/nginx.pid;
+error_log $OUT/origin/error.log error;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server { listen 127.0.0.1:10080; root $OUT/origin/html; }
+}
+EOF
+  nginx -c "$OUT/origin/nginx.conf" -p "$OUT/origin/"
+  sleep 0.5
+  ORIGIN=127.0.0.1:10080 IMAP_BACKEND=127.0.0.1:10080 POP3_BACKEND=127.0.0.1:10080 LOOKUP=127.0.0.1:7074
+  BACKEND_PIDS() { pgrep -P "$(cat "$OUT/origin/nginx.pid")" | tr '\n' ' '; }
+}
+
 start_lookup() {
   $LT lookup --listen "$LOOKUP" --imap-backend "$IMAP_BACKEND" --pop3-backend "$POP3_BACKEND" 2>>"$OUT/lookup.log" &
   pids+=($!)
@@ -197,6 +225,9 @@ listen = ["127.0.0.1:21110"]
 certificates = [{ cert = "$OUT/cert.pem", key = "$OUT/key.pem" }]
 [lookup]
 handlers = ["http://$LOOKUP/service/extension/nginx-lookup"]
+[http]
+listen = ["127.0.0.1:21080"]
+servers = ["${ORIGIN:-127.0.0.1:10080}"]
 [shutdown]
 grace = "0s"
 spread = "0s"
@@ -223,6 +254,21 @@ mail {
     server { listen 127.0.0.1:22993 ssl; protocol imap; }
     server { listen 127.0.0.1:22110; protocol pop3; }
 }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream origin { server ${ORIGIN:-127.0.0.1:10080}; keepalive 64; }
+    server {
+        listen 127.0.0.1:22080;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_buffering off;
+        }
+    }
+}
 EOF
 }
 
@@ -231,14 +277,14 @@ start_ringmail() {
   $RM --config "$OUT/ringmail.toml" 2>"$OUT/ringmail.log" &
   RM_PID=$!
   for _ in $(seq 50); do grep -q "ringmail ready" "$OUT/ringmail.log" 2>/dev/null && break; sleep 0.1; done
-  PIDARGS="--pid $RM_PID"; PORT=21143; TLSPORT=21993
+  PIDARGS="--pid $RM_PID"; PORT=21143; TLSPORT=21993; HTTPPORT=21080
 }
 stop_ringmail() { kill "$RM_PID"; wait "$RM_PID" 2>/dev/null || true; }
 start_nginx() {
   nginx -c "$OUT/nginx/nginx.conf" -p "$OUT/nginx/"
   sleep 0.7
   PIDARGS=$(pgrep -P "$(cat "$OUT/nginx/nginx.pid")" | sed 's/^/--pid /' | tr '\n' ' ')
-  PORT=22143; TLSPORT=22993
+  PORT=22143; TLSPORT=22993; HTTPPORT=22080
 }
 stop_nginx() {
   local p; p=$(cat "$OUT/nginx/nginx.pid"); kill -QUIT "$p"
@@ -258,8 +304,23 @@ print(json.dumps(r))" >>"$OUT/results.jsonl"
   sleep 2
 }
 
+http_scenarios() { # http_scenarios <backend> <round> <target> <port>
+  local b=$1 r=$2 t=$3 port=$4
+  for s in $SCENARIOS; do
+    case $s in
+      http-small) run "$b" "$r" "$t" http-small http --target 127.0.0.1:$port --path /small.html --duration 10s --concurrency 20 $PIDARGS ;;
+      http-10m) run "$b" "$r" "$t" http-10m http --target 127.0.0.1:$port --path /10m.bin --duration 10s --concurrency 8 $PIDARGS ;;
+    esac
+  done
+}
+
 scenarios() { # scenarios <backend> <round> <target>
   local b=$1 r=$2 t=$3 u="--users $USERS"
+  if [ "$b" = web ]; then
+    $LT http --target 127.0.0.1:$HTTPPORT --path /small.html --count 2000 --concurrency 20 --json --max-errors 1 >/dev/null
+    http_scenarios "$b" "$r" "$t" "$HTTPPORT"
+    return
+  fi
   # warm-up: every user logs in twice, so that the routes are cached
   $LT login --target 127.0.0.1:$PORT $u --count $((2 * USERS)) --concurrency 20 --password secret --json --max-errors 1 >/dev/null
   for s in $SCENARIOS; do
@@ -286,6 +347,10 @@ for backend in $BACKENDS; do
     done
     PIDARGS=$(BACKEND_PIDS | tr ' ' '\n' | { grep . || true; } | sed 's/^/--pid /' | tr '\n' ' ')
     PORT=${IMAP_BACKEND##*:}
+    if [ "$backend" = web ]; then
+      http_scenarios "$backend" "$round" backend "$PORT"
+      continue
+    fi
     for s in $SCENARIOS; do
       case $s in
         login) run "$backend" "$round" backend login login --target 127.0.0.1:$PORT --users "$USERS" --duration 10s --concurrency 20 $PIDARGS ;;

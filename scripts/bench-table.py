@@ -36,6 +36,11 @@ metrics = [
     ("fetch", "MB/s (1 MiB FETCH, 8 sessions)", lambda b, t: field(b, "fetch", t, "mb_per_s"), "{:.0f}", "≥ 1", False),
     ("idle", "RSS bytes per idle session, plaintext", lambda b, t: field(b, "idle", t, "bytes_per_session"), "{:.0f}", "≤ 1024 B", True),
     ("idle-tls", "RSS bytes per idle session, TLS", lambda b, t: field(b, "idle-tls", t, "bytes_per_session"), "{:.0f}", "≤ 4096 B", True),
+    ("http-small", "CPU µs per request (1 KiB GET, keep-alive)", lambda b, t: field(b, "http-small", t, "cpu_us_per_op"), "{:.1f}", "≤ 1", True),
+    ("http-small", "requests/s (1 KiB GET, 20 connections)", lambda b, t: field(b, "http-small", t, "ops_per_s"), "{:.0f}", "", False),
+    ("http-small", "GET p99 µs", lambda b, t: pct(b, "http-small", t, "p99"), "{:.0f}", "", True),
+    ("http-10m", "CPU µs per request (10 MiB GET)", lambda b, t: field(b, "http-10m", t, "cpu_us_per_op"), "{:.0f}", "≤ 1", True),
+    ("http-10m", "MB/s (10 MiB GET, 8 connections)", lambda b, t: field(b, "http-10m", t, "mb_per_s"), "{:.0f}", "", False),
 ]
 
 backends = sorted({k[0] for k in by}, key=lambda b: (b != "dovecot", b))
@@ -44,13 +49,15 @@ for b in backends:
     rounds = len({r["round"] for r in bro})
     pins = sorted({r.get("pin", "on") for r in bro})
     workers = sorted({r.get("workers", 2) for r in bro})
-    title = {"dovecot": "Real Dovecot backend (primary)", "synthetic": "`loadtest backend` (secondary)"}.get(b, b)
+    title = {"dovecot": "Real Dovecot backend (primary)", "synthetic": "`loadtest backend` (secondary)", "web": "HTTP proxy: nginx origin, ringmail `[http]` vs nginx reverse proxy"}.get(b, b)
     print(f"### {title}\n")
     print(f"Medians of {rounds} round(s); workers {workers}, pinned {pins}; ratio = ringmail / nginx.\n")
     print("| metric | ringmail | nginx | ratio | target | met? | backend direct |")
     print("|---|---|---|---|---|---|---|")
     for name, label, get, fmt, target, lower in metrics:
         rm, ng, be = get(b, "ringmail"), get(b, "nginx"), get(b, "backend")
+        if rm is None and ng is None:
+            continue  # a scenario this backend does not run
         f = lambda v: fmt.format(v) if v is not None else "—"
         ratio = rm / ng if rm is not None and ng else None
         met = ""

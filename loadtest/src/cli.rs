@@ -71,6 +71,12 @@ pub enum Cmd {
         after_help = "Example:\n  loadtest pop3 --target 127.0.0.1:110 --concurrency 20 --duration 30s"
     )]
     Pop3(Pop3Cmd),
+    /// HTTP/1.1 keep-alive GETs of --path on each of --concurrency connections (any HTTP
+    /// server or proxy; with --tls implicit, HTTPS): requests/s, latency, CPU per request.
+    #[command(
+        after_help = "Example:\n  loadtest http --target 127.0.0.1:8080 --path /home/user1/small.txt --concurrency 20 --pid $(pidof ringmail)"
+    )]
+    Http(HttpCmd),
     /// A light IMAP/POP3 server for benchmarks: any user whose password is --password; INBOX
     /// holds two messages, the first one --message-size bytes.
     #[command(
@@ -167,6 +173,26 @@ pub struct Pop3Cmd {
     /// Connections working in parallel.
     #[arg(long, default_value_t = 20)]
     pub concurrency: u64,
+    #[command(flatten)]
+    pub length: Length,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Clone)]
+pub struct HttpCmd {
+    /// HTTP server or proxy to load.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub target: SocketAddr,
+    /// Connections working in parallel, each sending one request at a time.
+    #[arg(long, default_value_t = 20)]
+    pub concurrency: u64,
+    /// The request target; n in braces becomes the account number as in --user.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// The Host header.
+    #[arg(long, default_value = "mail.example.com")]
+    pub host: String,
     #[command(flatten)]
     pub length: Length,
     #[command(flatten)]

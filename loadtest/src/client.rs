@@ -157,6 +157,51 @@ impl Client {
         }
     }
 
+    /// Send one HTTP/1.1 request and read its response (Content-Length or chunked body);
+    /// anything but 200 is an error. Returns the body's size.
+    pub async fn http_get(&mut self, request: &[u8]) -> Res<usize> {
+        self.send(request).await?;
+        let status = self.line().await?;
+        if !status.starts_with(b"HTTP/1.1 200") && !status.starts_with(b"HTTP/1.0 200") {
+            let s = String::from_utf8_lossy(&status).trim_end().to_string();
+            return Err(Failure(ErrorKind::Protocol, s));
+        }
+        let (mut length, mut chunked) = (None, false);
+        loop {
+            let line = self.line().await?;
+            if line == b"\r\n" || line == b"\n" {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line).to_ascii_lowercase();
+            if let Some(v) = text.strip_prefix("content-length:") {
+                length = v.trim().parse::<usize>().ok();
+            } else if text.starts_with("transfer-encoding:") && text.contains("chunked") {
+                chunked = true;
+            }
+        }
+        if !chunked {
+            let n =
+                length.ok_or_else(|| Failure(ErrorKind::Protocol, "no Content-Length".into()))?;
+            self.skip(n).await?;
+            return Ok(n);
+        }
+        let mut total = 0;
+        loop {
+            let size_line = self.line().await?;
+            let hex = String::from_utf8_lossy(&size_line);
+            let hex = hex.trim().split(';').next().unwrap_or("");
+            let size = usize::from_str_radix(hex, 16)
+                .map_err(|_| Failure(ErrorKind::Protocol, format!("bad chunk size {hex:?}")))?;
+            if size == 0 {
+                // trailers end with an empty line
+                while !matches!(self.line().await?.as_slice(), b"\r\n" | b"\n") {}
+                return Ok(total);
+            }
+            self.skip(size + 2).await?;
+            total += size;
+        }
+    }
+
     /// Skip `n` bytes (a literal's octets).
     async fn skip(&mut self, mut n: usize) -> Res<()> {
         loop {

@@ -30,6 +30,8 @@ pub struct RunArgs {
     pub count: Option<u64>,
     pub hold: Duration,
     pub small_fetch: bool,
+    /// The http scenario's request target pattern and Host header.
+    pub http: Option<(String, String)>,
     pub threads: usize,
     pub pid: Vec<u32>,
     pub json: bool,
@@ -47,6 +49,7 @@ pub enum Scenario {
     Command,
     Fetch,
     Pop3,
+    Http,
 }
 
 /// Counters shared by the threads and the progress line.
@@ -156,6 +159,19 @@ async fn looping(
                     c.close().await;
                     Ok(size as u64)
                 }
+                Scenario::Http => {
+                    if session.is_none() {
+                        session = Some(Client::connect(&p.target).await?);
+                    }
+                    let c = session.as_mut().expect("connection just opened");
+                    let (path, host) = p.args.http.clone().unwrap_or_default();
+                    let (user, _) = p.login(n);
+                    let path = path
+                        .replace("{user}", &user)
+                        .replace("{n}", &(n % 1_000_000).to_string());
+                    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+                    Ok(c.http_get(req.as_bytes()).await? as u64)
+                }
                 Scenario::Command | Scenario::Fetch => {
                     if session.is_none() {
                         let mut c = logged_in(&p, n).await?;
@@ -191,7 +207,11 @@ async fn looping(
         n += p.args.concurrency.max(1);
     }
     if let Some(mut c) = session {
-        let _ = c.imap_ok("Q", "LOGOUT").await;
+        if p.scenario == Scenario::Http {
+            c.close().await;
+        } else {
+            let _ = c.imap_ok("Q", "LOGOUT").await;
+        }
     }
 }
 

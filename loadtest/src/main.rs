@@ -110,6 +110,11 @@ fn main() -> anyhow::Result<()> {
             r.concurrency = c.concurrency;
             length(r, &c.length);
         }),
+        Cmd::Http(c) => scenario(Scenario::Http, c.target, &c.common, |r| {
+            r.concurrency = c.concurrency;
+            r.http = Some((c.path.clone(), c.host.clone()));
+            length(r, &c.length);
+        }),
         Cmd::Pop3(c) => scenario(Scenario::Pop3, c.target, &c.common, |r| {
             r.concurrency = c.concurrency;
             length(r, &c.length);
@@ -153,6 +158,7 @@ fn scenario(
         count: None,
         hold: std::time::Duration::from_secs(10),
         small_fetch: false,
+        http: None,
         threads: c.threads,
         pid: c.pid.clone(),
         json: c.json,
