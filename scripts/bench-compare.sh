@@ -275,7 +275,7 @@ EOF
 # start_<proxy>: start fresh and set PIDARGS / PORT / TLSPORT
 start_ringmail() {
   $RM --config "$OUT/ringmail.toml" 2>"$OUT/ringmail.log" &
-  RM_PID=$!
+  RM_PID=$!; pids+=($RM_PID)
   for _ in $(seq 50); do grep -q "ringmail ready" "$OUT/ringmail.log" 2>/dev/null && break; sleep 0.1; done
   PIDARGS="--pid $RM_PID"; PORT=21143; TLSPORT=21993; HTTPPORT=21080
 }

@@ -73,9 +73,10 @@ pub fn route_key(proto: &str, name_escaped: &[u8], client_ip: IpAddr) -> Vec<u8>
 }
 
 /// The web's route key for an account id (`spec/http-proxy.md` §6):
-/// `route:proto=<http|httpssl>;id=<id>`.
-pub fn web_id_key(proto: &str, id: &[u8]) -> Vec<u8> {
-    let mut k = format!("route:proto={proto};id=").into_bytes();
+/// `route:proto=<http|httpssl>;[admin=1;]id=<id>`.
+pub fn web_id_key(proto: &str, admin: bool, id: &[u8]) -> Vec<u8> {
+    let admin = if admin { "admin=1;" } else { "" };
+    let mut k = format!("route:proto={proto};{admin}id=").into_bytes();
     k.extend_from_slice(id);
     k
 }

@@ -23,7 +23,23 @@ struct NginxWeb {
 
 impl NginxWeb {
     fn start(name: &str) -> NginxWeb {
+        Self::start_opts(name, None)
+    }
+
+    /// With `tls`, the server listens with HTTPS (a certificate from that CA).
+    fn start_opts(name: &str, tls: Option<&Pki>) -> NginxWeb {
         let dir = tempdir(&format!("nginx-{name}"));
+        let ssl = match tls {
+            Some(pki) => {
+                let (cert, key) = pki.issue("mbox.example.com");
+                format!(
+                    " ssl;\n    ssl_certificate {};\n    ssl_certificate_key {}",
+                    cert.display(),
+                    key.display()
+                )
+            }
+            None => String::new(),
+        };
         let port = free_port();
         // a sparse 1 GiB file: no disk, any amount of bytes
         let big = std::fs::File::create(dir.join("big.bin")).unwrap();
@@ -33,7 +49,7 @@ impl NginxWeb {
              pid {d}/nginx.pid;\nevents {{ worker_connections 512; }}\nhttp {{\n  access_log off;\n\
              client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi; \
              uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n  client_max_body_size 0;\n\
-             server {{\n    listen 127.0.0.1:{port};\n    location = /big {{ alias {d}/big.bin; }}\n\
+             server {{\n    listen 127.0.0.1:{port}{ssl};\n    location = /big {{ alias {d}/big.bin; }}\n\
              location /redirect {{ return 302 http://127.0.0.1:{port}/landed; }}\n\
              location / {{ default_type text/plain; return 200 \"{name} $request_method $request_uri xff=$http_x_forwarded_for real=$http_x_real_ip host=$http_host\\n\"; }}\n\
              }}\n}}\n",
@@ -623,4 +639,98 @@ fn mode_redirect_sends_plaintext_clients_to_https() {
         )),
         "{head}"
     );
+}
+
+#[test]
+fn https_to_the_mailbox_servers_asks_for_httpssl() {
+    let pki = Pki::new();
+    let a = NginxWeb::start_opts("server-A", Some(&pki));
+    let lookup = LookupHandler::start(Default::default());
+    lookup.set("alice", route(a.addr));
+    let http = format!(
+        "upstream_tls = true\n\n[upstream]\nca_file = \"{}\"",
+        pki.ca.display()
+    );
+    let (rm, port) = ringmail(&http, &lookup, &[a.addr], None);
+    let (code, body, err) = curl(&[&format!("http://127.0.0.1:{port}/home/alice/x")]);
+    assert_eq!(code, 200, "{err}\n{}", rm.log());
+    assert!(body.starts_with("server-A GET /home/alice/x"), "{body}");
+    let heads = lookup.log.heads.lock().unwrap().clone();
+    assert!(
+        heads.iter().any(|h| h.contains("Auth-Protocol: httpssl")),
+        "{heads:?}"
+    );
+}
+
+#[test]
+fn web_routes_are_shared_through_memcached_with_zimbras_keys() {
+    let (a, b) = (NginxWeb::start("server-A"), NginxWeb::start("server-B"));
+    let mc = Memcached::start();
+    let lookup = LookupHandler::start(Default::default());
+    lookup.set(ID, route(b.addr));
+    let tier = format!("[memcache]\nservers = [\"{}\"]", mc.addr());
+    let (_rm, port) = ringmail(&format!("\n{tier}"), &lookup, &[a.addr, b.addr], None);
+    let cookie = format!("ZM_AUTH_TOKEN=0_5f2ce1_{TOKEN_HEX}");
+    let (_, body, _) = curl(&[
+        "-b",
+        &cookie,
+        &format!("http://127.0.0.1:{port}/service/soap/x"),
+    ]);
+    assert!(body.starts_with("server-B "), "{body}");
+    let key = ringmail::memcache::wire_key(format!("route:proto=http;id={ID}").as_bytes());
+    wait_for(Duration::from_secs(5), "the route in memcached", || {
+        mc.get(&key).is_some()
+    });
+    assert_eq!(mc.get(&key).unwrap(), b.addr.to_string());
+    // another proxy of the fleet routes the same token without asking the handler
+    let asked = lookup.requests();
+    let (_rm2, port2) = ringmail(&format!("\n{tier}"), &lookup, &[a.addr, b.addr], None);
+    let (_, body, _) = curl(&[
+        "-b",
+        &cookie,
+        &format!("http://127.0.0.1:{port2}/service/soap/y"),
+    ]);
+    assert!(body.starts_with("server-B "), "{body}");
+    assert_eq!(lookup.requests(), asked, "the second proxy used memcached");
+}
+
+#[test]
+fn the_admin_console_routes_by_the_admin_token() {
+    let (a, b) = (NginxWeb::start("admin-A"), NginxWeb::start("admin-B"));
+    let lookup = LookupHandler::start(Default::default());
+    lookup.set(ID, route(b.addr));
+    let pki = Pki::new();
+    let admin_port = free_port();
+    let http = format!(
+        "admin_listen = [\"127.0.0.1:{admin_port}\"]\nadmin_servers = [\"{}\", \"{}\"]",
+        a.addr, b.addr
+    );
+    let (rm, _) = ringmail(&http, &lookup, &[], Some(&pki));
+    let ca = pki.ca.display().to_string();
+    let resolve = format!("mail.example.com:{admin_port}:127.0.0.1");
+    let url = format!("https://mail.example.com:{admin_port}/service/admin/soap");
+    let cookie = format!("ZM_ADMIN_AUTH_TOKEN=0_ab_{TOKEN_HEX}");
+    let (code, body, err) = curl(&["--cacert", &ca, "--resolve", &resolve, "-b", &cookie, &url]);
+    assert_eq!(code, 200, "{err}\n{}", rm.log());
+    assert!(body.starts_with("admin-B "), "{body}");
+    let heads = lookup.log.heads.lock().unwrap().clone();
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.contains("Auth-Zimbra-Admin: True") && h.contains("Auth-Method: zimbraId")),
+        "{heads:?}"
+    );
+    // the user token means nothing to the admin console: ip-hash over the admin servers
+    let user_cookie = format!("ZM_AUTH_TOKEN=0_ab_{TOKEN_HEX}");
+    let expect = ["admin-A", "admin-B"][zimbra_ip_hash("127.0.0.1".parse().unwrap(), 2)];
+    let (_, body, _) = curl(&[
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        "-b",
+        &user_cookie,
+        &url,
+    ]);
+    assert!(body.starts_with(expect), "{body}");
 }

@@ -18,6 +18,8 @@ pub struct Target {
     pub tls: TlsMode,
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
     pub pop3: bool,
+    /// HTTP: no greeting.
+    pub http: bool,
 }
 
 #[derive(
@@ -93,6 +95,9 @@ impl Client {
             buf: Vec::new(),
             received: 0,
         };
+        if t.http {
+            return Ok(c);
+        }
         let greeting = c.line().await?;
         let ok = if t.pop3 {
             greeting.starts_with(b"+OK")

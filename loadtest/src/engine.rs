@@ -311,6 +311,7 @@ pub fn run(scenario: Scenario, args: RunArgs) -> anyhow::Result<Report> {
         tls: args.tls,
         tls_config,
         pop3: scenario == Scenario::Pop3,
+        http: scenario == Scenario::Http,
     };
     let open_time = Duration::from_secs_f64(args.sessions as f64 / args.rate.max(0.001));
     let start = Instant::now();

@@ -468,6 +468,15 @@ pub struct HttpFile {
     pub max_body: Size,
     /// Idle keep-alive connections kept per mailbox server, per worker.
     pub pool_size: usize,
+    /// HTTPS to the mailbox servers (`zimbraReverseProxySSLToUpstreamEnabled`): lookups ask
+    /// for `httpssl`, certificates are verified with `upstream.ca_file` (or not at all with
+    /// `upstream.insecure_skip_verify`).
+    pub upstream_tls: bool,
+    /// Admin console listeners (Zimbra's 9071, HTTPS): requests routed by the
+    /// `ZM_ADMIN_AUTH_TOKEN` cookie to `admin_servers`.
+    pub admin_listen: Vec<ListenFile>,
+    /// The mailbox servers' admin ports (`ip:7071`).
+    pub admin_servers: Vec<String>,
 }
 
 impl Default for HttpFile {
@@ -484,6 +493,9 @@ impl Default for HttpFile {
             max_header: Size(32 * 1024),
             max_body: Size(0),
             pool_size: 32,
+            upstream_tls: false,
+            admin_listen: Vec::new(),
+            admin_servers: Vec::new(),
         }
     }
 }

@@ -6,7 +6,11 @@ use super::{HttpConfig, HttpFile, HttpMode, ListenerSpec, Proto};
 use crate::http::route::Timeouts;
 
 /// The web proxy's settings, when an HTTP listener is configured.
-pub fn validate(h: &HttpFile, listeners: &[ListenerSpec]) -> Result<Option<HttpConfig>, String> {
+pub fn validate(
+    h: &HttpFile,
+    listeners: &[ListenerSpec],
+    upstream: &super::UpstreamFile,
+) -> Result<Option<HttpConfig>, String> {
     let http: Vec<&ListenerSpec> = listeners
         .iter()
         .filter(|l| l.proto == Proto::Http)
@@ -30,14 +34,21 @@ pub fn validate(h: &HttpFile, listeners: &[ListenerSpec]) -> Result<Option<HttpC
         }
         _ => {}
     }
-    let servers = h
-        .servers
+    let addrs = |list: &[String], key: &str| {
+        list.iter()
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .map_err(|_| format!("{key}: {s:?} is not an ip:port address"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let servers = addrs(&h.servers, "http.servers")?;
+    let admin_servers = addrs(&h.admin_servers, "http.admin_servers")?;
+    let admin_listen: Vec<SocketAddr> = h
+        .admin_listen
         .iter()
-        .map(|s| {
-            s.parse::<SocketAddr>()
-                .map_err(|_| format!("http.servers: {s:?} is not an ip:port address"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        .filter_map(|l| l.parts().0.parse().ok())
+        .collect();
     for (d, key) in [
         (h.read_timeout, "http.read_timeout"),
         (h.polling_timeout, "http.polling_timeout"),
@@ -51,12 +62,26 @@ pub fn validate(h: &HttpFile, listeners: &[ListenerSpec]) -> Result<Option<HttpC
     if !(1024..=1 << 20).contains(&h.max_header.0) {
         return Err("http.max_header must be between 1k and 1m".into());
     }
-    let mut backend_ports: Vec<u16> = servers.iter().map(SocketAddr::port).collect();
+    if h.upstream_tls && upstream.ca_file.is_none() && !upstream.insecure_skip_verify {
+        return Err(
+            "http.upstream_tls needs upstream.ca_file (or upstream.insecure_skip_verify) to \
+             verify the mailbox servers' certificates"
+                .into(),
+        );
+    }
+    let mut backend_ports: Vec<u16> = servers
+        .iter()
+        .chain(&admin_servers)
+        .map(SocketAddr::port)
+        .collect();
     backend_ports.sort_unstable();
     backend_ports.dedup();
     Ok(Some(HttpConfig {
         mode: h.mode,
-        https_port: http.iter().find(|l| l.tls).map_or(443, |l| l.addr.port()),
+        https_port: http
+            .iter()
+            .find(|l| l.tls && !admin_listen.contains(&l.addr))
+            .map_or(443, |l| l.addr.port()),
         servers,
         backend_ports,
         timeouts: Timeouts {
@@ -68,5 +93,8 @@ pub fn validate(h: &HttpFile, listeners: &[ListenerSpec]) -> Result<Option<HttpC
         max_header: h.max_header.0,
         max_body: (h.max_body.0 > 0).then_some(h.max_body.0 as u64),
         pool_size: h.pool_size.max(1),
+        upstream_tls: h.upstream_tls,
+        admin_listen,
+        admin_servers,
     }))
 }

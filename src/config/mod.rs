@@ -97,6 +97,11 @@ pub struct HttpConfig {
     pub max_header: usize,
     pub max_body: Option<u64>,
     pub pool_size: usize,
+    /// HTTPS to the mailbox servers.
+    pub upstream_tls: bool,
+    /// The admin console listeners' addresses, and its servers (7071).
+    pub admin_listen: Vec<SocketAddr>,
+    pub admin_servers: Vec<SocketAddr>,
 }
 
 /// `[workers]`: threads, their rings and their limits.

@@ -295,6 +295,13 @@ impl FileConfig {
                 StartTls::Off,
                 "http.listen_tls",
             ),
+            (
+                &self.http.admin_listen,
+                Proto::Http,
+                true,
+                StartTls::Off,
+                "http.admin_listen",
+            ),
         ] {
             for entry in list {
                 let (text, proxy_protocol) = entry.parts();
@@ -469,7 +476,7 @@ impl FileConfig {
             return Err("lookup.timeout and upstream.connect_timeout must be more than 0".into());
         }
 
-        let http = super::http::validate(&self.http, &listeners)?;
+        let http = super::http::validate(&self.http, &listeners, &self.upstream)?;
         Ok(Config {
             workers: Workers {
                 count: workers,

@@ -273,16 +273,20 @@ pub fn ip_hash(client: IpAddr, n: usize) -> usize {
     h as usize % n
 }
 
-/// Rewrite a backend's `Location` (§8): `http://<host>:<backend port>/…` (an inter-mailbox
-/// redirect) and, on the HTTPS listener, `http://<host>/…` become `<scheme>://<host>/…`, where
-/// `<host>` is the client's Host.
+/// Rewrite a backend's `Location` (§8): `http[s]://<any host>:<backend port>/…` (an
+/// inter-mailbox redirect; the admin console's `https://<host>:7071/`) and, on the HTTPS
+/// listener, `http://<host>/…` become `<scheme>://<Host>/…`, where `<Host>` is the client's
+/// Host header (its port included).
 pub fn rewrite_location(
     location: &[u8],
     host: &[u8],
     https: bool,
     backend_ports: &[u16],
 ) -> Option<Vec<u8>> {
-    let rest = location.strip_prefix(b"http://")?;
+    let (rest, was_https) = match location.strip_prefix(b"http://") {
+        Some(r) => (r, false),
+        None => (location.strip_prefix(b"https://")?, true),
+    };
     let slash = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
     let authority = &rest[..slash];
     let (h, port) = match authority.iter().rposition(|&b| b == b':') {
@@ -296,7 +300,8 @@ pub fn rewrite_location(
         None => (authority, None),
     };
     let inter_mailbox = port.is_some_and(|p| backend_ports.contains(&p));
-    let same_host_plain = https && port.is_none() && h.eq_ignore_ascii_case(host_name(host));
+    let same_host_plain =
+        https && !was_https && port.is_none() && h.eq_ignore_ascii_case(host_name(host));
     if !inter_mailbox && !same_host_plain {
         return None;
     }
@@ -313,6 +318,15 @@ pub fn host_name(host: &[u8]) -> &[u8] {
         Some(i) => &host[..i],
         None => host,
     }
+}
+
+/// The admin console's user (§4, `zmauth_admin`): only the `ZM_ADMIN_AUTH_TOKEN` cookie's
+/// account id.
+pub fn find_admin(cookie: Option<&[u8]>) -> Option<Who> {
+    cookie
+        .and_then(|c| cookie_value(c, b"ZM_ADMIN_AUTH_TOKEN"))
+        .and_then(token_id)
+        .map(Who::Id)
 }
 
 /// The `Location` of mail mode `redirect`'s 302 on the plaintext listener (§10).

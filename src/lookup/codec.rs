@@ -48,6 +48,8 @@ pub struct WebLookup<'a> {
     pub by_id: bool,
     /// The client's Host header (`X-Proxy-Host`), empty when it sent none.
     pub host: &'a [u8],
+    /// The admin console (`Auth-Zimbra-Admin: True`).
+    pub admin: bool,
 }
 
 /// nginx `NGX_ESCAPE_MAIL_AUTH`: 0x00–0x20 and `%` as `%XX` (uppercase), the rest raw.
@@ -123,6 +125,9 @@ pub fn encode_request(dialect: Dialect, host: &str, uri: &str, r: &Request<'_>) 
     }
     out.extend_from_slice(format!("\r\nClient-IP: {}", r.client_ip).as_bytes());
     if let Some(web) = r.web {
+        if web.admin {
+            out.extend_from_slice(b"\r\nAuth-Zimbra-Admin: True");
+        }
         out.extend_from_slice(b"\r\nX-Proxy-Host: ");
         out.extend(web.host.iter().filter(|&&b| b > 0x1f && b != 0x7f));
     }

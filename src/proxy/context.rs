@@ -33,6 +33,8 @@ pub struct Worker {
     pub upstream: Upstream,
     /// Idle keep-alive connections to the mailbox servers' web ports.
     pub http_pool: super::http::Pool,
+    /// TLS to those ports (`http.upstream_tls`): the connector and the name to verify.
+    pub http_tls: Option<(compio::tls::TlsConnector, Option<String>)>,
     /// The shared memcached tier, when configured (this worker's connections to it; the
     /// router and the throttle use it).
     pub memcache: Option<Rc<Tier>>,
@@ -79,6 +81,10 @@ impl Worker {
             ),
             upstream: Upstream::new(&config, shared.upstream_tls.clone(), metrics.clone()),
             http_pool: super::http::Pool::default(),
+            http_tls: shared
+                .http_tls
+                .clone()
+                .map(|(c, name)| (compio::tls::TlsConnector::from(c), name)),
             memcache,
             counters: shared.counters.clone(),
             prelogin: shared.prelogin.clone(),
@@ -126,6 +132,8 @@ impl Worker {
 pub struct Prepared {
     pub tls_store: Arc<TlsStore>,
     pub upstream_tls: UpstreamTls,
+    /// TLS to the mailbox servers' web ports, when `http.upstream_tls` is on.
+    pub http_tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
 }
 
 /// What every worker of the process shares: read-only configuration, the certificate store
@@ -136,6 +144,7 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub tls_store: Arc<TlsStore>,
     pub upstream_tls: UpstreamTls,
+    pub http_tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
     pub routes: Arc<RouteCache>,
     pub inflight: Arc<InFlight>,
     /// The lookup handlers' health (down marks, last errors).
@@ -176,6 +185,7 @@ impl Shared {
                 .map_or(0, |d| d.as_secs() as u32),
             tls_store: prepared.tls_store,
             upstream_tls: prepared.upstream_tls,
+            http_tls: prepared.http_tls,
             config,
         }
     }

@@ -271,28 +271,39 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
             );
         }
     }
-    let who = route::find_user(
-        &path,
-        &query,
-        header_bytes(req.headers(), header::COOKIE),
-        header_bytes(req.headers(), header::AUTHORIZATION),
-    );
+    let admin = cfg.admin_listen.contains(&cx.spec.addr);
+    let who = if admin {
+        route::find_admin(header_bytes(req.headers(), header::COOKIE))
+    } else {
+        route::find_user(
+            &path,
+            &query,
+            header_bytes(req.headers(), header::COOKIE),
+            header_bytes(req.headers(), header::AUTHORIZATION),
+        )
+    };
     let routed = match &who {
         Some(who) => {
             let ctx = WebContext {
-                protocol: "http",
+                protocol: if cfg.upstream_tls { "httpssl" } else { "http" },
                 client_ip: cx.peer.ip(),
                 proxy_ip: cx.local.ip(),
                 host: &host,
+                admin,
             };
             w.router.resolve_web(who, &ctx).await
         }
         None => WebRoute::Unknown,
     };
+    let group = if admin {
+        &cfg.admin_servers
+    } else {
+        &cfg.servers
+    };
     let server = match routed {
         WebRoute::Forbidden => return full(StatusCode::FORBIDDEN, "403 Forbidden\n"),
-        WebRoute::Server(s) => route::choose(Some(s), &cfg.servers, cx.peer.ip()),
-        WebRoute::Unknown => route::choose(None, &cfg.servers, cx.peer.ip()),
+        WebRoute::Server(s) => route::choose(Some(s), group, cx.peer.ip()),
+        WebRoute::Unknown => route::choose(None, group, cx.peer.ip()),
     };
     let Some(server) = server else {
         return full(
@@ -446,7 +457,22 @@ async fn connect(
         }
     };
     let _ = stream.set_nodelay(true);
-    let io = HyperStream::new_plain(stream);
+    let io = match &w.http_tls {
+        Some((connector, name)) => {
+            let domain = name.clone().unwrap_or_else(|| server.ip().to_string());
+            let handshake = connector.connect(&domain, stream);
+            match compio::time::timeout(w.config.upstream.connect_timeout, handshake).await {
+                Ok(r) => HyperStream::new_tls(r?),
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "TLS handshake timed out",
+                    ))
+                }
+            }
+        }
+        None => HyperStream::new_plain(stream),
+    };
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(io)
         .await

@@ -47,6 +47,19 @@ impl TlsTo {
     }
 }
 
+/// TLS to the mailbox servers' web ports (`http.upstream_tls`), with the `[upstream]` CA file
+/// and verification switch; the name verified is `upstream.server_name`, else the server's IP.
+pub fn load_http(
+    config: &Config,
+) -> Result<Option<(Arc<rustls::ClientConfig>, Option<String>)>, String> {
+    if !config.http.as_ref().is_some_and(|h| h.upstream_tls) {
+        return Ok(None);
+    }
+    let client =
+        crate::tls::client_config(config.upstream.ca_file.as_ref(), config.upstream.insecure)?;
+    Ok(Some((client, config.upstream.server_name.clone())))
+}
+
 impl UpstreamTls {
     /// Load the CA file and check the server name (start and `--check-config`).
     pub fn load(config: &Config) -> Result<Self, String> {

@@ -21,6 +21,8 @@ pub struct WebContext<'a> {
     pub proxy_ip: IpAddr,
     /// The client's Host header (empty if none).
     pub host: &'a [u8],
+    /// A request on the admin console listener.
+    pub admin: bool,
 }
 
 /// The verdict.
@@ -48,7 +50,7 @@ impl Router {
         // the alias (user names only), then the route key it leads to
         let mut alias_found = false;
         let key = if by_id {
-            web_id_key(ctx.protocol, name)
+            web_id_key(ctx.protocol, ctx.admin, name)
         } else {
             let alias = web_alias_key(name, ctx.host);
             let mut candidate = self.routes.alias_at(&alias, now);
@@ -103,6 +105,7 @@ impl Router {
             web: Some(WebLookup {
                 by_id,
                 host: ctx.host,
+                admin: ctx.admin,
             }),
         };
         let started = Instant::now();
@@ -114,7 +117,7 @@ impl Router {
                 let returned = route.account_raw.clone().unwrap_or_else(|| name.to_vec());
                 let mut writes = Vec::with_capacity(2);
                 let store_key = if by_id {
-                    web_id_key(ctx.protocol, &returned)
+                    web_id_key(ctx.protocol, ctx.admin, &returned)
                 } else {
                     if route.cache_alias && !alias_found {
                         // when the user already is the account, alias its local part

@@ -67,9 +67,11 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
             .map_err(anyhow::Error::msg)?,
     );
     let upstream_tls = super::upstream::UpstreamTls::load(config).map_err(anyhow::Error::msg)?;
+    let http_tls = super::upstream::load_http(config).map_err(anyhow::Error::msg)?;
     Ok(Prepared {
         tls_store,
         upstream_tls,
+        http_tls,
     })
 }
 

@@ -209,3 +209,25 @@ fn locations_are_rewritten_for_the_client() {
         b"203.0.113.1, 198.51.100.7"
     );
 }
+
+#[test]
+fn admin_console_routes_by_its_own_cookie_only() {
+    let cookie = format!("ZM_ADMIN_AUTH_TOKEN=0_ab_{TOKEN_HEX}");
+    assert_eq!(
+        find_admin(Some(cookie.as_bytes())),
+        Some(Who::Id(ID.to_vec()))
+    );
+    let user_cookie = format!("ZM_AUTH_TOKEN=0_ab_{TOKEN_HEX}");
+    assert_eq!(find_admin(Some(user_cookie.as_bytes())), None);
+    assert_eq!(find_admin(None), None);
+    // the admin server's own port in a redirect becomes the client's
+    assert_eq!(
+        rewrite_location(
+            b"https://mbox1.internal:7071/zimbraAdmin/",
+            b"admin.example.com:9071",
+            true,
+            &[7071]
+        ),
+        Some(b"https://admin.example.com:9071/zimbraAdmin/".to_vec())
+    );
+}
