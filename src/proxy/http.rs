@@ -123,6 +123,7 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
             .with_upgrades()
             .await;
     } else {
+        // the connection may be upgraded (WebSocket), which needs a `Send` stream: cyper-core's
         let io = HyperStream::new_plain(stream);
         let _ = http1(&cfg)
             .serve_connection(io, service)
@@ -370,7 +371,13 @@ async fn forward(
     let upstream_req = Request::from_parts(parts, body.boxed_unsync());
 
     let w = &cx.w;
-    let sender = match w.http_pool.take(server) {
+    // an upgrade gets a connection of its own (pooled ones cannot be handed over)
+    let pooled = if upgrade.is_some() {
+        None
+    } else {
+        w.http_pool.take(server)
+    };
+    let sender = match pooled {
         Some(s) => s,
         None => match connect(w, server, upgrade.is_some()).await {
             Ok(s) => s,
@@ -457,37 +464,55 @@ async fn connect(
         }
     };
     let _ = stream.set_nodelay(true);
-    let io = match &w.http_tls {
+    match &w.http_tls {
         Some((connector, name)) => {
             let domain = name.clone().unwrap_or_else(|| server.ip().to_string());
             let handshake = connector.connect(&domain, stream);
             match compio::time::timeout(w.config.upstream.connect_timeout, handshake).await {
-                Ok(r) => HyperStream::new_tls(r?),
-                Err(_) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "TLS handshake timed out",
-                    ))
-                }
+                Ok(r) if upgrades => upgradable_conn(HyperStream::new_tls(r?)).await,
+                Ok(r) => client_conn(HyperStream::new_tls(r?)).await,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                )),
             }
         }
-        None => HyperStream::new_plain(stream),
-    };
+        // an upgraded connection needs a `Send` stream (cyper-core's); the others take the
+        // cheaper one (measured in docs/benchmarks.md)
+        None if upgrades => upgradable_conn(HyperStream::new_plain(stream)).await,
+        None => client_conn(super::hyperio::PlainIo::new(stream)).await,
+    }
+}
+
+/// HTTP/1.1 over `io`, its connection task running on this worker.
+async fn client_conn<T>(io: T) -> std::io::Result<SendRequest<Body>>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(io)
         .await
         .map_err(std::io::Error::other)?;
-    if upgrades {
-        compio::runtime::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        })
-        .detach();
-    } else {
-        compio::runtime::spawn(async move {
-            let _ = conn.await;
-        })
-        .detach();
-    }
+    compio::runtime::spawn(async move {
+        let _ = conn.await;
+    })
+    .detach();
+    Ok(sender)
+}
+
+/// The same for a request that may upgrade the connection (hyper then needs `Send`).
+async fn upgradable_conn<T>(io: T) -> std::io::Result<SendRequest<Body>>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(std::io::Error::other)?;
+    compio::runtime::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    })
+    .detach();
     Ok(sender)
 }
 
