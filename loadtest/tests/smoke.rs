@@ -377,3 +377,64 @@ fn refuses_a_plan_over_the_open_files_limit() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A keep-alive HTTP/1.1 server (Python's http.server): `/chunked` answers in chunks, anything
+/// else with 100 bytes and a Content-Length.
+const PY_HTTP: &str = r#"
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        self.send_response(200)
+        if self.path == "/chunked":
+            self.send_header("Transfer-Encoding", "chunked"); self.end_headers()
+            for part in (b"x" * 30, b"y" * 20):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_header("Content-Length", "100"); self.end_headers()
+            self.wfile.write(b"z" * 100)
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+#[test]
+fn http_scenario_reports() {
+    let p = port();
+    let dir = std::env::temp_dir().join(format!("loadtest-smoke-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut server = Kill::spawn(
+        Command::new("python3").args(["-c", PY_HTTP, &p.to_string()]),
+        &dir,
+        "http",
+    );
+    server.wait(p);
+    let target = format!("127.0.0.1:{p}");
+    let r = run(&[
+        "http",
+        "--target",
+        &target,
+        "--path",
+        "/page",
+        "--count",
+        "30",
+        "--concurrency",
+        "3",
+    ]);
+    assert_eq!(r["ops"].as_u64().unwrap(), 30, "{r}");
+    assert_eq!(r["bytes"].as_u64().unwrap(), 3000, "body bytes: {r}");
+    let r = run(&[
+        "http",
+        "--target",
+        &target,
+        "--path",
+        "/chunked",
+        "--count",
+        "10",
+        "--concurrency",
+        "2",
+    ]);
+    assert_eq!(r["ops"].as_u64().unwrap(), 10, "{r}");
+    assert_eq!(r["bytes"].as_u64().unwrap(), 500, "chunked bodies: {r}");
+}
