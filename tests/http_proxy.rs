@@ -214,6 +214,24 @@ fn curl(args: &[&str]) -> (u16, String, String) {
     )
 }
 
+/// The status line and headers (lower-cased) curl gets for `url` with `Host: mail.example.com`.
+fn response_head(url: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Host: mail.example.com",
+            url,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+}
+
 /// Ringmail with an HTTP listener (and `https` TLS with a certificate) in front of `servers`.
 fn ringmail(
     http: &str,
@@ -350,28 +368,8 @@ fn unknown_users_fall_back_to_the_ip_hash_and_locations_are_rewritten() {
         assert!(body.starts_with(expect), "{path}: {body}");
     }
     // an inter-mailbox redirect names the backend's port: the client sees its own host
-    let (code, _, err) = curl(&[
-        "-D",
-        "-",
-        "-H",
-        "Host: mail.example.com",
-        &format!("http://127.0.0.1:{port}/redirect"),
-    ]);
-    assert_eq!(code, 302, "{err}");
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            "-H",
-            "Host: mail.example.com",
-        ])
-        .arg(format!("http://127.0.0.1:{port}/redirect"))
-        .output()
-        .unwrap();
-    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let head = response_head(&format!("http://127.0.0.1:{port}/redirect"));
+    assert!(head.starts_with("http/1.1 302"), "{head}");
     assert!(
         head.contains("location: http://mail.example.com/landed"),
         "{head}"
@@ -618,20 +616,7 @@ fn mode_redirect_sends_plaintext_clients_to_https() {
         &[a.addr],
         Some(&pki),
     );
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            "-H",
-            "Host: mail.example.com",
-        ])
-        .arg(format!("http://127.0.0.1:{port}/zimbra/mail?app=x"))
-        .output()
-        .unwrap();
-    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let head = response_head(&format!("http://127.0.0.1:{port}/zimbra/mail?app=x"));
     assert!(head.starts_with("http/1.1 302"), "{head}\n{}", rm.log());
     assert!(
         head.contains(&format!(

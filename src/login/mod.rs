@@ -356,6 +356,38 @@ impl FailureCounter {
     }
 }
 
+/// A collected login for the protocols' unit tests (`user` may carry a Zimbra suffix).
+#[cfg(test)]
+pub(crate) fn test_creds(tag: &str, user: &str, pass: &str, kind: AuthKind) -> Credentials {
+    let (user, suffix) = strip_suffix(user.as_bytes());
+    Credentials {
+        tag: tag.into(),
+        user,
+        suffix,
+        authcid: None,
+        password: Secret::from(pass.as_bytes()),
+        kind,
+    }
+}
+
+/// The replay parameters of the protocols' unit tests: client 198.51.100.7:56324 at
+/// 192.0.2.10:143, session `tEsTsEsSiOn1`.
+#[cfg(test)]
+pub(crate) fn test_params(account: &[u8], send_client_ip: bool) -> ReplayParams<'_> {
+    ReplayParams {
+        send_client_ip,
+        literal_auth: true,
+        starttls: false,
+        client_ip: "198.51.100.7".parse().unwrap(),
+        proxy_ip: "192.0.2.10".parse().unwrap(),
+        client_port: 56324,
+        proxy_port: 143,
+        session_id: "tEsTsEsSiOn1",
+        account,
+        password: None,
+    }
+}
+
 /// Feed a whole transcript to a pre-login machine: the replies, the last event and the bytes
 /// consumed. Shared by the protocols' unit tests.
 #[cfg(test)]

@@ -158,18 +158,7 @@ mod tests {
     use crate::secret::Secret;
 
     fn params(account: &[u8], xoip: bool) -> ReplayParams<'_> {
-        ReplayParams {
-            send_client_ip: xoip,
-            literal_auth: true,
-            starttls: false,
-            client_ip: "198.51.100.7".parse().unwrap(),
-            proxy_ip: "192.0.2.10".parse().unwrap(),
-            client_port: 56324,
-            proxy_port: 143,
-            session_id: "tEsTsEsSiOn1",
-            account,
-            password: None,
-        }
+        crate::login::test_params(account, xoip)
     }
 
     fn creds(kind: AuthKind) -> Credentials {

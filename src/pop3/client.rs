@@ -239,20 +239,11 @@ impl Dialect for Pop3<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::login::{run, strip_suffix, ClientSide, Event};
-    use crate::secret::Secret;
+    use crate::login::{run, ClientSide, Event};
     use std::time::Duration;
 
     fn creds(user: &str, pass: &str, kind: AuthKind) -> Credentials {
-        let (user, suffix) = strip_suffix(user.as_bytes());
-        Credentials {
-            tag: vec![],
-            user,
-            suffix,
-            authcid: None,
-            password: Secret::from(pass.as_bytes()),
-            kind,
-        }
+        crate::login::test_creds("", user, pass, kind)
     }
 
     #[test]

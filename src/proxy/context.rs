@@ -32,7 +32,7 @@ pub struct Worker {
     /// How backends are reached.
     pub upstream: Upstream,
     /// Idle keep-alive connections to the mailbox servers' web ports.
-    pub http_pool: super::http::Pool,
+    pub http_pool: super::httppool::Pool,
     /// TLS to those ports (`http.upstream_tls`): the connector and the name to verify.
     pub http_tls: Option<(compio::tls::TlsConnector, Option<String>)>,
     /// The shared memcached tier, when configured (this worker's connections to it; the
@@ -80,7 +80,7 @@ impl Worker {
                 metrics.clone(),
             ),
             upstream: Upstream::new(&config, shared.upstream_tls.clone(), metrics.clone()),
-            http_pool: super::http::Pool::default(),
+            http_pool: super::httppool::Pool::default(),
             http_tls: shared
                 .http_tls
                 .clone()

@@ -6,7 +6,6 @@
 //! are spliced through.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,18 +17,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use compio::net::TcpStream;
 use cyper_core::{CompioTimer, HyperStream};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use super::context::Worker;
+use super::httppool::Body;
 use super::webroute::{WebContext, WebRoute};
 use crate::config::{HttpConfig, HttpMode, ListenerSpec};
 use crate::http::route;
-
-type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// Spawns hyper's HTTP/2 stream tasks on this worker's runtime (no `Send` needed: a request
 /// never leaves its worker).
@@ -39,34 +37,6 @@ struct LocalExec;
 impl<F: Future<Output = ()> + 'static> hyper::rt::Executor<F> for LocalExec {
     fn execute(&self, fut: F) {
         compio::runtime::spawn(fut).detach();
-    }
-}
-
-/// One worker's idle keep-alive connections to the mailbox servers.
-#[derive(Default)]
-pub struct Pool {
-    idle: RefCell<HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
-}
-
-impl Pool {
-    fn take(&self, server: SocketAddr) -> Option<SendRequest<Body>> {
-        let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&server)?;
-        while let Some(s) = list.pop() {
-            if s.is_ready() {
-                return Some(s);
-            }
-        }
-        None
-    }
-
-    fn put(&self, server: SocketAddr, sender: SendRequest<Body>, max: usize) {
-        let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(server).or_default();
-        list.retain(|s| !s.is_closed());
-        if list.len() < max {
-            list.push(sender);
-        }
     }
 }
 

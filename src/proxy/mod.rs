@@ -8,6 +8,7 @@ pub mod drain;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod httppool;
 pub mod hyperio;
 pub mod inflight;
 pub mod listen;

@@ -18,18 +18,7 @@ fn creds(kind: AuthKind, user: &str) -> Credentials {
 
 fn replay<'a>(account: &'a [u8]) -> ReplayImap<'a> {
     ReplayImap {
-        common: ReplayParams {
-            send_client_ip: true,
-            literal_auth: true,
-            starttls: false,
-            client_ip: "198.51.100.7".parse().unwrap(),
-            proxy_ip: "192.0.2.10".parse().unwrap(),
-            client_port: 56324,
-            proxy_port: 143,
-            session_id: "tEsTsEsSiOn1",
-            account,
-            password: None,
-        },
+        common: crate::login::test_params(account, true),
         client_name: Some(b"Thunderbird"),
         client_version: Some(b"115.0"),
         own_name: "ringmail",

@@ -1,7 +1,6 @@
 //! Unit tests of [`super`].
 use super::*;
-use crate::login::{run, strip_suffix, ClientSide, Event};
-use crate::secret::Secret;
+use crate::login::{run, ClientSide, Event};
 use std::time::Duration;
 
 fn prepared() -> Prepared {
@@ -127,17 +126,7 @@ fn id_is_answered_and_remembered() {
     assert_eq!(out, "* ID NIL\r\na OK completed\r\n");
 }
 
-fn creds(tag: &str, user: &str, pass: &str, kind: AuthKind) -> Credentials {
-    let (user, suffix) = strip_suffix(user.as_bytes());
-    Credentials {
-        tag: tag.into(),
-        user,
-        suffix,
-        authcid: None,
-        password: Secret::from(pass.as_bytes()),
-        kind,
-    }
-}
+use crate::login::test_creds as creds;
 
 #[test]
 fn login_with_literals_and_continuation() {
