@@ -719,3 +719,42 @@ fn the_admin_console_routes_by_the_admin_token() {
     ]);
     assert!(body.starts_with(expect), "{body}");
 }
+
+#[test]
+fn sigterm_closes_idle_keep_alive_connections_and_lets_a_long_poll_finish() {
+    let py = PyBackend::start();
+    let lookup = LookupHandler::start(Default::default());
+    let (mut rm, port) = ringmail("", &lookup, &[py.addr], None);
+    // an idle keep-alive connection after one request
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    idle.write_all(b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"0\r\n\r\n") {
+        let n = idle.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    // a long poll in flight when the drain begins
+    let url = format!("http://127.0.0.1:{port}/service/soap/NoOpRequest?wait=2");
+    let poll = std::thread::spawn(move || curl(&[&url]));
+    std::thread::sleep(Duration::from_millis(500));
+    rm.signal("TERM");
+    let t = Instant::now();
+    assert_eq!(
+        idle.read(&mut buf).unwrap_or(0),
+        0,
+        "the idle connection is closed"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let (code, body, _) = poll.join().unwrap();
+    assert_eq!((code, body.as_str()), (200, "polled 2.0\n"), "{}", rm.log());
+    assert!(
+        rm.wait_exit(Duration::from_secs(40)).is_some(),
+        "{}",
+        rm.log()
+    );
+}

@@ -48,6 +48,21 @@ struct Cx {
     local: SocketAddr,
 }
 
+/// Drive a hyper connection to its end; when the worker drains (SIGTERM), hyper finishes the
+/// request in progress and closes (idle keep-alive connections close at once). The worker's
+/// drain deadline bounds what is left.
+macro_rules! serve_until_drained {
+    ($w:expr, $conn:expr) => {{
+        let mut conn = std::pin::pin!($conn);
+        let wait = std::pin::pin!($w.drain.wait());
+        let drained = futures_util::future::select(conn.as_mut(), wait).await;
+        if let futures_util::future::Either::Right(_) = drained {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }};
+}
+
 /// Serve one client connection (after accept; `peer` is the client).
 pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: SocketAddr) {
     let local = stream
@@ -85,20 +100,14 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
             b.timer(CompioTimer)
                 .max_header_list_size(cfg.max_header as u32)
                 .keep_alive_interval(None);
-            let _ = b.serve_connection(io, service).await;
+            serve_until_drained!(w, b.serve_connection(io, service));
             return;
         }
-        let _ = http1(&cfg)
-            .serve_connection(io, service)
-            .with_upgrades()
-            .await;
+        serve_until_drained!(w, http1(&cfg).serve_connection(io, service).with_upgrades());
     } else {
         // the connection may be upgraded (WebSocket), which needs a `Send` stream: cyper-core's
         let io = HyperStream::new_plain(stream);
-        let _ = http1(&cfg)
-            .serve_connection(io, service)
-            .with_upgrades()
-            .await;
+        serve_until_drained!(w, http1(&cfg).serve_connection(io, service).with_upgrades());
     }
 }
 
