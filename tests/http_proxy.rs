@@ -758,3 +758,30 @@ fn sigterm_closes_idle_keep_alive_connections_and_lets_a_long_poll_finish() {
         rm.log()
     );
 }
+
+#[test]
+fn locations_go_to_zimbras_upstream_groups() {
+    let (a, b) = (NginxWeb::start("login-A"), NginxWeb::start("mbox-B"));
+    let lookup = LookupHandler::start(Default::default());
+    lookup.set("alice", route(b.addr));
+    let http = format!(
+        "login_servers = [\"{}\"]\news_servers = [\"{}\"]",
+        a.addr, a.addr
+    );
+    let (rm, port) = ringmail(&http, &lookup, &[b.addr], None);
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    // `= /` without an auth token: the login servers
+    let (code, body, err) = curl(&[&url("/")]);
+    assert_eq!(code, 200, "{err}\n{}", rm.log());
+    assert!(body.starts_with("login-A "), "{body}");
+    // with one: the web client's servers (here the mailbox group)
+    let cookie = format!("ZM_AUTH_TOKEN=0_5f2ce1_{TOKEN_HEX}");
+    let (_, body, _) = curl(&["-b", &cookie, &url("/")]);
+    assert!(body.starts_with("mbox-B "), "{body}");
+    // alice lives on B, which is not an EWS server: Zimbra's rule sends her EWS requests to
+    // the EWS group's ip-hash; her REST requests go to B
+    let (_, body, _) = curl(&["-u", "alice:pw", &url("/EWS/Exchange.asmx")]);
+    assert!(body.starts_with("login-A "), "{body}");
+    let (_, body, _) = curl(&[&url("/home/alice/inbox")]);
+    assert!(body.starts_with("mbox-B "), "{body}");
+}

@@ -477,6 +477,13 @@ pub struct HttpFile {
     pub admin_listen: Vec<ListenFile>,
     /// The mailbox servers' admin ports (`ip:7071`).
     pub admin_servers: Vec<String>,
+    /// Zimbra's per-location groups (`zimbraReverseProxyUpstream*Servers`): the web client's
+    /// servers (default: `servers`), EWS, login page and zx servers (empty: no such location;
+    /// their requests go where Zimbra's nginx sends them then).
+    pub webclient_servers: Vec<String>,
+    pub ews_servers: Vec<String>,
+    pub login_servers: Vec<String>,
+    pub zx_servers: Vec<String>,
 }
 
 impl Default for HttpFile {
@@ -496,6 +503,10 @@ impl Default for HttpFile {
             upstream_tls: false,
             admin_listen: Vec::new(),
             admin_servers: Vec::new(),
+            webclient_servers: Vec::new(),
+            ews_servers: Vec::new(),
+            login_servers: Vec::new(),
+            zx_servers: Vec::new(),
         }
     }
 }

@@ -44,6 +44,13 @@ pub fn validate(
     };
     let servers = addrs(&h.servers, "http.servers")?;
     let admin_servers = addrs(&h.admin_servers, "http.admin_servers")?;
+    let mut webclient_servers = addrs(&h.webclient_servers, "http.webclient_servers")?;
+    if webclient_servers.is_empty() {
+        webclient_servers = servers.clone();
+    }
+    let ews_servers = addrs(&h.ews_servers, "http.ews_servers")?;
+    let login_servers = addrs(&h.login_servers, "http.login_servers")?;
+    let zx_servers = addrs(&h.zx_servers, "http.zx_servers")?;
     let admin_listen: Vec<SocketAddr> = h
         .admin_listen
         .iter()
@@ -72,6 +79,10 @@ pub fn validate(
     let mut backend_ports: Vec<u16> = servers
         .iter()
         .chain(&admin_servers)
+        .chain(&webclient_servers)
+        .chain(&ews_servers)
+        .chain(&login_servers)
+        .chain(&zx_servers)
         .map(SocketAddr::port)
         .collect();
     backend_ports.sort_unstable();
@@ -83,6 +94,10 @@ pub fn validate(
             .find(|l| l.tls && !admin_listen.contains(&l.addr))
             .map_or(443, |l| l.addr.port()),
         servers,
+        webclient_servers,
+        ews_servers,
+        login_servers,
+        zx_servers,
         backend_ports,
         timeouts: Timeouts {
             read: h.read_timeout.0,

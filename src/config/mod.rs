@@ -87,7 +87,12 @@ pub use crate::protocol::Proto;
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub mode: HttpMode,
+    /// The mailbox group (`zimbra`): every location's group unless one of its own is set.
     pub servers: Vec<SocketAddr>,
+    pub webclient_servers: Vec<SocketAddr>,
+    pub ews_servers: Vec<SocketAddr>,
+    pub login_servers: Vec<SocketAddr>,
+    pub zx_servers: Vec<SocketAddr>,
     /// The mailbox servers' ports (a `Location` naming one is an inter-mailbox redirect).
     pub backend_ports: Vec<u16>,
     /// Where mode `redirect` sends clients: the first HTTPS listener's port, else 443.
@@ -102,6 +107,29 @@ pub struct HttpConfig {
     /// The admin console listeners' addresses, and its servers (7071).
     pub admin_listen: Vec<SocketAddr>,
     pub admin_servers: Vec<SocketAddr>,
+}
+
+impl HttpConfig {
+    /// The optional groups that exist.
+    pub fn optional(&self) -> crate::http::route::Optional {
+        crate::http::route::Optional {
+            ews: !self.ews_servers.is_empty(),
+            login: !self.login_servers.is_empty(),
+            zx: !self.zx_servers.is_empty(),
+        }
+    }
+
+    /// The servers of a group.
+    pub fn group(&self, g: crate::http::route::Group) -> &[SocketAddr] {
+        use crate::http::route::Group;
+        match g {
+            Group::Mailbox => &self.servers,
+            Group::Webclient => &self.webclient_servers,
+            Group::Ews => &self.ews_servers,
+            Group::Login => &self.login_servers,
+            Group::Zx => &self.zx_servers,
+        }
+    }
 }
 
 /// `[workers]`: threads, their rings and their limits.

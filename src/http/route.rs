@@ -94,6 +94,75 @@ pub fn classify(path: &[u8]) -> Class {
     Class::Web
 }
 
+/// Zimbra's upstream groups (§2): which servers may serve a request's location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// `zimbra` / `zimbra_ssl`: ActiveSync, the service paths, long polls, autodiscover.
+    Mailbox,
+    /// `zimbra_webclient`: `location /`.
+    Webclient,
+    /// `zimbra_ews`: EWS (only when EWS servers are configured).
+    Ews,
+    /// `zimbra_login`: `= /` without an auth token (only when login servers are configured).
+    Login,
+    /// `zx`: `/zx/` (only when zx servers are configured).
+    Zx,
+}
+
+/// Which optional groups exist (Zimbra writes their locations only then).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Optional {
+    pub ews: bool,
+    pub login: bool,
+    pub zx: bool,
+}
+
+/// The group that serves a request, by nginx's location order (§3): the exact `/`, then the
+/// `^~` prefixes, then the regexes, then `/`.
+pub fn group(
+    path: &[u8],
+    cookie: Option<&[u8]>,
+    user_agent: Option<&[u8]>,
+    opt: Optional,
+) -> Group {
+    if path == b"/" && opt.login {
+        let token = cookie.is_some_and(|c| contains(c, b"ZM_AUTH_TOKEN="));
+        return if token {
+            Group::Webclient
+        } else {
+            Group::Login
+        };
+    }
+    if path.starts_with(b"/Microsoft-Server-ActiveSync")
+        || path.starts_with(b"/service/soap/NoOpRequest")
+        || path.starts_with(b"/service/soap/WaitSetRequest")
+    {
+        return Group::Mailbox;
+    }
+    if path.starts_with(b"/zx/") {
+        return if opt.zx { Group::Zx } else { Group::Webclient };
+    }
+    if path.starts_with(b"/autodiscover") {
+        let ews_client = user_agent.is_some_and(|ua| contains(ua, b"ExchangeWebServices"));
+        return if ews_client && opt.ews {
+            Group::Ews
+        } else {
+            Group::Mailbox
+        };
+    }
+    let lower = path.to_ascii_lowercase();
+    if contains(&lower, b"/service/extension/drive/") {
+        return Group::Mailbox;
+    }
+    if opt.ews && lower.starts_with(b"/ews/exchange.asmx") {
+        return Group::Ews;
+    }
+    match classify(path) {
+        Class::Service => Group::Mailbox,
+        _ => Group::Webclient,
+    }
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }

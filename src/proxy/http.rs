@@ -276,9 +276,15 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
         None => WebRoute::Unknown,
     };
     let group = if admin {
-        &cfg.admin_servers
+        &cfg.admin_servers[..]
     } else {
-        &cfg.servers
+        let g = route::group(
+            &path,
+            header_bytes(req.headers(), header::COOKIE),
+            header_bytes(req.headers(), header::USER_AGENT),
+            cfg.optional(),
+        );
+        cfg.group(g)
     };
     let server = match routed {
         WebRoute::Forbidden => return full(StatusCode::FORBIDDEN, "403 Forbidden\n"),

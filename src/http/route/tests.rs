@@ -231,3 +231,62 @@ fn admin_console_routes_by_its_own_cookie_only() {
         Some(b"https://admin.example.com:9071/zimbraAdmin/".to_vec())
     );
 }
+
+#[test]
+fn locations_pick_zimbras_upstream_groups() {
+    let all = Optional {
+        ews: true,
+        login: true,
+        zx: true,
+    };
+    let none = Optional::default();
+    assert_eq!(group(b"/", None, None, all), Group::Login);
+    assert_eq!(
+        group(b"/", Some(b"a=b; ZM_AUTH_TOKEN=0_x_y"), None, all),
+        Group::Webclient
+    );
+    assert_eq!(
+        group(b"/", None, None, none),
+        Group::Webclient,
+        "no login servers: location /"
+    );
+    assert_eq!(group(b"/zimbra/mail", None, None, all), Group::Webclient);
+    assert_eq!(
+        group(b"/Microsoft-Server-ActiveSync", None, None, all),
+        Group::Mailbox
+    );
+    assert_eq!(
+        group(b"/service/soap/SearchRequest", None, None, all),
+        Group::Mailbox
+    );
+    assert_eq!(
+        group(b"/home/alice/inbox", None, None, none),
+        Group::Mailbox
+    );
+    assert_eq!(group(b"/EWS/Exchange.asmx", None, None, all), Group::Ews);
+    assert_eq!(
+        group(b"/EWS/Exchange.asmx", None, None, none),
+        Group::Webclient,
+        "no EWS servers"
+    );
+    assert_eq!(
+        group(
+            b"/autodiscover/autodiscover.xml",
+            None,
+            Some(b"ExchangeWebServices/2.0"),
+            all
+        ),
+        Group::Ews
+    );
+    assert_eq!(
+        group(
+            b"/autodiscover/autodiscover.xml",
+            None,
+            Some(b"Outlook"),
+            all
+        ),
+        Group::Mailbox
+    );
+    assert_eq!(group(b"/zx/auth", None, None, all), Group::Zx);
+    assert_eq!(group(b"/zx/auth", None, None, none), Group::Webclient);
+}
