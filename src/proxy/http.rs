@@ -407,15 +407,8 @@ async fn forward(
             Empty::new().map_err(|never| match never {}).boxed_unsync(),
         );
     }
-    // the connection goes back to the pool once this response has been read to its end
-    let pool_max = cfg.pool_size;
-    let w2 = w.clone();
-    compio::runtime::spawn(async move {
-        if sender.ready().await.is_ok() {
-            w2.http_pool.put(server, sender, pool_max);
-        }
-    })
-    .detach();
+    // back to the pool now: it is taken again once this response has been read to its end
+    w.http_pool.put(server, sender, cfg.pool_size);
     let (mut parts, body) = resp.into_parts();
     strip_hop(&mut parts.headers);
     if let Some(loc) = parts.headers.get(header::LOCATION) {
