@@ -391,3 +391,47 @@ mod tests {
         }
     }
 }
+
+/// The web proxy's routing (`http::route`): a request's path, query, cookie, authorization,
+/// user agent and a backend `Location`, separated by 0xFF bytes. No panic; a user found is
+/// never empty; an account id is printable ASCII; a rewritten `Location` starts with the
+/// client's scheme and Host.
+pub fn http_route(data: &[u8]) {
+    use crate::http::route::{
+        classify, find_admin, find_user, forbidden_target, group, rewrite_location, Optional, Who,
+    };
+    let mut parts = data.split(|&b| b == 0xff);
+    let mut next = || parts.next().unwrap_or(b"");
+    let (path, query, cookie, auth, ua, location) =
+        (next(), next(), next(), next(), next(), next());
+    fn opt(b: &[u8]) -> Option<&[u8]> {
+        (!b.is_empty()).then_some(b)
+    }
+    for who in [
+        find_user(path, query, opt(cookie), opt(auth)),
+        find_admin(opt(cookie)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        match who {
+            Who::User(u) => assert!(!u.is_empty()),
+            Who::Id(id) => assert!(!id.is_empty() && id.iter().all(u8::is_ascii_graphic)),
+        }
+    }
+    let _ = classify(path);
+    let _ = forbidden_target(path);
+    let all = Optional {
+        ews: true,
+        login: true,
+        zx: true,
+    };
+    let _ = group(path, opt(cookie), opt(ua), all);
+    let host = b"mail.example.com";
+    for https in [false, true] {
+        if let Some(l) = rewrite_location(location, host, https, &[8080, 7071]) {
+            let scheme: &[u8] = if https { b"https://" } else { b"http://" };
+            assert!(l.starts_with(&[scheme, &host[..]].concat()), "{l:?}");
+        }
+    }
+}

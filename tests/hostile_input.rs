@@ -206,6 +206,7 @@ fn fuzz_seeds_pass_the_fuzz_checks() {
         ("memcache_reply", ringmail::fuzzing::memcache_reply),
         ("proxy_header", ringmail::fuzzing::proxy_header),
         ("sasl", ringmail::fuzzing::sasl),
+        ("http_route", ringmail::fuzzing::http_route),
     ];
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     for (name, run) in targets {

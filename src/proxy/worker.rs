@@ -305,7 +305,8 @@ async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListen
             use futures_util::FutureExt;
             // a bug in one session must not take the worker and its other sessions down
             let panicked = if spec.proto == crate::protocol::Proto::Http {
-                let conn = super::http::serve(w.clone(), spec, stream, peer);
+                // boxed: the HTTP connection's state must not grow every mail session's task
+                let conn = Box::pin(super::http::serve(w.clone(), spec, stream, peer));
                 std::panic::AssertUnwindSafe(conn).catch_unwind().await.is_err()
             } else {
                 let session = super::session::serve(&w, spec, stream, peer);
