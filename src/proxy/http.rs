@@ -362,7 +362,8 @@ async fn forward(
     } else {
         w.http_pool.take(server)
     };
-    let sender = match pooled {
+    let reused = pooled.is_some();
+    let mut sender = match pooled {
         Some(s) => s,
         None => match connect(w, server, upgrade.is_some()).await {
             Ok(s) => s,
@@ -372,12 +373,27 @@ async fn forward(
             }
         },
     };
-    let mut sender = sender;
-    let sent = compio::time::timeout(timeout, sender.send_request(upstream_req)).await;
+    let mut sent = compio::time::timeout(timeout, sender.try_send_request(upstream_req)).await;
+    // a pooled connection the server closed while it was idle: the request never left, so it
+    // goes again on a new connection (as nginx does)
+    let again = match &mut sent {
+        Ok(Err(e)) if reused => e.take_message(),
+        _ => None,
+    };
+    if let Some(req) = again {
+        sender = match connect(w, server, false).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(client = %cx.peer, backend = %server, error = %e, "connecting to the mailbox server failed");
+                return full(StatusCode::BAD_GATEWAY, "502 mailbox server unreachable\n");
+            }
+        };
+        sent = compio::time::timeout(timeout, sender.try_send_request(req)).await;
+    }
     let mut resp = match sent {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            tracing::warn!(client = %cx.peer, backend = %server, error = %e, "mailbox server request failed");
+            tracing::warn!(client = %cx.peer, backend = %server, error = %e.error(), "mailbox server request failed");
             return full(StatusCode::BAD_GATEWAY, "502 mailbox server failed\n");
         }
         Err(_) => {
