@@ -18,6 +18,13 @@ pub fn validate(
     if http.is_empty() {
         return Ok(None);
     }
+    if let Some(l) = http.iter().find(|l| l.proxy_protocol) {
+        return Err(format!(
+            "{}: the PROXY protocol is not supported on HTTP listeners yet (a balancer's \
+             X-Forwarded-For is passed on)",
+            l.addr
+        ));
+    }
     let (plain, tls) = (http.iter().any(|l| !l.tls), http.iter().any(|l| l.tls));
     match h.mode {
         HttpMode::Http if tls => {

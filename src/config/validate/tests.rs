@@ -122,3 +122,39 @@ fn unknown_keys_and_bad_values_are_errors() {
     .unwrap();
     assert!(f.validate().unwrap_err().contains("ca_file"));
 }
+
+#[test]
+fn http_table_is_checked() {
+    let base = "[lookup]\nroutes = { \"*\" = \"127.0.0.1\" }\n[imap]\nlisten = [\"127.0.0.1:1143\"]\n[pop3]\nlisten = []\n";
+    let check = |http: &str| {
+        FileConfig::from_toml(&format!("{base}[http]\n{http}"))
+            .unwrap()
+            .validate()
+    };
+    // off while no listener is configured
+    assert!(check("").unwrap().http.is_none());
+    let c =
+        check("listen = [\"127.0.0.1:8080\"]\nservers = [\"10.0.0.1:8080\", \"10.0.0.2:8080\"]")
+            .unwrap();
+    let h = c.http.unwrap();
+    assert_eq!(
+        h.webclient_servers, h.servers,
+        "the web client's group defaults to servers"
+    );
+    assert_eq!(h.backend_ports, vec![8080]);
+    assert_eq!(h.https_port, 443);
+    let err = |http: &str| check(http).unwrap_err();
+    assert!(
+        err("listen = [\"127.0.0.1:8080\"]\nmode = \"https\"").contains("no plaintext listener")
+    );
+    assert!(err("listen = [\"127.0.0.1:8080\"]\nmode = \"redirect\"")
+        .contains("needs an HTTPS listener"));
+    assert!(err("listen = [\"127.0.0.1:8080\"]\nservers = [\"mbox1\"]").contains("http.servers"));
+    assert!(err("listen = [\"127.0.0.1:8080\"]\nupstream_tls = true").contains("upstream.ca_file"));
+    assert!(err(
+        "listen = [{ address = \"127.0.0.1:8080\", proxy_protocol = true }]\n\
+             [proxy_protocol]\ntrusted = [\"10.0.0.0/8\"]"
+    )
+    .contains("PROXY protocol is not supported"));
+    assert!(err("listen = [\"127.0.0.1:8080\"]\nmax_header = \"100\"").contains("max_header"));
+}
