@@ -80,7 +80,12 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
     });
     let service = hyper::service::service_fn(move |req| {
         let cx = cx.clone();
-        async move { Ok::<_, Infallible>(handle(&cx, req).await) }
+        async move {
+            let resp = handle(&cx, req).await;
+            let proxy = resp.extensions().get::<ProxyMade>().is_some();
+            cx.w.metrics.http_response(resp.status().as_u16(), proxy);
+            Ok::<_, Infallible>(resp)
+        }
     });
     if spec.tls {
         let Some(tls) = w.server_tls(spec.proto) else {
@@ -120,6 +125,10 @@ fn http1(cfg: &HttpConfig) -> hyper::server::conn::http1::Builder {
     b
 }
 
+/// Marks a response ringmail made itself (for the metrics).
+#[derive(Clone, Copy)]
+struct ProxyMade;
+
 fn full(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::from_static(text.as_bytes()))
@@ -127,6 +136,7 @@ fn full(status: StatusCode, text: &'static str) -> Response<Body> {
             .boxed_unsync(),
     );
     *r.status_mut() = status;
+    r.extensions_mut().insert(ProxyMade);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -286,10 +296,13 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
         );
         cfg.group(g)
     };
-    let server = match routed {
+    let (server, by_route) = match routed {
         WebRoute::Forbidden => return full(StatusCode::FORBIDDEN, "403 Forbidden\n"),
-        WebRoute::Server(s) => route::choose(Some(s), group, cx.peer.ip()),
-        WebRoute::Unknown => route::choose(None, group, cx.peer.ip()),
+        WebRoute::Server(s) => {
+            let chosen = route::choose(Some(s), group, cx.peer.ip());
+            (chosen, chosen == Some(s))
+        }
+        WebRoute::Unknown => (route::choose(None, group, cx.peer.ip()), false),
     };
     let Some(server) = server else {
         return full(
@@ -297,6 +310,7 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
             "502 no mailbox server for this request\n",
         );
     };
+    w.metrics.http_routed(by_route);
     let timeout = class.read_timeout(&cfg.timeouts);
     forward(cx, cfg, req, server, &host, timeout).await
 }

@@ -117,6 +117,10 @@ pub struct Metrics {
     tls: [AtomicU64; 2],
     pub backend_connect: Histogram,
     backend_connect_errors: AtomicU64,
+    /// HTTP responses: [from the mailbox server, made by ringmail][1xx–2xx, 3xx, 4xx, 5xx]
+    http_responses: [[AtomicU64; 4]; 2],
+    /// HTTP requests sent to [their user's route, the group's ip-hash]
+    http_routed: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -134,6 +138,8 @@ impl Metrics {
             tls: Default::default(),
             backend_connect: Histogram::default(),
             backend_connect_errors: AtomicU64::new(0),
+            http_responses: Default::default(),
+            http_routed: Default::default(),
         }
     }
 
@@ -185,6 +191,22 @@ impl Metrics {
 
     pub fn tls_handshake(&self, ok: bool) {
         self.tls[usize::from(!ok)].fetch_add(1, Relaxed);
+    }
+
+    /// An HTTP response sent to a client: `proxy` when ringmail made it (an error, a redirect).
+    pub fn http_response(&self, status: u16, proxy: bool) {
+        let class = match status {
+            0..=299 => 0,
+            300..=399 => 1,
+            400..=499 => 2,
+            _ => 3,
+        };
+        self.http_responses[usize::from(proxy)][class].fetch_add(1, Relaxed);
+    }
+
+    /// An HTTP request sent on: by its user's route, or by the ip-hash fallback.
+    pub fn http_routed(&self, by_route: bool) {
+        self.http_routed[usize::from(!by_route)].fetch_add(1, Relaxed);
     }
 
     pub fn backend_connect_error(&self) {
@@ -407,6 +429,31 @@ pub fn render(all: &[std::sync::Arc<Metrics>], handlers: &[String], ready: bool)
         "ringmail_backend_connect_errors_total {}",
         sum_u(all, |m| &m.backend_connect_errors)
     );
+    header(
+        &mut out,
+        "ringmail_http_responses_total",
+        "counter",
+        "HTTP responses by source (backend: the mailbox server's; proxy: ringmail's own, errors and redirects) and status class.",
+    );
+    for (si, source) in ["backend", "proxy"].iter().enumerate() {
+        for (ci, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            let v = sum_u(all, |m| &m.http_responses[si][ci]);
+            let _ = writeln!(
+                out,
+                "ringmail_http_responses_total{{source=\"{source}\",class=\"{class}\"}} {v}"
+            );
+        }
+    }
+    header(
+        &mut out,
+        "ringmail_http_routed_total",
+        "counter",
+        "HTTP requests sent on, by how their mailbox server was chosen: route (the user's) or ip_hash (Zimbra's fallback).",
+    );
+    for (i, by) in ["route", "ip_hash"].iter().enumerate() {
+        let v = sum_u(all, |m| &m.http_routed[i]);
+        let _ = writeln!(out, "ringmail_http_routed_total{{by=\"{by}\"}} {v}");
+    }
     out
 }
 
