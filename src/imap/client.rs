@@ -1,8 +1,10 @@
-//! The IMAP not-authenticated state as seen by the client (sans-I/O).
+//! The IMAP not-authenticated state as seen by the client (sans-I/O): the IMAP
+//! [`Dialect`] of the pre-login engine ([`crate::login::engine`]).
 //!
-//! Bytes from the client go in, reply bytes come out in `out`, and an [`Event`] tells the
-//! session what to do next: read more, close, or look up and log in with the collected
-//! [`Credentials`]. Time never enters here; the failed-login delay is returned as a duration.
+//! Bytes from the client go in, reply bytes come out in `out`, and an
+//! [`Event`](crate::login::Event) tells the session what to do next: read more, close, or look
+//! up and log in with the collected [`Credentials`]. Time never enters here; the failed-login
+//! delay is returned as a duration.
 //! Replies and their order follow `spec/imap-proxy.md` §3–§5; deliberate differences from
 //! Zimbra's nginx are listed in `docs/compatibility.md`.
 #![forbid(unsafe_code)]

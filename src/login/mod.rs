@@ -1,7 +1,9 @@
 //! What every protocol's pre-login state machine has in common: the collected [`Credentials`],
 //! the [`Event`]s and [`Progress`] reports the session acts on, the [`ClientSide`] and
 //! [`BackendSide`] traits that let one I/O session driver serve IMAP and POP3, and the
-//! failed-login policy (delay, retry, close). Sans-I/O: durations are computed here, the
+//! failed-login policy (delay, retry, close). The one pre-login engine that implements
+//! [`ClientSide`] for every protocol is [`engine`]; the one backend replay driver that
+//! implements [`BackendSide`] is [`replay`]. Sans-I/O: durations are computed here, the
 //! session sleeps.
 #![forbid(unsafe_code)]
 

@@ -3,7 +3,7 @@
 //! Encodes the request in the Zimbra dialect (exact header order, `Auth-Pass: _password_`) or
 //! the stock nginx `auth_http` dialect (the real password), and parses the handler's answer
 //! with httparse into a route, a denial or a stock-nginx `WAIT`. Connections, timeouts and
-//! fail-over are [`super::client`]'s.
+//! fail-over are [`crate::proxy::lookup`]'s.
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};

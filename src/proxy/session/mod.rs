@@ -1,7 +1,8 @@
 //! One client connection, driven end to end, for any protocol: TLS (implicit or after
-//! STARTTLS/STLS), greeting and pre-login commands (a [`ClientSide`] state machine: IMAP or
-//! POP3), route resolution ([`super::resolve`]), backend connect (TLS when configured) and login
-//! replay (a [`BackendSide`]), failed-login delays, then the relay ([`super::relay`]).
+//! STARTTLS/STLS), greeting and pre-login commands (a [`ClientSide`](crate::login::ClientSide)
+//! state machine: IMAP or POP3), route resolution ([`super::router`]), backend connect
+//! ([`super::upstream`]) and login replay (a [`BackendSide`](crate::login::BackendSide)),
+//! failed-login delays, then the relay ([`super::relay`]).
 //!
 //! All protocol decisions are made by the sans-I/O state machines; this file reads, writes,
 //! sleeps and logs which step failed. Passwords are never logged.
