@@ -419,14 +419,13 @@ pub fn http_route(data: &[u8]) {
             Who::Id(id) => assert!(!id.is_empty() && id.iter().all(u8::is_ascii_graphic)),
         }
     }
-    let _ = classify(path);
     let _ = forbidden_target(path);
     let all = Optional {
         ews: true,
         login: true,
         zx: true,
     };
-    let _ = group(path, opt(cookie), opt(ua), all);
+    let _ = group(path, classify(path), opt(cookie), opt(ua), all);
     let host = b"mail.example.com";
     for https in [false, true] {
         if let Some(l) = rewrite_location(location, host, https, &[8080, 7071]) {

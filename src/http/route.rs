@@ -118,9 +118,11 @@ pub struct Optional {
 }
 
 /// The group that serves a request, by nginx's location order (§3): the exact `/`, then the
-/// `^~` prefixes, then the regexes, then `/`.
+/// `^~` prefixes, then the regexes, then `/`. `class` is the path's [`classify`] (computed
+/// once per request).
 pub fn group(
     path: &[u8],
+    class: Class,
     cookie: Option<&[u8]>,
     user_agent: Option<&[u8]>,
     opt: Optional,
@@ -133,12 +135,6 @@ pub fn group(
             Group::Login
         };
     }
-    if path.starts_with(b"/Microsoft-Server-ActiveSync")
-        || path.starts_with(b"/service/soap/NoOpRequest")
-        || path.starts_with(b"/service/soap/WaitSetRequest")
-    {
-        return Group::Mailbox;
-    }
     if path.starts_with(b"/zx/") {
         return if opt.zx { Group::Zx } else { Group::Webclient };
     }
@@ -150,16 +146,10 @@ pub fn group(
             Group::Mailbox
         };
     }
-    let lower = path.to_ascii_lowercase();
-    if contains(&lower, b"/service/extension/drive/") {
-        return Group::Mailbox;
-    }
-    if opt.ews && lower.starts_with(b"/ews/exchange.asmx") {
-        return Group::Ews;
-    }
-    match classify(path) {
-        Class::Service => Group::Mailbox,
-        _ => Group::Webclient,
+    match class {
+        Class::ActiveSync | Class::LongPoll | Class::Service => Group::Mailbox,
+        Class::Ews if opt.ews => Group::Ews,
+        Class::Ews | Class::Web => Group::Webclient,
     }
 }
 

@@ -205,7 +205,8 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
         return full(StatusCode::INTERNAL_SERVER_ERROR, "no HTTP configuration\n");
     };
     // the head limit below hyper's smallest buffer (8 KiB), and for HTTP/2
-    let head_size: usize = req.uri().to_string().len()
+    let head_size: usize = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len())
         + req
             .headers()
             .iter()
@@ -290,6 +291,7 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
     } else {
         let g = route::group(
             &path,
+            class,
             header_bytes(req.headers(), header::COOKIE),
             header_bytes(req.headers(), header::USER_AGENT),
             cfg.optional(),
@@ -457,21 +459,7 @@ async fn connect(
     server: SocketAddr,
     upgrades: bool,
 ) -> std::io::Result<SendRequest<Body>> {
-    let stream = match compio::time::timeout(
-        w.config.upstream.connect_timeout,
-        TcpStream::connect(server),
-    )
-    .await
-    {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connect timed out",
-            ))
-        }
-    };
-    let _ = stream.set_nodelay(true);
+    let stream = w.upstream.dial(server).await?;
     match &w.http_tls {
         Some((connector, name)) => {
             let domain = name.clone().unwrap_or_else(|| server.ip().to_string());

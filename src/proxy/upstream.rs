@@ -117,13 +117,9 @@ impl Upstream {
         }
     }
 
-    /// Connect to `server` for a client at `client` that reached us at `local`.
-    pub async fn connect(
-        &self,
-        server: SocketAddr,
-        client: SocketAddr,
-        local: SocketAddr,
-    ) -> io::Result<Conn> {
+    /// A TCP connection to `server` under `upstream.connect_timeout` (timed in the metrics,
+    /// Nagle off): what the mail sessions and the web proxy both start from.
+    pub async fn dial(&self, server: SocketAddr) -> io::Result<TcpStream> {
         let started = std::time::Instant::now();
         let stream =
             match compio::time::timeout(self.connect_timeout, TcpStream::connect(server)).await {
@@ -132,6 +128,17 @@ impl Upstream {
             };
         self.metrics.backend_connect.observe(started.elapsed());
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Connect to `server` for a client at `client` that reached us at `local`.
+    pub async fn connect(
+        &self,
+        server: SocketAddr,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> io::Result<Conn> {
+        let stream = self.dial(server).await?;
         let header = proxyproto::encode(self.proxy_protocol, client, local);
         if !header.is_empty() {
             use compio::io::AsyncWriteExt;

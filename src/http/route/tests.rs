@@ -240,38 +240,81 @@ fn locations_pick_zimbras_upstream_groups() {
         zx: true,
     };
     let none = Optional::default();
-    assert_eq!(group(b"/", None, None, all), Group::Login);
+    assert_eq!(group(b"/", classify(b"/"), None, None, all), Group::Login);
     assert_eq!(
-        group(b"/", Some(b"a=b; ZM_AUTH_TOKEN=0_x_y"), None, all),
+        group(
+            b"/",
+            classify(b"/"),
+            Some(b"a=b; ZM_AUTH_TOKEN=0_x_y"),
+            None,
+            all
+        ),
         Group::Webclient
     );
     assert_eq!(
-        group(b"/", None, None, none),
+        group(b"/", classify(b"/"), None, None, none),
         Group::Webclient,
         "no login servers: location /"
     );
-    assert_eq!(group(b"/zimbra/mail", None, None, all), Group::Webclient);
     assert_eq!(
-        group(b"/Microsoft-Server-ActiveSync", None, None, all),
+        group(b"/zimbra/mail", classify(b"/zimbra/mail"), None, None, all),
+        Group::Webclient
+    );
+    assert_eq!(
+        group(
+            b"/Microsoft-Server-ActiveSync",
+            classify(b"/Microsoft-Server-ActiveSync"),
+            None,
+            None,
+            all
+        ),
         Group::Mailbox
     );
     assert_eq!(
-        group(b"/service/soap/SearchRequest", None, None, all),
+        group(
+            b"/service/soap/SearchRequest",
+            classify(b"/service/soap/SearchRequest"),
+            None,
+            None,
+            all
+        ),
         Group::Mailbox
     );
     assert_eq!(
-        group(b"/home/alice/inbox", None, None, none),
+        group(
+            b"/home/alice/inbox",
+            classify(b"/home/alice/inbox"),
+            None,
+            None,
+            none
+        ),
         Group::Mailbox
     );
-    assert_eq!(group(b"/EWS/Exchange.asmx", None, None, all), Group::Ews);
     assert_eq!(
-        group(b"/EWS/Exchange.asmx", None, None, none),
+        group(
+            b"/EWS/Exchange.asmx",
+            classify(b"/EWS/Exchange.asmx"),
+            None,
+            None,
+            all
+        ),
+        Group::Ews
+    );
+    assert_eq!(
+        group(
+            b"/EWS/Exchange.asmx",
+            classify(b"/EWS/Exchange.asmx"),
+            None,
+            None,
+            none
+        ),
         Group::Webclient,
         "no EWS servers"
     );
     assert_eq!(
         group(
             b"/autodiscover/autodiscover.xml",
+            Class::Web,
             None,
             Some(b"ExchangeWebServices/2.0"),
             all
@@ -281,12 +324,19 @@ fn locations_pick_zimbras_upstream_groups() {
     assert_eq!(
         group(
             b"/autodiscover/autodiscover.xml",
+            Class::Web,
             None,
             Some(b"Outlook"),
             all
         ),
         Group::Mailbox
     );
-    assert_eq!(group(b"/zx/auth", None, None, all), Group::Zx);
-    assert_eq!(group(b"/zx/auth", None, None, none), Group::Webclient);
+    assert_eq!(
+        group(b"/zx/auth", classify(b"/zx/auth"), None, None, all),
+        Group::Zx
+    );
+    assert_eq!(
+        group(b"/zx/auth", classify(b"/zx/auth"), None, None, none),
+        Group::Webclient
+    );
 }
