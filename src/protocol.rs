@@ -44,6 +44,9 @@ pub struct Descriptor {
     pub closing: &'static [u8],
     /// Said before closing a client the worker has no room for.
     pub worker_full: &'static [u8],
+    /// Said to a relayed client before the proxy closes it in a drain (IMAP's unsolicited
+    /// BYE; POP3 has no unsolicited answer).
+    pub relay_shutdown: &'static [u8],
 }
 
 const IMAP: Descriptor = Descriptor {
@@ -58,6 +61,7 @@ const IMAP: Descriptor = Descriptor {
     unavailable: "* BYE [UNAVAILABLE] ",
     closing: b"* BYE IMAP server terminating connection\r\n",
     worker_full: b"* BYE Too many connections, try again later\r\n",
+    relay_shutdown: crate::imap::client::SHUTDOWN,
 };
 
 const POP3: Descriptor = Descriptor {
@@ -72,6 +76,7 @@ const POP3: Descriptor = Descriptor {
     unavailable: "-ERR [SYS/TEMP] ",
     closing: b"",
     worker_full: b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+    relay_shutdown: b"",
 };
 
 const HTTP: Descriptor = Descriptor {
@@ -88,6 +93,7 @@ const HTTP: Descriptor = Descriptor {
     closing: b"",
     worker_full:
         b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    relay_shutdown: b"",
 };
 
 impl Proto {

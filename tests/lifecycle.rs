@@ -186,3 +186,38 @@ fn a_second_instance_is_refused_and_takeover_keeps_every_session() {
         );
     }
 }
+
+#[test]
+fn a_relayed_session_idle_past_its_timeout_is_closed_with_a_bye() {
+    // idle timeouts are checked by one sweep per worker each second: a session closes between
+    // its timeout and a second later
+    let env = Env::start_full("idle_timeout = \"2s\"", "", &[]);
+    let mut c = Raw::greeted(env.port());
+    c.login("bob@example.com", "bobpw");
+    let mut pop = Raw::connect(env.ringmail.pop3_port);
+    assert_eq!(pop.line(), "+OK POP3 ready\r\n");
+    pop.send(b"USER bob@example.com\r\nPASS bobpw\r\n");
+    assert_eq!(pop.line(), "+OK\r\n");
+    assert!(pop.line().starts_with("+OK"));
+    // activity in either direction keeps a session open
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1200));
+        c.send(b"n NOOP\r\n");
+        assert!(c.until("n ").last().unwrap().starts_with("n OK"));
+    }
+    let quiet = Instant::now();
+    assert_eq!(c.line(), "* BYE IMAP server terminating connection\r\n");
+    let after = quiet.elapsed();
+    assert!(c.closed());
+    assert!(
+        after >= Duration::from_millis(1900) && after <= Duration::from_millis(3500),
+        "closed {after:?} after the last command"
+    );
+    // POP3's default idle timeout (10 min) has not passed: still open
+    pop.send(b"NOOP\r\n");
+    assert_eq!(pop.line(), "+OK\r\n");
+    wait_for(Duration::from_secs(5), "the audit line", || {
+        env.ringmail.log().contains("end=\"idle_timeout\"")
+    });
+    env.assert_healthy();
+}

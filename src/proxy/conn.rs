@@ -33,6 +33,14 @@ impl Deref for Chunk {
     }
 }
 
+/// What a TLS connection's decrypted bytes are ([`Conn::decrypted`]).
+pub enum Decrypted {
+    /// Application bytes; None is the peer's close_notify.
+    Chunk(Option<Chunk>),
+    /// Read the socket; send first what rustls has to send when `flush` is set.
+    NeedMore { flush: bool },
+}
+
 pub struct Conn {
     stream: TcpStream,
     tls: Option<Box<Tls>>,
@@ -133,53 +141,83 @@ impl Conn {
     /// Read from the socket: a ring buffer, or (ring empty) a one-off buffer. None is EOF.
     async fn read_raw(&self, len: usize) -> io::Result<Option<Chunk>> {
         let mut r = &self.stream;
-        match r.read_managed(len.max(1)).await {
-            Ok(Some(buf)) if !buf.is_empty() => Ok(Some(Chunk::Ring(buf))),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
-                // rare (ring empty): boxed so idle reads stay small
-                let (res, buf) = Box::pin(r.read(Vec::with_capacity(len.clamp(1, 4096))))
-                    .await
-                    .into();
-                match res? {
-                    0 => Ok(None),
-                    _ => Ok(Some(Chunk::Owned(buf))),
-                }
-            }
-            Err(e) => Err(e),
+        match ring_chunk(r.read_managed(len.max(1)).await) {
+            Some(read) => read,
+            // rare: boxed so that idle reads stay small
+            None => Box::pin(self.read_owned(len)).await,
+        }
+    }
+
+    /// Read into a one-off buffer (the ring was empty). None is EOF.
+    pub async fn read_owned(&self, len: usize) -> io::Result<Option<Chunk>> {
+        let mut r = &self.stream;
+        let (res, buf) = r.read(Vec::with_capacity(len.clamp(1, 4096))).await.into();
+        match res? {
+            0 => Ok(None),
+            _ => Ok(Some(Chunk::Owned(buf))),
         }
     }
 
     /// Read some application bytes (at most about `len`). None is EOF.
     pub async fn read_chunk(&self, len: usize) -> io::Result<Option<Chunk>> {
-        let Some(t) = &self.tls else {
+        if self.tls.is_none() {
             return self.read_raw(len).await;
-        };
-        let tls = &t.conn;
+        }
         loop {
-            let plain = take_plaintext(&mut tls.borrow_mut(), len)?;
-            if let Some(plain) = plain {
-                return Ok(if plain.is_empty() {
-                    None
-                } else {
-                    Some(Chunk::Owned(plain))
-                });
-            }
-            // handshake replies, tickets, key updates: sent here unless a flush is under way
-            // (which sends them itself before it ends)
-            let wants_write = tls.borrow().wants_write();
-            if wants_write {
-                if let Some(guard) = t.flushing.try_lock() {
-                    drop(guard);
-                    Box::pin(self.flush_tls()).await?;
-                }
+            match self.decrypted(len)? {
+                Decrypted::Chunk(plain) => return Ok(plain),
+                Decrypted::NeedMore { flush: true } => Box::pin(self.flush_pending()).await?,
+                Decrypted::NeedMore { flush: false } => {}
             }
             let Some(raw) = self.read_raw(self.read_size).await? else {
                 return Ok(None);
             };
-            let fed = feed(&mut tls.borrow_mut(), &raw);
-            fed?;
+            self.feed(&raw)?;
         }
+    }
+
+    /// TLS: the application bytes rustls has decrypted (at most about `len`), or that it
+    /// needs more bytes from the socket ([`Conn::feed`] them), after sending what it has to
+    /// send (`flush`: [`Conn::flush_pending`]). Plaintext connections always need more.
+    pub fn decrypted(&self, len: usize) -> io::Result<Decrypted> {
+        let Some(t) = &self.tls else {
+            return Ok(Decrypted::NeedMore { flush: false });
+        };
+        let plain = take_plaintext(&mut t.conn.borrow_mut(), len)?;
+        if let Some(plain) = plain {
+            return Ok(Decrypted::Chunk(if plain.is_empty() {
+                None
+            } else {
+                Some(Chunk::Owned(plain))
+            }));
+        }
+        let flush = t.conn.borrow().wants_write();
+        Ok(Decrypted::NeedMore { flush })
+    }
+
+    /// TLS: send what rustls has to send (handshake replies, tickets, key updates) while
+    /// reading, unless a flush is under way, which sends it itself before it ends.
+    pub async fn flush_pending(&self) -> io::Result<()> {
+        if let Some(t) = &self.tls {
+            if let Some(guard) = t.flushing.try_lock() {
+                drop(guard);
+                return self.flush_tls().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// TLS: give rustls the bytes of one socket read.
+    pub fn feed(&self, raw: &[u8]) -> io::Result<()> {
+        match &self.tls {
+            Some(t) => feed(&mut t.conn.borrow_mut(), raw),
+            None => Ok(()),
+        }
+    }
+
+    /// The size of this connection's socket reads.
+    pub fn read_size(&self) -> usize {
+        self.read_size
     }
 
     /// Read into `into`, at most `room` bytes' worth. Ok(0) is EOF.
@@ -286,6 +324,19 @@ impl Tls {
             conn: RefCell::new(conn),
             flushing: futures_util::lock::Mutex::new(()),
         }
+    }
+}
+
+/// What a read from the provided-buffer ring gave: a chunk, EOF (None), an error, or (None
+/// outside) an empty ring, when the caller reads with [`Conn::read_owned`] instead. The relay
+/// awaits the socket's `read_managed` itself and calls this (its pending read is then only
+/// compio's own future: an idle session's footprint).
+pub fn ring_chunk(read: io::Result<Option<BufferRef>>) -> Option<io::Result<Option<Chunk>>> {
+    match read {
+        Ok(Some(buf)) if !buf.is_empty() => Some(Ok(Some(Chunk::Ring(buf)))),
+        Ok(_) => Some(Ok(None)),
+        Err(e) if e.kind() == io::ErrorKind::ResourceBusy => None,
+        Err(e) => Some(Err(e)),
     }
 }
 

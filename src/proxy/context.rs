@@ -44,8 +44,8 @@ pub struct Worker {
     pub counters: Arc<crate::throttle::Counters>,
     pub prelogin: Arc<crate::throttle::PreLogin>,
     pub connections: Cell<usize>,
-    /// Sessions past their login, relaying.
-    pub relaying: Cell<usize>,
+    /// Sessions past their login, relaying: their idle timeouts and drain closes.
+    pub sweep: super::sweep::Sweep,
     /// Sessions accepted by this worker (numbers the session ids).
     logins: Cell<u32>,
     /// When the process started, in seconds (the session ids' prefix).
@@ -90,7 +90,7 @@ impl Worker {
             prelogin: shared.prelogin.clone(),
             metrics,
             connections: Cell::new(0),
-            relaying: Cell::new(0),
+            sweep: super::sweep::Sweep::default(),
             logins: Cell::new(0),
             started: shared.started,
             drain: Drain::new(

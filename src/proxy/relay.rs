@@ -4,21 +4,25 @@
 //! idle session holds no buffer; between two plaintext sockets the same buffer is written out
 //! and returned to the ring (no userspace copy). TLS sides decrypt/encrypt in [`super::conn`].
 //! The client's EOF half-closes the backend, which may finish its answer; the backend's EOF
-//! ends the session. A watchdog ends it when no byte moved either way for the idle timeout
-//! (reads are never cancelled otherwise, so no byte is lost to a timer). Protocol-agnostic.
+//! ends the session. Idle timeouts and drain closes come from the worker's
+//! [`Sweep`](super::sweep::Sweep) (no timer per session; reads are never cancelled otherwise,
+//! so no byte is lost to a timer). Protocol-agnostic.
+//!
+//! An idle session waits here for as long as it lives, so what this future holds is most of
+//! what an idle session costs: each direction keeps only its pending read (plaintext: the
+//! socket read itself; TLS: boxed, since its state is larger), writes are boxed.
 
 use std::cell::Cell;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::future::{select, Either};
 
-use super::conn::Conn;
-use super::drain::Drain;
-use super::metrics::Metrics;
+use compio::io::AsyncReadManaged;
 
-/// A drained session is closed after this long without a byte either way (when it can be).
-const QUIET: Duration = Duration::from_secs(1);
+use super::conn::{ring_chunk, Conn, Decrypted};
+use super::metrics::Metrics;
+use super::sweep::Entered;
 
 /// How a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,40 +44,38 @@ pub struct Counts {
     pub backend_to_client: u64,
 }
 
-/// Relay between `client` and `backend` until done. While the worker drains, the session is
-/// closed at its `slot`'s moment (see [`Drain::close_at`]), waiting for a quiet second so that
-/// a response in flight is not cut, but never past the end of the spread.
+/// What both directions share (one reference each, not seven).
+struct Sides<'a> {
+    client: &'a Conn,
+    backend: &'a Conn,
+    entered: &'a Entered<'a>,
+    buffer_size: usize,
+    metrics: &'a Metrics,
+    up: Cell<u64>,
+    down: Cell<u64>,
+}
+
+/// Relay between `client` and `backend` until done, or until the sweep ends the session
+/// (idle, or its moment of a drain).
 pub async fn relay(
     client: &Conn,
     backend: &Conn,
-    idle: Duration,
     buffer_size: usize,
-    drain: &Drain,
-    slot: u64,
+    entered: &Entered<'_>,
     metrics: &Metrics,
 ) -> (End, Counts) {
-    let last = Cell::new(Instant::now());
-    let up = Cell::new(0u64);
-    let down = Cell::new(0u64);
+    let sides = Sides {
+        client,
+        backend,
+        entered,
+        buffer_size,
+        metrics,
+        up: Cell::new(0),
+        down: Cell::new(0),
+    };
     let both = async {
-        let a = std::pin::pin!(pump(
-            client,
-            backend,
-            &last,
-            buffer_size,
-            &up,
-            true,
-            metrics
-        ));
-        let b = std::pin::pin!(pump(
-            backend,
-            client,
-            &last,
-            buffer_size,
-            &down,
-            false,
-            metrics
-        ));
+        let a = std::pin::pin!(pump(&sides, true));
+        let b = std::pin::pin!(pump(&sides, false));
         match select(a, b).await {
             Either::Left((Ok(()), down)) => match down.await {
                 Ok(()) => End::Closed,
@@ -83,74 +85,63 @@ pub async fn relay(
             Either::Left((Err(_), _)) | Either::Right((Err(_), _)) => End::Error,
         }
     };
-    let watchdog = async {
-        loop {
-            let idle_at = last.get() + idle;
-            match drain.close_at(slot) {
-                None => {
-                    // an idle session waits here: the idle timer, or the start of a drain
-                    let sleep = std::pin::pin!(compio::time::sleep_until(idle_at));
-                    if let Either::Right(_) = select(sleep, drain.wait()).await {
-                        continue;
-                    }
-                }
-                Some(close) => compio::time::sleep_until(close.min(idle_at)).await,
-            }
-            let now = Instant::now();
-            if last.get() + idle <= now {
-                return End::Idle;
-            }
-            if let (Some(close), Some(end)) = (drain.close_at(slot), drain.last_close()) {
-                let quiet = now.saturating_duration_since(last.get()) >= QUIET;
-                if now >= close && (quiet || now + QUIET > end) {
-                    return End::Shutdown;
-                }
-                if now >= close {
-                    compio::time::sleep(QUIET).await;
-                }
-            }
-        }
-    };
-    let end = match select(std::pin::pin!(both), std::pin::pin!(watchdog)).await {
+    let end = match select(std::pin::pin!(both), entered.ended()).await {
         Either::Left((end, _)) => end,
         Either::Right((end, _)) => end,
     };
     (
         end,
         Counts {
-            client_to_backend: up.get(),
-            backend_to_client: down.get(),
+            client_to_backend: sides.up.get(),
+            backend_to_client: sides.down.get(),
         },
     )
 }
 
-/// Read from `from` and write to `to` until EOF, then (`half_close`) close `to`'s sending
-/// side. Without `half_close` the session ends at once and closing the socket says it all
-/// (TLS still sends its close_notify).
-async fn pump(
-    from: &Conn,
-    to: &Conn,
-    last: &Cell<Instant>,
-    buffer_size: usize,
-    count: &Cell<u64>,
-    half_close: bool,
-    metrics: &Metrics,
-) -> io::Result<()> {
-    // An idle session waits in `read_chunk`; the write and close futures are boxed so that
-    // their state is not part of what every idle session keeps.
+/// Read from one side and write to the other until EOF: `up` from the client to the backend,
+/// then close the backend's sending side (half-close: it may finish its answer); otherwise
+/// from the backend to the client, and the session ends at once (closing the socket says it
+/// all; TLS still sends its close_notify).
+async fn pump(s: &Sides<'_>, up: bool) -> io::Result<()> {
+    let (from, to, count) = if up {
+        (s.client, s.backend, &s.up)
+    } else {
+        (s.backend, s.client, &s.down)
+    };
+    let mut sock = from.stream();
+    let tls = from.is_tls();
+    // TLS sides read the socket here too, and decrypt what arrived (the pending read is the
+    // same small future either way)
+    let len = if tls { from.read_size() } else { s.buffer_size };
     loop {
-        match from.read_chunk(buffer_size).await? {
+        let chunk = loop {
+            if tls {
+                match from.decrypted(s.buffer_size)? {
+                    Decrypted::Chunk(plain) => break plain,
+                    Decrypted::NeedMore { flush: true } => Box::pin(from.flush_pending()).await?,
+                    Decrypted::NeedMore { flush: false } => {}
+                }
+            }
+            let raw = match ring_chunk(sock.read_managed(len.max(1)).await) {
+                Some(read) => read?,
+                None => Box::pin(from.read_owned(len)).await?,
+            };
+            match raw {
+                Some(raw) if tls => from.feed(&raw)?,
+                raw => break raw,
+            }
+        };
+        match chunk {
             Some(chunk) => {
                 let n = chunk.len() as u64;
-                last.set(Instant::now());
+                s.entered.touch(Instant::now());
                 Box::pin(to.write_chunk(chunk)).await?;
                 count.set(count.get() + n);
-                // `half_close` is set on the client-to-backend pump
-                metrics.relayed(half_close, n);
-                last.set(Instant::now());
+                s.metrics.relayed(up, n);
+                s.entered.touch(Instant::now());
             }
             None => {
-                if half_close {
+                if up {
                     Box::pin(to.shutdown()).await;
                 } else {
                     Box::pin(to.close_notify()).await;

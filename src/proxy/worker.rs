@@ -245,11 +245,13 @@ fn worker_main(
         for (spec, l) in listeners {
             compio::runtime::spawn(accept_loop(worker.clone(), spec, l)).detach();
         }
+        let w = worker.clone();
+        compio::runtime::spawn(async move { super::sweep::run(&w.sweep, &w.drain).await }).detach();
         // run until told to drain (a closed channel, at exit, drains as well)
         let _ = drain.await;
         let start = Instant::now();
         worker.drain.start(start);
-        let (all, relaying) = (worker.connections.get(), worker.relaying.get());
+        let (all, relaying) = (worker.connections.get(), worker.sweep.len());
         tracing::info!(
             worker = id,
             pre_login = all - relaying,
@@ -301,25 +303,32 @@ async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListen
         let w = worker.clone();
         w.connections.set(w.connections.get() + 1);
         w.metrics.connection(1);
-        compio::runtime::spawn(async move {
-            use futures_util::FutureExt;
-            // a bug in one session must not take the worker and its other sessions down
-            let panicked = if spec.proto == crate::protocol::Proto::Http {
-                // boxed: the HTTP connection's state must not grow every mail session's task
-                let conn = Box::pin(super::http::serve(w.clone(), spec, stream, peer));
-                std::panic::AssertUnwindSafe(conn).catch_unwind().await.is_err()
-            } else {
-                let session = super::session::serve(&w, spec, stream, peer);
-                std::panic::AssertUnwindSafe(session).catch_unwind().await.is_err()
-            };
-            if panicked {
-                tracing::error!(worker = w.id, client = %peer, "session panicked; connection dropped");
-            }
-            w.connections.set(w.connections.get() - 1);
-            w.metrics.connection(-1);
-        })
-        .detach();
+        if spec.proto == crate::protocol::Proto::Http {
+            // boxed: the HTTP connection's state must not grow every mail session's task
+            let conn = Box::pin(super::http::serve(w.clone(), spec, stream, peer));
+            compio::runtime::spawn(guarded(w, peer, conn)).detach();
+        } else {
+            // the session future is made here, so that the task does not also keep the
+            // arguments it was made from
+            let session = super::session::serve(w.clone(), spec, stream, peer);
+            compio::runtime::spawn(guarded(w, peer, session)).detach();
+        }
     }
+}
+
+/// Run a connection's future; a bug in one session must not take the worker and its other
+/// sessions down. Counts the connection out when it ends.
+async fn guarded(w: Rc<Worker>, peer: SocketAddr, conn: impl std::future::Future<Output = ()>) {
+    use futures_util::FutureExt;
+    if std::panic::AssertUnwindSafe(conn)
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        tracing::error!(worker = w.id, client = %peer, "session panicked; connection dropped");
+    }
+    w.connections.set(w.connections.get() - 1);
+    w.metrics.connection(-1);
 }
 
 /// Over the connection limit: say so (in plaintext listeners' protocol) and close.

@@ -10,7 +10,6 @@ use super::super::conn::Conn;
 use super::super::context::Worker;
 use super::super::error::ProxyError;
 use super::super::metrics::{LoginResult, Phase};
-use super::super::relay::{relay, End};
 use super::super::router::{LoginContext, Resolution};
 use super::{After, Gauge, Outcome};
 use crate::config::Proto;
@@ -24,7 +23,7 @@ pub(super) async fn login(
     conn: &Conn,
     client: &mut (dyn ClientSide + '_),
     ctx: LoginContext<'_>,
-    (slot, gauge): (&mut Option<Box<super::super::throttle::Slot>>, &Gauge<'_>),
+    (slot, gauge): (&mut Option<Box<super::super::throttle::Slot>>, &Gauge),
     inbuf: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> After {
@@ -150,36 +149,10 @@ pub(super) async fn login(
             }
             *inbuf = Vec::new();
             *out = Vec::new();
-            let times = w.config.session(proto);
-            let counted = Counted::new(&w.relaying);
-            let (end, counts) = relay(
-                conn,
-                &backend,
-                times.idle_timeout,
-                w.config.workers.buffer_size,
-                &w.drain,
-                w.drain.slot(),
-                m,
-            )
-            .await;
-            drop(counted);
-            match end {
-                End::Idle => client.idle_closing(out),
-                End::Shutdown => client.shutting_down(true, out),
-                End::Closed | End::Error => {}
-            }
-            let _ = conn.write_vec(out).await;
-            After::Close(Outcome {
-                end: match end {
-                    End::Closed => "closed",
-                    End::Idle => "idle_timeout",
-                    End::Shutdown => "shutdown",
-                    End::Error => "io_error",
-                },
-                user: Some(user.to_string()),
-                backend: Some(server),
-                counts,
-                tls: false,
+            After::Relay(super::Established {
+                backend,
+                user: user.to_string(),
+                server,
             })
         }
         Progress::Rejected { reply } => {
@@ -272,22 +245,6 @@ async fn client_line(client: &Conn, inbuf: &mut Vec<u8>) -> io::Result<Vec<u8>> 
                 "client closed during the OAuth challenge",
             ));
         }
-    }
-}
-
-/// Counts a session in a per-worker gauge while it lives (also when a panic unwinds it).
-struct Counted<'a>(&'a std::cell::Cell<usize>);
-
-impl<'a> Counted<'a> {
-    fn new(gauge: &'a std::cell::Cell<usize>) -> Self {
-        gauge.set(gauge.get() + 1);
-        Counted(gauge)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
     }
 }
 
