@@ -68,7 +68,7 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
     let local = stream
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY came from the listener
     let Some(cfg) = w.config.http.clone() else {
         return;
     };

@@ -256,10 +256,15 @@ async fn run(
     let owned = Gauge::new(w.metrics.clone(), spec.proto, spec.tls);
     let gauge = &owned;
     let (client, stage) = 'session: {
-        let _ = stream.set_nodelay(true);
-        let local = stream
-            .local_addr()
-            .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+        // TCP_NODELAY came from the listener; our address is the listener's unless it listens
+        // on every address (one syscall fewer per session)
+        let local = if spec.addr.ip().is_unspecified() {
+            stream
+                .local_addr()
+                .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
+        } else {
+            spec.addr
+        };
         let mut conn = Conn::plain(stream, w.config.workers.buffer_size);
         let mut peer = peer;
         // pre-login input; first, what the client sent right after a PROXY header (its first TLS
