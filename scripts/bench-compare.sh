@@ -23,6 +23,9 @@
 # to CPUs, ringmail by default and nginx with worker_cpu_affinity auto; off: neither), BACKENDS
 # ("dovecot synthetic web"), SCENARIOS ("login command fetch idle idle-tls http-small http-10m":
 # the http ones run on the web backend only, the others on the mail backends), OUT (target/bench).
+# BASELINE=/path/to/ringmail runs that ringmail build in nginx's place (same ports, same
+# config): an A/B of two builds, interleaved; the "nginx" column of the table is then the
+# baseline build. Build it from another commit with `git worktree add` and CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -290,6 +293,17 @@ stop_nginx() {
   local p; p=$(cat "$OUT/nginx/nginx.pid"); kill -QUIT "$p"
   while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
 }
+if [ -n "${BASELINE:-}" ]; then
+  # A/B: the baseline ringmail build on nginx's ports
+  start_nginx() {
+    sed 's/21143/22143/; s/21993/22993/; s/21110/22110/; s/21080/22080/' "$OUT/ringmail.toml" >"$OUT/baseline.toml"
+    "$BASELINE" --config "$OUT/baseline.toml" 2>"$OUT/baseline.log" &
+    BASE_PID=$!; pids+=($BASE_PID)
+    for _ in $(seq 50); do grep -q "ringmail ready" "$OUT/baseline.log" 2>/dev/null && break; sleep 0.1; done
+    PIDARGS="--pid $BASE_PID"; PORT=22143; TLSPORT=22993; HTTPPORT=22080
+  }
+  stop_nginx() { kill "$BASE_PID"; wait "$BASE_PID" 2>/dev/null || true; }
+fi
 
 run() { # run <backend> <round> <target> <scenario-name> <loadtest args...>
   local backend=$1 round=$2 target=$3 name=$4; shift 4

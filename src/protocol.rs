@@ -191,4 +191,28 @@ mod tests {
             assert_eq!(Proto::ALL[p.index()], p);
         }
     }
+
+    /// The relay closes sessions with the descriptor's lines (it no longer keeps the
+    /// pre-login machine): they must be what the protocol's machine would say.
+    #[test]
+    fn relay_goodbyes_are_the_machines_own() {
+        let cfg =
+            crate::config::FileConfig::from_toml("[lookup]\nroutes = { \"*\" = \"127.0.0.1\" }")
+                .unwrap()
+                .validate()
+                .unwrap();
+        let imap = crate::imap::client::Prepared::new(cfg.imap.clone());
+        let pop3 = crate::pop3::client::Prepared::new(cfg.pop3.clone());
+        let frontends: [(Proto, &dyn Frontend); 2] = [(Proto::Imap, &imap), (Proto::Pop3, &pop3)];
+        for (proto, f) in frontends {
+            let d = proto.descriptor();
+            let mut c = f.client(false, StartTls::Off);
+            let mut out = Vec::new();
+            c.idle_closing(&mut out);
+            assert_eq!(out, d.closing, "{proto:?}");
+            out.clear();
+            c.shutting_down(true, &mut out);
+            assert_eq!(out, d.relay_shutdown, "{proto:?}");
+        }
+    }
 }

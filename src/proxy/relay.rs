@@ -9,8 +9,8 @@
 //! so no byte is lost to a timer). Protocol-agnostic.
 //!
 //! An idle session waits here for as long as it lives, so what this future holds is most of
-//! what an idle session costs: each direction keeps only its pending read (plaintext: the
-//! socket read itself; TLS: boxed, since its state is larger), writes are boxed.
+//! what an idle session costs: each direction keeps only its pending socket read (TLS sides
+//! feed what arrived to rustls and take the decrypted bytes in place), writes are boxed.
 
 use std::cell::Cell;
 use std::io;
