@@ -318,17 +318,26 @@ async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListen
 
 /// Run a connection's future; a bug in one session must not take the worker and its other
 /// sessions down. Counts the connection out when it ends.
-async fn guarded(w: Rc<Worker>, peer: SocketAddr, conn: impl std::future::Future<Output = ()>) {
+///
+/// Not an `async fn`, which would keep its arguments twice in every connection's task.
+#[allow(clippy::manual_async_fn)]
+fn guarded(
+    w: Rc<Worker>,
+    peer: SocketAddr,
+    conn: impl std::future::Future<Output = ()>,
+) -> impl std::future::Future<Output = ()> {
     use futures_util::FutureExt;
-    if std::panic::AssertUnwindSafe(conn)
-        .catch_unwind()
-        .await
-        .is_err()
-    {
-        tracing::error!(worker = w.id, client = %peer, "session panicked; connection dropped");
+    async move {
+        if std::panic::AssertUnwindSafe(conn)
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!(worker = w.id, client = %peer, "session panicked; connection dropped");
+        }
+        w.connections.set(w.connections.get() - 1);
+        w.metrics.connection(-1);
     }
-    w.connections.set(w.connections.get() - 1);
-    w.metrics.connection(-1);
 }
 
 /// Over the connection limit: say so (in plaintext listeners' protocol) and close.

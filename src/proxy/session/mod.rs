@@ -181,43 +181,55 @@ struct Audit {
 
 /// Relay a logged-in session until it ends, then write its audit line; a session closed by
 /// the proxy (idle, drain) hears the protocol's goodbye first.
-async fn relay_stage(w: Rc<Worker>, client: Conn, est: Established, gauge: Gauge, a: Audit) {
-    let idle = w.config.session(a.proto).idle_timeout;
-    let entered = w
-        .sweep
-        .enter(std::time::Instant::now(), idle, w.drain.slot());
-    let (end, counts) = relay(
-        &client,
-        &est.backend,
-        w.config.workers.buffer_size,
-        &entered,
-        &w.metrics,
-    )
-    .await;
-    drop(entered);
-    let d = a.proto.descriptor();
-    let goodbye = match end {
-        End::Idle => d.closing,
-        End::Shutdown => d.relay_shutdown,
-        End::Closed | End::Error => b"",
-    };
-    if !goodbye.is_empty() {
-        let _ = Box::pin(client.write_vec(&mut goodbye.to_vec())).await;
+///
+/// Not an `async fn`: those keep their arguments twice (once as given, once moved into the
+/// body), 200 bytes more in every idle session; the block uses what it captured in place.
+#[allow(clippy::manual_async_fn)]
+fn relay_stage(
+    w: Rc<Worker>,
+    client: Conn,
+    est: Established,
+    gauge: Gauge,
+    a: Audit,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let idle = w.config.session(a.proto).idle_timeout;
+        let entered = w
+            .sweep
+            .enter(std::time::Instant::now(), idle, w.drain.slot());
+        let (end, counts) = relay(
+            &client,
+            &est.backend,
+            w.config.workers.buffer_size,
+            &entered,
+            &w.metrics,
+        )
+        .await;
+        drop(entered);
+        let d = a.proto.descriptor();
+        let goodbye = match end {
+            End::Idle => d.closing,
+            End::Shutdown => d.relay_shutdown,
+            End::Closed | End::Error => b"",
+        };
+        if !goodbye.is_empty() {
+            let _ = Box::pin(client.write_vec(&mut goodbye.to_vec())).await;
+        }
+        let outcome = Outcome {
+            end: match end {
+                End::Closed => "closed",
+                End::Idle => "idle_timeout",
+                End::Shutdown => "shutdown",
+                End::Error => "io_error",
+            },
+            user: Some(est.user),
+            backend: Some(est.server),
+            counts,
+            tls: gauge.tls.get(),
+        };
+        drop(gauge);
+        audit(a.sid, a.client, a.proto, a.started, &outcome);
     }
-    let outcome = Outcome {
-        end: match end {
-            End::Closed => "closed",
-            End::Idle => "idle_timeout",
-            End::Shutdown => "shutdown",
-            End::Error => "io_error",
-        },
-        user: Some(est.user),
-        backend: Some(est.server),
-        counts,
-        tls: gauge.tls.get(),
-    };
-    drop(gauge);
-    audit(a.sid, a.client, a.proto, a.started, &outcome);
 }
 
 /// The audit line.
@@ -471,11 +483,29 @@ mod tests {
                 0,
             );
             let relay = relay(&a, &b, 1024, &entered, &w.metrics);
-            let (serve, relay) = (size(&serve), size(&relay));
-            eprintln!("serve {serve} relay {relay}");
-            // 752 bytes on 2026-12-02 (with the metrics gauge, session id and audit data)
-            assert!(serve <= 2048, "serve future grew to {serve} bytes");
-            assert!(relay <= 2048, "relay future grew to {relay} bytes");
+            let stage = relay_stage(
+                w.clone(),
+                Conn::plain(TcpStream::connect(addr).await.unwrap(), 1024),
+                Established {
+                    backend: Conn::plain(TcpStream::connect(addr).await.unwrap(), 1024),
+                    user: String::new(),
+                    server: addr,
+                },
+                Gauge::new(w.metrics.clone(), Proto::Imap, false),
+                Audit {
+                    sid: w.session_id(),
+                    client: addr,
+                    proto: Proto::Imap,
+                    started: std::time::Instant::now(),
+                },
+            );
+            let (serve, relay, stage) = (size(&serve), size(&relay), size(&stage));
+            // on 2026-12-02 (session 5): the task's future 48 bytes (the pre-login state and
+            // the relay stage are boxed), the relay 912, the relay stage (what an idle
+            // relayed session keeps besides compio's operations) 1144 (1352 as an `async fn`)
+            assert!(serve <= 64, "serve future grew to {serve} bytes");
+            assert!(relay <= 1024, "relay future grew to {relay} bytes");
+            assert!(stage <= 1200, "relay stage grew to {stage} bytes");
         });
     }
 }
