@@ -65,10 +65,8 @@ macro_rules! serve_until_drained {
 
 /// Serve one client connection (after accept; `peer` is the client).
 pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: SocketAddr) {
-    let local = stream
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     // TCP_NODELAY came from the listener
+    let local = super::listen::local_addr(spec.addr, &stream);
     let Some(cfg) = w.config.http.clone() else {
         return;
     };

@@ -21,6 +21,18 @@ pub fn listener(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::Tcp
     Ok(socket.into())
 }
 
+/// The local address of a connection accepted on a listener bound to `listen`: the listener's
+/// own, unless it listens on every address (then asked of the socket: one syscall).
+pub fn local_addr(listen: SocketAddr, stream: &compio::net::TcpStream) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        stream
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::new(listen.ip(), 0))
+    } else {
+        listen
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -49,7 +49,6 @@ struct Sides<'a> {
     client: &'a Conn,
     backend: &'a Conn,
     entered: &'a Entered<'a>,
-    buffer_size: usize,
     metrics: &'a Metrics,
     up: Cell<u64>,
     down: Cell<u64>,
@@ -60,7 +59,6 @@ struct Sides<'a> {
 pub async fn relay(
     client: &Conn,
     backend: &Conn,
-    buffer_size: usize,
     entered: &Entered<'_>,
     metrics: &Metrics,
 ) -> (End, Counts) {
@@ -68,7 +66,6 @@ pub async fn relay(
         client,
         backend,
         entered,
-        buffer_size,
         metrics,
         up: Cell::new(0),
         down: Cell::new(0),
@@ -111,12 +108,12 @@ async fn pump(s: &Sides<'_>, up: bool) -> io::Result<()> {
     let mut sock = from.stream();
     let tls = from.is_tls();
     // TLS sides read the socket here too, and decrypt what arrived (the pending read is the
-    // same small future either way)
-    let len = if tls { from.read_size() } else { s.buffer_size };
+    // same small future either way); chunks are at most the connection's read size
+    let len = from.read_size();
     loop {
         let chunk = loop {
             if tls {
-                match from.decrypted(s.buffer_size)? {
+                match from.decrypted(len)? {
                     Decrypted::Chunk(plain) => break plain,
                     Decrypted::NeedMore { flush: true } => Box::pin(from.flush_pending()).await?,
                     Decrypted::NeedMore { flush: false } => {}

@@ -11,7 +11,7 @@ mod backend;
 mod front;
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -197,14 +197,7 @@ fn relay_stage(
         let entered = w
             .sweep
             .enter(std::time::Instant::now(), idle, w.drain.slot());
-        let (end, counts) = relay(
-            &client,
-            &est.backend,
-            w.config.workers.buffer_size,
-            &entered,
-            &w.metrics,
-        )
-        .await;
+        let (end, counts) = relay(&client, &est.backend, &entered, &w.metrics).await;
         drop(entered);
         let d = a.proto.descriptor();
         let goodbye = match end {
@@ -268,15 +261,8 @@ async fn run(
     let owned = Gauge::new(w.metrics.clone(), spec.proto, spec.tls);
     let gauge = &owned;
     let (client, stage) = 'session: {
-        // TCP_NODELAY came from the listener; our address is the listener's unless it listens
-        // on every address (one syscall fewer per session)
-        let local = if spec.addr.ip().is_unspecified() {
-            stream
-                .local_addr()
-                .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
-        } else {
-            spec.addr
-        };
+        // TCP_NODELAY came from the listener
+        let local = super::listen::local_addr(spec.addr, &stream);
         let mut conn = Conn::plain(stream, w.config.workers.buffer_size);
         let mut peer = peer;
         // pre-login input; first, what the client sent right after a PROXY header (its first TLS
@@ -482,7 +468,7 @@ mod tests {
                 std::time::Duration::from_secs(1),
                 0,
             );
-            let relay = relay(&a, &b, 1024, &entered, &w.metrics);
+            let relay = relay(&a, &b, &entered, &w.metrics);
             let stage = relay_stage(
                 w.clone(),
                 Conn::plain(TcpStream::connect(addr).await.unwrap(), 1024),
