@@ -21,7 +21,7 @@
 #
 # ROUNDS (3), WORKERS (2), SESSIONS (9000 idle sessions), USERS (5000), PIN (on: workers pinned
 # to CPUs, ringmail by default and nginx with worker_cpu_affinity auto; off: neither), BACKENDS
-# ("dovecot synthetic web"), SCENARIOS ("login command fetch idle idle-tls http-small http-10m":
+# ("dovecot synthetic web"), SCENARIOS ("login command fetch fetch-tls idle idle-tls http-small http-10m":
 # the http ones run on the web backend only, the others on the mail backends), OUT (target/bench).
 # BASELINE=/path/to/ringmail runs that ringmail build in nginx's place (same ports, same
 # config): an A/B of two builds, interleaved; the "nginx" column of the table is then the
@@ -35,7 +35,7 @@ SESSIONS=${SESSIONS:-9000}
 USERS=${USERS:-5000}
 PIN=${PIN:-on}
 BACKENDS=${BACKENDS:-dovecot synthetic web}
-SCENARIOS=${SCENARIOS:-login command fetch idle idle-tls http-small http-10m}
+SCENARIOS=${SCENARIOS:-login command fetch fetch-tls idle idle-tls http-small http-10m}
 OUT=${OUT:-target/bench}
 LT=target/release/loadtest
 RM=target/release/ringmail
@@ -342,6 +342,7 @@ scenarios() { # scenarios <backend> <round> <target>
       login) run "$b" "$r" "$t" login login --target 127.0.0.1:$PORT $u --duration 10s --concurrency 20 $PIDARGS ;;
       command) run "$b" "$r" "$t" command command --target 127.0.0.1:$PORT $u --sessions 1000 --rate 1000 --duration 10s $PIDARGS ;;
       fetch) run "$b" "$r" "$t" fetch fetch --target 127.0.0.1:$PORT --users 8 --duration 10s --concurrency 8 $PIDARGS ;;
+      fetch-tls) run "$b" "$r" "$t" fetch-tls fetch --target 127.0.0.1:$TLSPORT --tls implicit --users 8 --duration 10s --concurrency 8 $PIDARGS ;;
       idle) run "$b" "$r" "$t" idle idle --target 127.0.0.1:$PORT $u --sessions "$SESSIONS" --rate 1000 --hold 5s $PIDARGS ;;
       idle-tls) run "$b" "$r" "$t" idle-tls idle --target 127.0.0.1:$TLSPORT --tls implicit $u --sessions "$SESSIONS" --rate 1000 --hold 5s $PIDARGS ;;
     esac

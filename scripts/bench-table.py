@@ -34,6 +34,8 @@ metrics = [
     ("command", "NOOP p99 µs", lambda b, t: pct(b, "command", t, "p99"), "{:.0f}", "≤ 1", True),
     ("fetch", "CPU ms per MB (1 MiB FETCH)", lambda b, t: field(b, "fetch", t, "cpu_s_per_gb"), "{:.2f}", "≤ 0.6", True),
     ("fetch", "MB/s (1 MiB FETCH, 8 sessions)", lambda b, t: field(b, "fetch", t, "mb_per_s"), "{:.0f}", "≥ 1", False),
+    ("fetch-tls", "CPU ms per MB (1 MiB FETCH, client TLS)", lambda b, t: field(b, "fetch-tls", t, "cpu_s_per_gb"), "{:.2f}", "", True),
+    ("fetch-tls", "MB/s (1 MiB FETCH, client TLS)", lambda b, t: field(b, "fetch-tls", t, "mb_per_s"), "{:.0f}", "", False),
     ("idle", "RSS bytes per idle session, plaintext", lambda b, t: field(b, "idle", t, "bytes_per_session"), "{:.0f}", "≤ 1024 B", True),
     ("idle-tls", "RSS bytes per idle session, TLS", lambda b, t: field(b, "idle-tls", t, "bytes_per_session"), "{:.0f}", "≤ 4096 B", True),
     ("http-small", "CPU µs per request (1 KiB GET, keep-alive)", lambda b, t: field(b, "http-small", t, "cpu_us_per_op"), "{:.1f}", "≤ 1", True),

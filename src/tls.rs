@@ -152,7 +152,7 @@ pub fn client_config(
 
 /// Accepts any backend certificate; only reachable through `upstream.insecure_skip_verify`.
 #[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct NoVerification(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(

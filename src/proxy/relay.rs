@@ -124,7 +124,7 @@ async fn pump(s: &Sides<'_>, up: bool) -> io::Result<()> {
                 None => Box::pin(from.read_owned(len)).await?,
             };
             match raw {
-                Some(raw) if tls => from.feed(&raw)?,
+                Some(mut raw) if tls => from.feed(&mut raw)?,
                 raw => break raw,
             }
         };

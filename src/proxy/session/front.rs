@@ -81,7 +81,7 @@ pub(super) async fn start_tls(
     w.metrics.tls_handshake(matches!(done, Ok(Ok(_))));
     match done {
         Ok(Ok(c)) => {
-            tracing::debug!(session = %sid, client = %peer, sni = ?c.server_name(), "TLS handshake done");
+            tracing::debug!(session = %sid, client = %peer, alpn = ?c.alpn(), "TLS handshake done");
             Some(c)
         }
         Ok(Err(e)) => {
