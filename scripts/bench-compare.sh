@@ -328,6 +328,21 @@ http_scenarios() { # http_scenarios <backend> <round> <target> <port>
   done
 }
 
+# every user logs in twice, so that the routes are cached
+warm_up() {
+  $LT login --target 127.0.0.1:$PORT --users $USERS --count $((2 * USERS)) --concurrency 20 --password secret --json --max-errors 1 >/dev/null
+}
+
+# idle memory is measured in a fresh process (routes warmed): what earlier scenarios freed
+# would otherwise be reused by the idle sessions and flatter the figure. A short fetch first
+# makes ringmail's provided-buffer ring resident (a per-worker cost, not a per-session one).
+fresh() {
+  "stop_$1"
+  "start_$1"
+  warm_up
+  $LT fetch --target 127.0.0.1:$PORT --users 8 --concurrency 8 --duration 3s --password secret --json >/dev/null
+}
+
 scenarios() { # scenarios <backend> <round> <target>
   local b=$1 r=$2 t=$3 u="--users $USERS"
   if [ "$b" = web ]; then
@@ -335,16 +350,15 @@ scenarios() { # scenarios <backend> <round> <target>
     http_scenarios "$b" "$r" "$t" "$HTTPPORT"
     return
   fi
-  # warm-up: every user logs in twice, so that the routes are cached
-  $LT login --target 127.0.0.1:$PORT $u --count $((2 * USERS)) --concurrency 20 --password secret --json --max-errors 1 >/dev/null
+  warm_up
   for s in $SCENARIOS; do
     case $s in
       login) run "$b" "$r" "$t" login login --target 127.0.0.1:$PORT $u --duration 10s --concurrency 20 $PIDARGS ;;
       command) run "$b" "$r" "$t" command command --target 127.0.0.1:$PORT $u --sessions 1000 --rate 1000 --duration 10s $PIDARGS ;;
       fetch) run "$b" "$r" "$t" fetch fetch --target 127.0.0.1:$PORT --users 8 --duration 10s --concurrency 8 $PIDARGS ;;
       fetch-tls) run "$b" "$r" "$t" fetch-tls fetch --target 127.0.0.1:$TLSPORT --tls implicit --users 8 --duration 10s --concurrency 8 $PIDARGS ;;
-      idle) run "$b" "$r" "$t" idle idle --target 127.0.0.1:$PORT $u --sessions "$SESSIONS" --rate 1000 --hold 5s $PIDARGS ;;
-      idle-tls) run "$b" "$r" "$t" idle-tls idle --target 127.0.0.1:$TLSPORT --tls implicit $u --sessions "$SESSIONS" --rate 1000 --hold 5s $PIDARGS ;;
+      idle) fresh "$t"; run "$b" "$r" "$t" idle idle --target 127.0.0.1:$PORT $u --sessions "$SESSIONS" --rate 1000 --hold 5s $PIDARGS ;;
+      idle-tls) fresh "$t"; run "$b" "$r" "$t" idle-tls idle --target 127.0.0.1:$TLSPORT --tls implicit $u --sessions "$SESSIONS" --rate 1000 --hold 5s $PIDARGS ;;
     esac
   done
 }

@@ -4,9 +4,11 @@
 #
 #   scripts/idle-ab.sh OLD_BINARY NEW_BINARY [...]
 #
-# For each round (ROUNDS, 2) and binary: a fresh ringmail with 2 workers, a 3 s fetch warm-up
-# (so that the provided-buffer ring is resident before the "before" sample), then SESSIONS
-# (9000) idle IMAP sessions in plaintext, then as many over implicit TLS, in the same process.
+# For each round (ROUNDS, 2) and binary: a fresh ringmail with 2 workers, every user's route
+# cached and a 3 s fetch (so that the provided-buffer ring is resident before the "before"
+# sample), then SESSIONS
+# (9000) idle IMAP sessions in plaintext, then as many over implicit TLS in a fresh process
+# (each with every user's route cached first).
 # Prints RSS bytes per idle session for each. Build the binaries first (for an older commit:
 # `git worktree add /tmp/old <rev>` and `CARGO_TARGET_DIR=... cargo build --release`).
 set -euo pipefail
@@ -52,15 +54,22 @@ $LT lookup --listen 127.0.0.1:7074 --imap-backend 127.0.0.1:10143 --pop3-backend
 pids+=($!)
 sleep 0.5
 per_session() { python3 -c "import json,sys; print(round(json.load(sys.stdin)['bytes_per_session']))"; }
+start() {
+  "$1" --config "$dir/ringmail.toml" 2>"$dir/ringmail.log" &
+  pid=$!
+  for _ in $(seq 50); do grep -q "ringmail ready" "$dir/ringmail.log" && break; sleep 0.1; done
+  # routes cached and the provided-buffer ring resident, as in steady state
+  $LT login --target 127.0.0.1:21143 --users 5000 --count 10000 --concurrency 20 --password secret --json >/dev/null
+  $LT fetch --target 127.0.0.1:21143 --users 8 --concurrency 8 --duration 3s --password secret --json >/dev/null
+}
 for round in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do
-    "$bin" --config "$dir/ringmail.toml" 2>"$dir/ringmail.log" &
-    pid=$!
-    for _ in $(seq 50); do grep -q "ringmail ready" "$dir/ringmail.log" && break; sleep 0.1; done
-    $LT fetch --target 127.0.0.1:21143 --users 8 --concurrency 8 --duration 3s --password secret --json >/dev/null
+    start "$bin"
     plain=$($LT idle --target 127.0.0.1:21143 --users 5000 --sessions "$SESSIONS" --rate 1000 --hold 3s \
       --pid $pid --password secret --json | per_session)
-    sleep 1
+    # TLS in a fresh process: it would otherwise reuse what the plaintext sessions freed
+    kill $pid; wait $pid 2>/dev/null || true
+    start "$bin"
     tls=$($LT idle --target 127.0.0.1:21993 --tls implicit --users 5000 --sessions "$SESSIONS" --rate 1000 \
       --hold 3s --pid $pid --password secret --json | per_session)
     echo "round $round  $bin  plaintext $plain B  tls $tls B per idle session"
