@@ -13,6 +13,7 @@ use std::io;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use super::splice::{self, Burst};
 use compio::driver::BufferRef;
 use compio::io::{AsyncRead, AsyncReadManaged, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
@@ -61,7 +62,9 @@ pub enum Decrypted {
 pub struct Conn {
     stream: TcpStream,
     tls: Option<Box<Tls>>,
-    read_size: usize,
+    read_size: u32,
+    /// The socket was switched to O_NONBLOCK for splicing.
+    nonblocking: std::cell::Cell<bool>,
 }
 
 /// rustls state plus a task-local lock that keeps TLS flushes whole: the relay reads a
@@ -117,7 +120,8 @@ impl Conn {
         Conn {
             stream,
             tls: None,
-            read_size,
+            read_size: read_size.min(u32::MAX as usize) as u32,
+            nonblocking: std::cell::Cell::new(false),
         }
     }
 
@@ -188,7 +192,7 @@ impl Conn {
             }
             let raw = match closed {
                 true => None,
-                false => self.read_raw(self.read_size).await?,
+                false => self.read_raw(self.read_size()).await?,
             };
             let Some(mut raw) = raw else {
                 return Err(io::Error::new(
@@ -231,7 +235,7 @@ impl Conn {
                 Decrypted::NeedMore { flush: true } => Box::pin(self.flush_pending()).await?,
                 Decrypted::NeedMore { flush: false } => {}
             }
-            let Some(mut raw) = self.read_raw(self.read_size).await? else {
+            let Some(mut raw) = self.read_raw(self.read_size()).await? else {
                 return Ok(None);
             };
             self.feed(&mut raw)?;
@@ -286,7 +290,23 @@ impl Conn {
 
     /// The size of this connection's socket reads.
     pub fn read_size(&self) -> usize {
-        self.read_size
+        self.read_size as usize
+    }
+
+    /// Plaintext to plaintext: move what this connection has to read to `to` through a pipe
+    /// until it has nothing more right now ([`splice::burst`]). TLS on either side: nothing
+    /// moved ([`Burst::NoPipe`]).
+    pub async fn splice_to(&self, to: &Conn, mut moved: impl FnMut(usize)) -> io::Result<Burst> {
+        if self.tls.is_some() || to.tls.is_some() {
+            return Ok(Burst::NoPipe);
+        }
+        for c in [self, to] {
+            if !c.nonblocking.get() {
+                splice::nonblocking(&c.stream)?;
+                c.nonblocking.set(true);
+            }
+        }
+        splice::burst(&self.stream, &to.stream, &mut moved).await
     }
 
     /// Read into `into`, at most `room` bytes' worth. Ok(0) is EOF.

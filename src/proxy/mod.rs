@@ -19,6 +19,7 @@ pub mod relay;
 pub mod router;
 pub mod session;
 pub mod session_id;
+pub mod splice;
 pub mod sweep;
 pub mod takeover;
 pub mod throttle;

@@ -8,6 +8,9 @@
 //! [`Sweep`](super::sweep::Sweep) (no timer per session; reads are never cancelled otherwise,
 //! so no byte is lost to a timer). Protocol-agnostic.
 //!
+//! Between two plaintext sockets, bulk (a read that fills a whole buffer) continues through a
+//! pipe with splice(2) until the source has nothing more to read ([`super::splice`]).
+//!
 //! An idle session waits here for as long as it lives, so what this future holds is most of
 //! what an idle session costs: each direction keeps only its pending socket read (TLS sides
 //! feed what arrived to rustls and take the decrypted bytes in place), writes are boxed.
@@ -20,8 +23,9 @@ use futures_util::future::{select, Either};
 
 use compio::io::AsyncReadManaged;
 
-use super::conn::{ring_chunk, Conn, Decrypted};
+use super::conn::{ring_chunk, Chunk, Conn, Decrypted};
 use super::metrics::Metrics;
+use super::splice::Burst;
 use super::sweep::Entered;
 
 /// How a relay ended.
@@ -52,6 +56,16 @@ struct Sides<'a> {
     metrics: &'a Metrics,
     up: Cell<u64>,
     down: Cell<u64>,
+}
+
+impl Sides<'_> {
+    /// `n` bytes reached the other side.
+    fn moved(&self, up: bool, n: usize) {
+        let count = if up { &self.up } else { &self.down };
+        count.set(count.get() + n as u64);
+        self.metrics.relayed(up, n as u64);
+        self.entered.touch(Instant::now());
+    }
 }
 
 /// Relay between `client` and `backend` until done, or until the sweep ends the session
@@ -100,10 +114,10 @@ pub async fn relay(
 /// from the backend to the client, and the session ends at once (closing the socket says it
 /// all; TLS still sends its close_notify).
 async fn pump(s: &Sides<'_>, up: bool) -> io::Result<()> {
-    let (from, to, count) = if up {
-        (s.client, s.backend, &s.up)
+    let (from, to) = if up {
+        (s.client, s.backend)
     } else {
-        (s.backend, s.client, &s.down)
+        (s.backend, s.client)
     };
     let mut sock = from.stream();
     let tls = from.is_tls();
@@ -128,23 +142,38 @@ async fn pump(s: &Sides<'_>, up: bool) -> io::Result<()> {
                 raw => break raw,
             }
         };
-        match chunk {
+        let eof = match chunk {
             Some(chunk) => {
-                let n = chunk.len() as u64;
                 s.entered.touch(Instant::now());
-                Box::pin(to.write_chunk(chunk)).await?;
-                count.set(count.get() + n);
-                s.metrics.relayed(up, n);
-                s.entered.touch(Instant::now());
+                Box::pin(forward(s, up, chunk, len)).await? == Burst::Eof
             }
-            None => {
-                if up {
-                    Box::pin(to.shutdown()).await;
-                } else {
-                    Box::pin(to.close_notify()).await;
-                }
-                return Ok(());
+            None => true,
+        };
+        if eof {
+            if up {
+                Box::pin(to.shutdown()).await;
+            } else {
+                Box::pin(to.close_notify()).await;
             }
+            return Ok(());
         }
     }
+}
+
+/// Write a chunk to the other side. After a read that filled a whole buffer (bulk), go on
+/// through a pipe while both sockets are plaintext, until the source has nothing more to read.
+/// Boxed by the caller: an idle direction does not keep room for it.
+async fn forward(s: &Sides<'_>, up: bool, chunk: Chunk, len: usize) -> io::Result<Burst> {
+    let (from, to) = if up {
+        (s.client, s.backend)
+    } else {
+        (s.backend, s.client)
+    };
+    let n = chunk.len();
+    to.write_chunk(chunk).await?;
+    s.moved(up, n);
+    if n < len || from.is_tls() || to.is_tls() {
+        return Ok(Burst::Drained);
+    }
+    from.splice_to(to, |n| s.moved(up, n)).await
 }

@@ -486,9 +486,9 @@ mod tests {
                 },
             );
             let (serve, relay, stage) = (size(&serve), size(&relay), size(&stage));
-            // on 2026-12-02 (session 5): the task's future 48 bytes (the pre-login state and
-            // the relay stage are boxed), the relay 912, the relay stage (what an idle
-            // relayed session keeps besides compio's operations) 1144 (1352 as an `async fn`)
+            // on 2026-12-02 (session 6): the task's future 48 bytes (the pre-login state and
+            // the relay stage are boxed), the relay 880, the relay stage (what an idle
+            // relayed session keeps besides compio's operations) 1112 (1352 as an `async fn`)
             assert!(serve <= 64, "serve future grew to {serve} bytes");
             assert!(relay <= 1024, "relay future grew to {relay} bytes");
             assert!(stage <= 1200, "relay stage grew to {stage} bytes");
