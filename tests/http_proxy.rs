@@ -797,3 +797,58 @@ fn locations_go_to_zimbras_upstream_groups() {
     let (_, body, _) = curl(&[&url("/home/alice/inbox")]);
     assert!(body.starts_with("mbox-B "), "{body}");
 }
+
+#[test]
+fn strict_server_names_answer_400_on_https_for_unknown_hosts() {
+    let a = NginxWeb::start("server-A");
+    let lookup = LookupHandler::start(Default::default());
+    lookup.set("alice", route(a.addr));
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let (rm, port) = ringmail(
+        &format!("listen_tls = [\"127.0.0.1:{tls_port}\"]\nserver_names = [\"mail.example.com\"]"),
+        &lookup,
+        &[a.addr],
+        Some(&pki),
+    );
+    let ca = pki.ca.display().to_string();
+    let get = |url: &str, extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-S", "--cacert", &ca, "-w", "\nstatus=%{http_code}"])
+            .args([
+                "--resolve",
+                &format!("mail.example.com:{tls_port}:127.0.0.1"),
+            ])
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // a known name, over HTTP/2 and HTTP/1.1
+    let known = format!("https://mail.example.com:{tls_port}/home/alice/inbox");
+    for version in ["--http2", "--http1.1"] {
+        let text = get(&known, &[version]);
+        assert!(
+            text.starts_with("server-A GET /home/alice/inbox"),
+            "{text}\n{}",
+            rm.log()
+        );
+        assert!(text.ends_with("status=200"), "{text}");
+    }
+    // another Host on the same connection's certificate, and a bare address
+    let text = get(&known, &["--http1.1", "-H", "Host: other.example.com"]);
+    assert!(text.ends_with("status=400"), "{text}");
+    assert!(text.contains("unknown server name"), "{text}");
+    let text = get(
+        &format!("https://127.0.0.1:{tls_port}/home/alice/inbox"),
+        &["-k"],
+    );
+    assert!(text.ends_with("status=400"), "{text}");
+    // the plaintext listener is not strict (as in Zimbra: only the HTTPS port)
+    let text = get(
+        &format!("http://127.0.0.1:{port}/home/alice/inbox"),
+        &["-H", "Host: other.example.com"],
+    );
+    assert!(text.ends_with("status=200"), "{text}");
+}

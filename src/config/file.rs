@@ -477,6 +477,10 @@ pub struct HttpFile {
     pub admin_listen: Vec<ListenFile>,
     /// The mailbox servers' admin ports (`ip:7071`).
     pub admin_servers: Vec<String>,
+    /// Strict server names (`zimbraReverseProxyStrictServerNameEnabled` with the domains'
+    /// `zimbraVirtualHostname`s and the server's host name): an HTTPS request whose Host is
+    /// none of these gets 400. Empty: any Host is served.
+    pub server_names: Vec<String>,
     /// Zimbra's per-location groups (`zimbraReverseProxyUpstream*Servers`): the web client's
     /// servers (default: `servers`), EWS, login page and zx servers (empty: no such location;
     /// their requests go where Zimbra's nginx sends them then).
@@ -503,6 +507,7 @@ impl Default for HttpFile {
             upstream_tls: false,
             admin_listen: Vec::new(),
             admin_servers: Vec::new(),
+            server_names: Vec::new(),
             webclient_servers: Vec::new(),
             ews_servers: Vec::new(),
             login_servers: Vec::new(),

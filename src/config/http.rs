@@ -73,6 +73,18 @@ pub fn validate(
             return Err(format!("{key} must be more than 0"));
         }
     }
+    let mut server_names = Vec::new();
+    for n in &h.server_names {
+        let name = n.trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        {
+            return Err(format!("http.server_names: {n:?} is not a host name"));
+        }
+        server_names.push(name);
+    }
     if !(1024..=1 << 20).contains(&h.max_header.0) {
         return Err("http.max_header must be between 1k and 1m".into());
     }
@@ -118,5 +130,6 @@ pub fn validate(
         upstream_tls: h.upstream_tls,
         admin_listen,
         admin_servers,
+        server_names,
     }))
 }

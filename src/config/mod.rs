@@ -107,6 +107,8 @@ pub struct HttpConfig {
     /// The admin console listeners' addresses, and its servers (7071).
     pub admin_listen: Vec<SocketAddr>,
     pub admin_servers: Vec<SocketAddr>,
+    /// Strict server names for the HTTPS listeners (lower case); empty: any Host.
+    pub server_names: Vec<String>,
 }
 
 impl HttpConfig {

@@ -379,6 +379,20 @@ pub fn host_name(host: &[u8]) -> &[u8] {
     }
 }
 
+/// Strict server names (§1, `zimbraReverseProxyStrictServerNameEnabled`): whether a request's
+/// Host names one of `names` (lower case, without a trailing dot), ignoring case, the port and
+/// a trailing dot. No names: every Host is known.
+pub fn known_server_name(host: &[u8], names: &[String]) -> bool {
+    if names.is_empty() {
+        return true;
+    }
+    let name = host_name(host);
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    names
+        .iter()
+        .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// The admin console's user (§4, `zmauth_admin`): only the `ZM_ADMIN_AUTH_TOKEN` cookie's
 /// account id.
 pub fn find_admin(cookie: Option<&[u8]>) -> Option<Who> {

@@ -226,6 +226,11 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
                 .map(|a| a.as_str().as_bytes().to_vec())
         })
         .unwrap_or_default();
+    let admin = cfg.admin_listen.contains(&cx.spec.addr);
+    // strict server names: Zimbra's default server on the HTTPS port answers 400
+    if cx.spec.tls && !admin && !route::known_server_name(&host, &cfg.server_names) {
+        return full(StatusCode::BAD_REQUEST, "400 unknown server name\n");
+    }
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -260,7 +265,6 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
             );
         }
     }
-    let admin = cfg.admin_listen.contains(&cx.spec.addr);
     let who = if admin {
         route::find_admin(header_bytes(req.headers(), header::COOKIE))
     } else {

@@ -157,4 +157,14 @@ fn http_table_is_checked() {
     )
     .contains("PROXY protocol is not supported"));
     assert!(err("listen = [\"127.0.0.1:8080\"]\nmax_header = \"100\"").contains("max_header"));
+    // strict server names: lower case, without a trailing dot; not a name: refused
+    let c = check("listen = [\"127.0.0.1:8080\"]\nserver_names = [\"Mail.Example.COM.\"]").unwrap();
+    assert_eq!(c.http.unwrap().server_names, vec!["mail.example.com"]);
+    assert!(
+        err("listen = [\"127.0.0.1:8080\"]\nserver_names = [\"mail.example.com:443\"]")
+            .contains("http.server_names")
+    );
+    assert!(
+        err("listen = [\"127.0.0.1:8080\"]\nserver_names = [\"\"]").contains("http.server_names")
+    );
 }

@@ -340,3 +340,41 @@ fn locations_pick_zimbras_upstream_groups() {
         Group::Webclient
     );
 }
+
+#[test]
+fn strict_server_names_match_the_host_without_port_case_or_trailing_dot() {
+    let names = vec![
+        "mail.example.com".to_string(),
+        "webmail.example.org".to_string(),
+    ];
+    for host in [
+        &b"mail.example.com"[..],
+        b"MAIL.Example.COM",
+        b"mail.example.com:443",
+        b"mail.example.com.",
+        b"webmail.example.org:8443",
+    ] {
+        assert!(
+            known_server_name(host, &names),
+            "{:?}",
+            String::from_utf8_lossy(host)
+        );
+    }
+    for host in [
+        &b"other.example.com"[..],
+        b"",
+        b"192.0.2.10",
+        b"[2001:db8::1]:443",
+        b"mail.example.com.evil",
+        b"xmail.example.com",
+    ] {
+        assert!(
+            !known_server_name(host, &names),
+            "{:?}",
+            String::from_utf8_lossy(host)
+        );
+    }
+    // no names configured: every Host is served
+    assert!(known_server_name(b"anything", &[]));
+    assert!(known_server_name(b"", &[]));
+}
