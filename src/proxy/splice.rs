@@ -25,6 +25,11 @@ use rustix::pipe::{PipeFlags, SpliceFlags};
 const PIPE_SIZE: usize = 256 * 1024;
 /// Empty pipes kept per worker for the next burst.
 const POOL: usize = 16;
+/// A piece at least this large means a transfer is under way: when the source has nothing
+/// more for the moment, the burst waits for its next piece (a readiness poll, holding no pipe)
+/// instead of handing back to the relay's ring read. A smaller piece (a command's answer)
+/// ends the burst at the next pause.
+const BULK: usize = 4096;
 
 struct Pipe {
     read: OwnedFd,
@@ -85,32 +90,44 @@ pub async fn burst(
     to: &TcpStream,
     moved: &mut dyn FnMut(usize),
 ) -> io::Result<Burst> {
-    let Some(pipe) = Pipe::take() else {
-        return Ok(Burst::NoPipe);
-    };
+    let mut pipe = None;
+    // the read that started the burst filled a whole buffer
+    let mut last = BULK;
     loop {
+        let p = match pipe.take().or_else(Pipe::take) {
+            Some(p) => pipe.insert(p),
+            None => return Ok(Burst::NoPipe),
+        };
         let n = match rustix::pipe::splice(
             from,
             None,
-            &pipe.write,
+            &p.write,
             None,
             PIPE_SIZE,
             SpliceFlags::NONBLOCK,
         ) {
             Ok(0) => {
-                pipe.give_back();
+                release(&mut pipe);
                 return Ok(Burst::Eof);
             }
             Ok(n) => n,
             Err(e) if e == Errno::AGAIN => {
-                pipe.give_back();
-                return Ok(Burst::Drained);
+                // empty: back to the pool, also while this burst waits
+                release(&mut pipe);
+                if last < BULK {
+                    return Ok(Burst::Drained);
+                }
+                // a transfer under way (the last piece was large): wait for the next piece
+                // here rather than with a ring read that would copy it
+                last = 0;
+                readable(from).await?;
+                continue;
             }
             Err(e) => return Err(e.into()),
         };
         let mut left = n;
         while left > 0 {
-            match rustix::pipe::splice(&pipe.read, None, to, None, left, SpliceFlags::NONBLOCK) {
+            match rustix::pipe::splice(&p.read, None, to, None, left, SpliceFlags::NONBLOCK) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(m) => left -= m,
                 Err(e) if e == Errno::AGAIN => writable(to).await?,
@@ -118,7 +135,21 @@ pub async fn burst(
             }
         }
         moved(n);
+        last = n;
     }
+}
+
+/// Return an (empty) pipe to the pool.
+fn release(pipe: &mut Option<Pipe>) {
+    if let Some(p) = pipe.take() {
+        p.give_back();
+    }
+}
+
+/// Wait until `s` has bytes to read (a one-shot poll through the ring).
+async fn readable(s: &TcpStream) -> io::Result<()> {
+    let op = PollOnce::new(s.to_shared_fd(), Interest::Readable);
+    compio::runtime::submit(op).await.0.map(drop)
 }
 
 /// Wait until `s` takes more bytes (a one-shot poll through the ring).
@@ -145,16 +176,21 @@ mod tests {
         compio::runtime::Runtime::new().unwrap().block_on(async {
             let l = compio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
-            // the source writes in uneven pieces with pauses, then closes
+            // the source writes in uneven pieces with pauses, then a short answer, a pause,
+            // and closes
             let source = std::thread::spawn(move || {
                 let mut s = std::net::TcpStream::connect(addr).unwrap();
                 let data = pattern(LEN);
-                for (i, piece) in data.chunks(300_000).enumerate() {
+                let (bulk, tail) = data.split_at(LEN - 100);
+                for (i, piece) in bulk.chunks(300_000).enumerate() {
                     s.write_all(piece).unwrap();
                     if i % 5 == 0 {
                         std::thread::sleep(Duration::from_millis(5));
                     }
                 }
+                std::thread::sleep(Duration::from_millis(20));
+                s.write_all(tail).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
             });
             let (from, _) = l.accept().await.unwrap();
             let sink = std::thread::spawn(move || {
@@ -183,7 +219,15 @@ mod tests {
             let got = sink.join().unwrap();
             assert_eq!(moved, LEN);
             assert!(got == pattern(LEN), "bytes differ");
-            assert!(drained > 0, "the source paused: a burst must have drained");
+            // pauses within the transfer are waited for; the short answer ends the burst
+            assert!(
+                drained >= 1,
+                "a short piece then a pause must end the burst"
+            );
+            assert!(
+                drained <= 3,
+                "pauses in the bulk ended the burst {drained} times"
+            );
             // the pipe went back to the pool, empty
             assert_eq!(PIPES.with(|p| p.borrow().len()), 1);
         });
