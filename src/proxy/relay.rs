@@ -58,7 +58,16 @@ struct Sides<'a> {
     down: Cell<u64>,
 }
 
-impl Sides<'_> {
+impl<'a> Sides<'a> {
+    /// The side read and the side written: `up` from the client to the backend.
+    fn ends(&self, up: bool) -> (&'a Conn, &'a Conn) {
+        if up {
+            (self.client, self.backend)
+        } else {
+            (self.backend, self.client)
+        }
+    }
+
     /// `n` bytes reached the other side.
     fn moved(&self, up: bool, n: usize) {
         let count = if up { &self.up } else { &self.down };
@@ -114,11 +123,7 @@ pub async fn relay(
 /// from the backend to the client, and the session ends at once (closing the socket says it
 /// all; TLS still sends its close_notify).
 async fn pump(s: &Sides<'_>, up: bool) -> io::Result<()> {
-    let (from, to) = if up {
-        (s.client, s.backend)
-    } else {
-        (s.backend, s.client)
-    };
+    let (from, to) = s.ends(up);
     let mut sock = from.stream();
     let tls = from.is_tls();
     // TLS sides read the socket here too, and decrypt what arrived (the pending read is the
@@ -164,11 +169,7 @@ async fn pump(s: &Sides<'_>, up: bool) -> io::Result<()> {
 /// through a pipe while both sockets are plaintext, until the source has nothing more to read.
 /// Boxed by the caller: an idle direction does not keep room for it.
 async fn forward(s: &Sides<'_>, up: bool, chunk: Chunk, len: usize) -> io::Result<Burst> {
-    let (from, to) = if up {
-        (s.client, s.backend)
-    } else {
-        (s.backend, s.client)
-    };
+    let (from, to) = s.ends(up);
     let n = chunk.len();
     to.write_chunk(chunk).await?;
     s.moved(up, n);
