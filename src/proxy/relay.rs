@@ -178,3 +178,26 @@ async fn forward(s: &Sides<'_>, up: bool, chunk: Chunk, len: usize) -> io::Resul
     }
     from.splice_to(to, |n| s.moved(up, n)).await
 }
+
+/// The size of a direction's write-and-splice future (what a session waiting in a splice
+/// burst keeps besides the relay), for the size test.
+#[cfg(test)]
+pub(crate) fn forward_size(
+    client: &Conn,
+    backend: &Conn,
+    entered: &Entered<'_>,
+    m: &Metrics,
+) -> usize {
+    let s = Sides {
+        client,
+        backend,
+        entered,
+        metrics: m,
+        up: Cell::new(0),
+        down: Cell::new(0),
+    };
+    let f = forward(&s, false, Chunk::Owned(Vec::new()), 1);
+    let size = std::mem::size_of_val(&f);
+    drop(f);
+    size
+}

@@ -468,6 +468,7 @@ mod tests {
                 std::time::Duration::from_secs(1),
                 0,
             );
+            let forward = super::super::relay::forward_size(&a, &b, &entered, &w.metrics);
             let relay = relay(&a, &b, &entered, &w.metrics);
             let stage = relay_stage(
                 w.clone(),
@@ -492,6 +493,11 @@ mod tests {
             assert!(serve <= 64, "serve future grew to {serve} bytes");
             assert!(relay <= 1024, "relay future grew to {relay} bytes");
             assert!(stage <= 1200, "relay stage grew to {stage} bytes");
+            // boxed, kept only while a splice burst waits for the source's next piece (392)
+            assert!(
+                forward <= 512,
+                "write-and-splice future grew to {forward} bytes"
+            );
         });
     }
 }
