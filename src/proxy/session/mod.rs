@@ -493,9 +493,10 @@ mod tests {
             assert!(serve <= 64, "serve future grew to {serve} bytes");
             assert!(relay <= 1024, "relay future grew to {relay} bytes");
             assert!(stage <= 1200, "relay stage grew to {stage} bytes");
-            // boxed, kept only while a splice burst waits for the source's next piece (392)
+            // boxed, kept only while a write is under way or a splice burst waits for the
+            // source's next piece (688 on 2026-12-02, session 6)
             assert!(
-                forward <= 512,
+                forward <= 768,
                 "write-and-splice future grew to {forward} bytes"
             );
         });
