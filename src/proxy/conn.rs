@@ -468,7 +468,7 @@ impl Engine {
     fn process(
         &mut self,
         buf: &mut [u8],
-        mut want: Want<'_>,
+        want: Want<'_>,
     ) -> (usize, Result<Driven, rustls::Error>) {
         let mut used = 0;
         loop {
@@ -476,7 +476,7 @@ impl Engine {
                 plain: &mut self.plain,
                 outgoing: &mut self.outgoing,
                 peer_closed: &mut self.peer_closed,
-                want: &mut want,
+                want,
             };
             let (discard, step) = match &mut self.side {
                 Side::Server(c) => out.step(c.process_tls_records(&mut buf[used..])),
@@ -513,7 +513,8 @@ struct Out<'a, 'w> {
     plain: &'a mut Vec<u8>,
     outgoing: &'a mut Vec<u8>,
     peer_closed: &'a mut bool,
-    want: &'a mut Want<'w>,
+    /// Done when processing reaches `WriteTraffic`, which ends it.
+    want: Want<'w>,
 }
 
 impl Out<'_, '_> {
@@ -549,7 +550,7 @@ impl Out<'_, '_> {
             }
             ConnectionState::BlockedHandshake => Ok(Some(Driven::Blocked)),
             ConnectionState::WriteTraffic(mut w) => {
-                let want = std::mem::replace(self.want, Want::Nothing);
+                let want = self.want;
                 let start = self.outgoing.len();
                 // room for the records' overhead; rustls says when it needs more
                 let mut room = match want {

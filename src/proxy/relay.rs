@@ -166,14 +166,15 @@ async fn pump(s: &Sides<'_>, up: bool) -> io::Result<()> {
 }
 
 /// Write a chunk to the other side. After a read that filled a whole buffer (bulk), go on
-/// through a pipe while both sockets are plaintext, until the source has nothing more to read.
-/// Boxed by the caller: an idle direction does not keep room for it.
+/// through a pipe (when both sockets are plaintext: [`Conn::splice_to`] decides), until the
+/// source has nothing more to read. Boxed by the caller: an idle direction does not keep room
+/// for it.
 async fn forward(s: &Sides<'_>, up: bool, chunk: Chunk, len: usize) -> io::Result<Burst> {
     let (from, to) = s.ends(up);
     let n = chunk.len();
     to.write_chunk(chunk).await?;
     s.moved(up, n);
-    if n < len || from.is_tls() || to.is_tls() {
+    if n < len {
         return Ok(Burst::Drained);
     }
     from.splice_to(to, |n| s.moved(up, n)).await
