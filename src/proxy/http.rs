@@ -41,11 +41,11 @@ impl<F: Future<Output = ()> + 'static> hyper::rt::Executor<F> for LocalExec {
 }
 
 /// What a connection's requests share.
-struct Cx {
-    w: Rc<Worker>,
-    spec: ListenerSpec,
-    peer: SocketAddr,
-    local: SocketAddr,
+pub(super) struct Cx {
+    pub w: Rc<Worker>,
+    pub spec: ListenerSpec,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
 }
 
 /// Drive a hyper connection to its end; when the worker drains (SIGTERM), hyper finishes the
@@ -76,6 +76,15 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
         peer,
         local,
     });
+    // plaintext clients and servers: ringmail's own HTTP/1.1 path, until a request needs hyper
+    let (stream, read) = if !spec.tls && w.http_tls.is_none() {
+        match super::h1::serve(&cx, &cfg, stream).await {
+            Some((stream, read)) => (stream, Some(read)),
+            None => return,
+        }
+    } else {
+        (stream, None)
+    };
     let service = hyper::service::service_fn(move |req| {
         let cx = cx.clone();
         async move {
@@ -85,7 +94,10 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
             Ok::<_, Infallible>(resp)
         }
     });
-    if spec.tls {
+    if let Some(read) = read {
+        let io = super::hyperio::Prefixed::new(read, HyperStream::new_plain(stream));
+        serve_until_drained!(w, http1(&cfg).serve_connection(io, service).with_upgrades());
+    } else if spec.tls {
         let Some(tls) = w.server_tls(spec.proto) else {
             return;
         };
@@ -197,6 +209,44 @@ fn strip_hop(h: &mut HeaderMap) {
     }
 }
 
+/// What routing needs of a request, whichever implementation parsed it.
+pub(super) struct Ask<'a> {
+    /// Path and query as received ("/" when absent).
+    pub target: &'a str,
+    /// The Host header, else the target's authority (empty if neither).
+    pub host: &'a [u8],
+    pub cookie: Option<&'a [u8]>,
+    pub authorization: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
+    pub content_length: Option<u64>,
+    /// The size of the head (for `max_header`).
+    pub head_size: usize,
+}
+
+/// Where a request goes: ringmail answers it, or a mailbox server does.
+pub(super) enum Decision {
+    Answer {
+        status: StatusCode,
+        text: &'static str,
+        location: Option<Vec<u8>>,
+    },
+    Forward {
+        server: SocketAddr,
+        /// How long the server may stay silent.
+        timeout: Duration,
+    },
+}
+
+impl Decision {
+    fn answer(status: StatusCode, text: &'static str) -> Decision {
+        Decision::Answer {
+            status,
+            text,
+            location: None,
+        }
+    }
+}
+
 async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
     let w = &cx.w;
     let Some(cfg) = w.config.http.as_ref() else {
@@ -210,12 +260,6 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum::<usize>();
-    if head_size > cfg.max_header {
-        return full(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "431 request header fields too large\n",
-        );
-    }
     let host: Vec<u8> = req
         .headers()
         .get(header::HOST)
@@ -226,54 +270,92 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
                 .map(|a| a.as_str().as_bytes().to_vec())
         })
         .unwrap_or_default();
-    let admin = cfg.admin_listen.contains(&cx.spec.addr);
-    // strict server names: Zimbra's default server on the HTTPS port answers 400
-    if cx.spec.tls && !admin && !route::known_server_name(&host, &cfg.server_names) {
-        return full(StatusCode::BAD_REQUEST, "400 unknown server name\n");
-    }
-    let path_and_query = req
+    let target = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
-    // mail mode redirect: the plaintext listener sends everyone to HTTPS
-    if !cx.spec.tls && cfg.mode == HttpMode::Redirect {
-        let location = route::redirect_to_https(&host, cfg.https_port, path_and_query.as_bytes());
-        let mut r = full(StatusCode::FOUND, "");
-        if let Ok(v) = HeaderValue::from_bytes(&location) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
-        return r;
-    }
-    let path = decode_path(req.uri().path());
-    let query = req.uri().query().unwrap_or("").as_bytes().to_vec();
-    let class = route::classify(&path);
-    if class == route::Class::Service && route::forbidden_target(path_and_query.as_bytes()) {
-        return full(StatusCode::FORBIDDEN, "403 Forbidden\n");
-    }
-    if let Some(limit) = cfg.max_body {
-        let declared = req
+        .unwrap_or("/");
+    let ask = Ask {
+        target,
+        host: &host,
+        cookie: header_bytes(req.headers(), header::COOKIE),
+        authorization: header_bytes(req.headers(), header::AUTHORIZATION),
+        user_agent: header_bytes(req.headers(), header::USER_AGENT),
+        content_length: req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return full(
+            .and_then(|v| v.parse::<u64>().ok()),
+        head_size,
+    };
+    match decide(cx, cfg, &ask).await {
+        Decision::Answer {
+            status,
+            text,
+            location,
+        } => {
+            let mut r = full(status, text);
+            if let Some(v) = location.and_then(|l| HeaderValue::from_bytes(&l).ok()) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Decision::Forward { server, timeout } => {
+            forward(cx, cfg, req, server, &host, timeout).await
+        }
+    }
+}
+
+/// Route a request (`spec/http-proxy.md`): ringmail's own answers (limits, refusals, mode
+/// redirect), else the mailbox server by the user's route or the group's ip-hash.
+pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision {
+    let w = &cx.w;
+    if ask.head_size > cfg.max_header {
+        return Decision::answer(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "431 request header fields too large\n",
+        );
+    }
+    let host = ask.host;
+    let admin = cfg.admin_listen.contains(&cx.spec.addr);
+    // strict server names: Zimbra's default server on the HTTPS port answers 400
+    if cx.spec.tls && !admin && !route::known_server_name(host, &cfg.server_names) {
+        return Decision::answer(StatusCode::BAD_REQUEST, "400 unknown server name\n");
+    }
+    let path_and_query = ask.target;
+    // mail mode redirect: the plaintext listener sends everyone to HTTPS
+    if !cx.spec.tls && cfg.mode == HttpMode::Redirect {
+        return Decision::Answer {
+            status: StatusCode::FOUND,
+            text: "",
+            location: Some(route::redirect_to_https(
+                host,
+                cfg.https_port,
+                path_and_query.as_bytes(),
+            )),
+        };
+    }
+    let (raw_path, raw_query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let path = decode_path(raw_path);
+    let query = raw_query.as_bytes();
+    let class = route::classify(&path);
+    if class == route::Class::Service && route::forbidden_target(path_and_query.as_bytes()) {
+        return Decision::answer(StatusCode::FORBIDDEN, "403 Forbidden\n");
+    }
+    if let Some(limit) = cfg.max_body {
+        if ask.content_length.is_some_and(|n| n > limit) {
+            return Decision::answer(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "413 request body too large\n",
             );
         }
     }
     let who = if admin {
-        route::find_admin(header_bytes(req.headers(), header::COOKIE))
+        route::find_admin(ask.cookie)
     } else {
-        route::find_user(
-            &path,
-            &query,
-            header_bytes(req.headers(), header::COOKIE),
-            header_bytes(req.headers(), header::AUTHORIZATION),
-        )
+        route::find_user(&path, query, ask.cookie, ask.authorization)
     };
     let routed = match &who {
         Some(who) => {
@@ -281,7 +363,7 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
                 protocol: if cfg.upstream_tls { "httpssl" } else { "http" },
                 client_ip: cx.peer.ip(),
                 proxy_ip: cx.local.ip(),
-                host: &host,
+                host,
                 admin,
             };
             w.router.resolve_web(who, &ctx).await
@@ -291,17 +373,11 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
     let group = if admin {
         &cfg.admin_servers[..]
     } else {
-        let g = route::group(
-            &path,
-            class,
-            header_bytes(req.headers(), header::COOKIE),
-            header_bytes(req.headers(), header::USER_AGENT),
-            cfg.optional(),
-        );
+        let g = route::group(&path, class, ask.cookie, ask.user_agent, cfg.optional());
         cfg.group(g)
     };
     let (server, by_route) = match routed {
-        WebRoute::Forbidden => return full(StatusCode::FORBIDDEN, "403 Forbidden\n"),
+        WebRoute::Forbidden => return Decision::answer(StatusCode::FORBIDDEN, "403 Forbidden\n"),
         WebRoute::Server(s) => {
             let chosen = route::choose(Some(s), group, cx.peer.ip());
             (chosen, chosen == Some(s))
@@ -309,14 +385,16 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
         WebRoute::Unknown => (route::choose(None, group, cx.peer.ip()), false),
     };
     let Some(server) = server else {
-        return full(
+        return Decision::answer(
             StatusCode::BAD_GATEWAY,
             "502 no mailbox server for this request\n",
         );
     };
     w.metrics.http_routed(by_route);
-    let timeout = class.read_timeout(&cfg.timeouts);
-    forward(cx, cfg, req, server, &host, timeout).await
+    Decision::Forward {
+        server,
+        timeout: class.read_timeout(&cfg.timeouts),
+    }
 }
 
 /// Send the request to `server` and stream its answer back.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use compio::net::TcpStream;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::client::conn::http1::SendRequest;
 
@@ -16,6 +17,8 @@ pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 #[derive(Default)]
 pub struct Pool {
     idle: RefCell<HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
+    /// Idle connections of the HTTP/1.1 path (`proxy/h1.rs`), newest last.
+    streams: RefCell<HashMap<SocketAddr, Vec<TcpStream>>>,
 }
 
 impl Pool {
@@ -26,6 +29,23 @@ impl Pool {
         list.retain(|s| !s.is_closed());
         let ready = list.iter().rposition(SendRequest::is_ready)?;
         Some(list.swap_remove(ready))
+    }
+
+    /// An idle connection of the HTTP/1.1 path to `server`, newest first (a server closes
+    /// the oldest first).
+    pub fn take_stream(&self, server: SocketAddr) -> Option<TcpStream> {
+        self.streams.borrow_mut().get_mut(&server)?.pop()
+    }
+
+    /// Keep an idle connection of the HTTP/1.1 path (up to `max` per server; beyond that
+    /// the oldest is closed).
+    pub fn put_stream(&self, server: SocketAddr, stream: TcpStream, max: usize) {
+        let mut streams = self.streams.borrow_mut();
+        let list = streams.entry(server).or_default();
+        if list.len() >= max.max(1) {
+            list.remove(0);
+        }
+        list.push(stream);
     }
 
     /// Keep `sender` for a later request to `server`, right after it sent one (up to `max`

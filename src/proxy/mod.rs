@@ -6,6 +6,7 @@ pub mod conn;
 pub mod context;
 pub mod drain;
 pub mod error;
+pub mod h1;
 pub mod health;
 pub mod http;
 pub mod httppool;

@@ -1,0 +1,528 @@
+//! The web proxy's own HTTP/1.1 path for plaintext clients and mailbox servers: the heads are
+//! parsed with httparse and rewritten as bytes ([`crate::http::h1`]), bodies pass through
+//! unchanged (a chunked one stays chunked) through one buffer per direction, and idle
+//! connections to the servers are pooled per worker. hyper's general path parses every head
+//! into a header map and encodes it again on the other side, for every request, twice; this
+//! one copies a head once (measured in docs/benchmarks.md).
+//!
+//! Only plain requests are taken here (see [`crate::http::h1`]); the first request that is
+//! not (HTTP/1.0, an upgrade, an absolute target, ...) hands the connection, with the bytes
+//! already read, to hyper, which serves the rest of it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use compio::buf::{BufResult, IntoInner, IoBuf};
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::net::TcpStream;
+use futures_util::future::{select, Either};
+
+use super::http::{decide, Ask, Cx, Decision};
+use crate::config::HttpConfig;
+use crate::http::h1::{self, Chunked, Framing, HeadError, Parsed, RequestHead, ResponseHead};
+use crate::http::route;
+
+/// A client's buffer starts this large (a head with its cookies fits); a longer head grows it
+/// up to `max_header`.
+const CLIENT_BUFFER: usize = 8 * 1024;
+/// The reads of a body.
+const BODY_READ: usize = 64 * 1024;
+/// A body's first bytes, when no more than this, leave in the same write as its head.
+const WITH_HEAD: usize = 16 * 1024;
+
+/// Bytes read from a socket; those not yet taken are `buf[at..]`.
+struct Inbox {
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Inbox {
+    fn new(capacity: usize) -> Inbox {
+        Inbox {
+            buf: Vec::with_capacity(capacity),
+            at: 0,
+        }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.at..]
+    }
+
+    fn take(&mut self, n: usize) {
+        self.at += n;
+        if self.at >= self.buf.len() {
+            self.buf.clear();
+            self.at = 0;
+        }
+    }
+
+    /// Read what `s` has, into at least `room` free bytes. Ok(0) is EOF.
+    async fn fill(&mut self, s: &mut TcpStream, room: usize) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < room {
+            if self.at > 0 {
+                self.buf.drain(..self.at);
+                self.at = 0;
+            }
+            self.buf.reserve(room);
+        }
+        let BufResult(r, buf) = s.append(std::mem::take(&mut self.buf)).await;
+        self.buf = buf;
+        r
+    }
+
+    /// Write the first `n` pending bytes to `to` and take them.
+    async fn pass(&mut self, to: &mut TcpStream, n: usize) -> io::Result<()> {
+        let (from, until) = (self.at, self.at + n);
+        let BufResult(r, slice) = to
+            .write_all(std::mem::take(&mut self.buf).slice(from..until))
+            .await;
+        self.buf = slice.into_inner();
+        r?;
+        self.take(n);
+        Ok(())
+    }
+}
+
+/// An I/O operation bounded in time.
+async fn within<T>(
+    wait: Duration,
+    op: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match compio::time::timeout(wait, op).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+async fn send(to: &mut TcpStream, bytes: Vec<u8>, wait: Duration) -> io::Result<()> {
+    within(wait, async { to.write_all(bytes).await.0 }).await
+}
+
+/// How moving a body failed.
+#[derive(Debug)]
+enum Fail {
+    /// Reading its source.
+    From(io::Error),
+    /// Writing its destination.
+    To(io::Error),
+    /// A malformed chunked body.
+    Bad,
+    /// Beyond `max_body`.
+    TooLarge,
+}
+
+/// Move one message from `from` to `to`: `head`, then its body as `framing` says: what
+/// `inbox` already holds of it, then reads of `from`, each within `read_wait` (writes within
+/// `write_wait`). The body's first bytes leave with the head when they are few; bytes after
+/// the body's end stay in `inbox`.
+#[allow(clippy::too_many_arguments)]
+async fn pass_message(
+    from: &mut TcpStream,
+    inbox: &mut Inbox,
+    to: &mut TcpStream,
+    mut head: Vec<u8>,
+    framing: Framing,
+    limit: Option<u64>,
+    read_wait: Duration,
+    write_wait: Duration,
+) -> Result<(), Fail> {
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let mut chunked = Chunked::default();
+    loop {
+        let avail = inbox.pending();
+        let (n, done) = match framing {
+            Framing::Empty => (0, true),
+            Framing::Length(_) => {
+                let n = usize::try_from(left).map_or(avail.len(), |l| l.min(avail.len()));
+                (n, n as u64 == left)
+            }
+            Framing::Chunked => (chunked.scan(avail).map_err(|_| Fail::Bad)?, chunked.done()),
+            Framing::Close => (avail.len(), false),
+        };
+        if limit.is_some_and(|l| chunked.data > l) {
+            return Err(Fail::TooLarge);
+        }
+        left -= n as u64;
+        if !head.is_empty() {
+            let with = if n <= WITH_HEAD { n } else { 0 };
+            head.extend_from_slice(&inbox.pending()[..with]);
+            inbox.take(with);
+            send(to, std::mem::take(&mut head), write_wait)
+                .await
+                .map_err(Fail::To)?;
+            if n > with {
+                within(write_wait, inbox.pass(to, n))
+                    .await
+                    .map_err(Fail::To)?;
+            }
+        } else if n > 0 {
+            within(write_wait, inbox.pass(to, n))
+                .await
+                .map_err(Fail::To)?;
+        }
+        if done {
+            return Ok(());
+        }
+        let got = within(read_wait, inbox.fill(from, BODY_READ))
+            .await
+            .map_err(Fail::From)?;
+        if got == 0 {
+            return match framing {
+                Framing::Close => Ok(()),
+                _ => Err(Fail::From(io::ErrorKind::UnexpectedEof.into())),
+            };
+        }
+    }
+}
+
+/// One of ringmail's own answers.
+async fn answer(
+    cx: &Cx,
+    client: &mut TcpStream,
+    status: u16,
+    text: &str,
+    location: Option<&[u8]>,
+    close: bool,
+) -> io::Result<()> {
+    cx.w.metrics.http_response(status, true);
+    let bytes = h1::own_response(status, text, location, close);
+    let wait =
+        cx.w.config
+            .http
+            .as_ref()
+            .map_or(Duration::from_secs(60), |c| c.timeouts.read);
+    send(client, bytes, wait).await
+}
+
+/// After a request: go on with the connection or close it.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Serve a plaintext client connection. Returns the connection and the bytes read from it when
+/// a request is one for hyper; None once the connection is done.
+pub(super) async fn serve(
+    cx: &Cx,
+    cfg: &HttpConfig,
+    mut client: TcpStream,
+) -> Option<(TcpStream, Vec<u8>)> {
+    let w = &cx.w;
+    let mut inbox = Inbox::new(CLIENT_BUFFER);
+    loop {
+        let head = loop {
+            let refused = match h1::parse_request(inbox.pending(), cfg.max_header) {
+                Ok(Parsed::Done(h)) => break h,
+                Ok(Parsed::Other) => return Some((client, inbox.pending().to_vec())),
+                Ok(Parsed::Partial) => None,
+                Err(HeadError::TooLarge) => Some((431, "431 request header fields too large\n")),
+                Err(HeadError::Invalid) => Some((400, "400 bad request\n")),
+            };
+            if let Some((status, text)) = refused {
+                let _ = answer(cx, &mut client, status, text, None, true).await;
+                return None;
+            }
+            // waiting for a request: a drain closes the connection (one mid-head finishes it)
+            let idle = inbox.pending().is_empty();
+            if idle && w.drain.started().is_some() {
+                return None;
+            }
+            let read = std::pin::pin!(within(
+                cfg.header_timeout,
+                inbox.fill(&mut client, CLIENT_BUFFER / 2)
+            ));
+            let got = if idle {
+                match select(read, std::pin::pin!(w.drain.wait())).await {
+                    Either::Left((r, _)) => r,
+                    Either::Right(_) => return None,
+                }
+            } else {
+                read.await
+            };
+            match got {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        };
+        let next = {
+            let b = inbox.pending();
+            let Ok(target) = std::str::from_utf8(&b[head.target.clone()]) else {
+                return Some((client, b.to_vec()));
+            };
+            let field = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &b[r]);
+            let ask = Ask {
+                target,
+                host: &b[head.host.clone()],
+                cookie: field(&head.cookie),
+                authorization: field(&head.authorization),
+                user_agent: field(&head.user_agent),
+                content_length: head.content_length,
+                head_size: head.len,
+            };
+            decide(cx, cfg, &ask).await
+        };
+        let next = match next {
+            Decision::Answer {
+                status,
+                text,
+                location,
+            } => {
+                // an unread body ends the connection
+                let close = head.close || head.body != Framing::Empty;
+                let sent = answer(
+                    cx,
+                    &mut client,
+                    status.as_u16(),
+                    text,
+                    location.as_deref(),
+                    close,
+                )
+                .await;
+                inbox.take(head.len);
+                if close || sent.is_err() {
+                    Next::Close
+                } else {
+                    Next::KeepAlive
+                }
+            }
+            Decision::Forward { server, timeout } => {
+                let mut up_head = Vec::with_capacity(head.len + 96);
+                h1::upstream_request(inbox.pending(), &head, cx.peer.ip(), &mut up_head);
+                let host = inbox.pending()[head.host.clone()].to_vec();
+                inbox.take(head.len);
+                let req = Forward {
+                    head: &head,
+                    up_head,
+                    host: &host,
+                    server,
+                    timeout,
+                };
+                forward(cx, cfg, &mut client, &mut inbox, req).await
+            }
+        };
+        if next == Next::Close || w.drain.started().is_some() {
+            return None;
+        }
+        // a body grew the buffer: back to its usual size between requests
+        if inbox.pending().is_empty() && inbox.buf.capacity() > CLIENT_BUFFER {
+            inbox = Inbox::new(CLIENT_BUFFER);
+        }
+    }
+}
+
+/// A request on its way to a mailbox server.
+struct Forward<'a> {
+    head: &'a RequestHead,
+    /// The head as the server gets it.
+    up_head: Vec<u8>,
+    /// The client's Host.
+    host: &'a [u8],
+    server: SocketAddr,
+    /// How long the server may stay silent.
+    timeout: Duration,
+}
+
+/// A connection to `server`: an idle pooled one, else a new one. A pooled one the server has
+/// closed (or that has bytes nobody asked for) is dropped on the way.
+async fn backend(cx: &Cx, server: SocketAddr) -> io::Result<(TcpStream, bool)> {
+    while let Some(s) = cx.w.http_pool.take_stream(server) {
+        let mut probe = [0u8; 1];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(&s, &mut probe, flags) {
+            Err(rustix::io::Errno::AGAIN) => return Ok((s, true)),
+            _ => continue,
+        }
+    }
+    Ok((cx.w.upstream.dial(server).await?, false))
+}
+
+/// Send the request to its server and its answer back to the client.
+async fn forward(
+    cx: &Cx,
+    cfg: &HttpConfig,
+    client: &mut TcpStream,
+    inbox: &mut Inbox,
+    req: Forward<'_>,
+) -> Next {
+    let w = &cx.w;
+    let head = req.head;
+    let write_wait = cfg.timeouts.read;
+    if head.expect_continue
+        && send(
+            client,
+            b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+            write_wait,
+        )
+        .await
+        .is_err()
+    {
+        return Next::Close;
+    }
+    // a connection the server closed while it sat in the pool: a request without a body goes
+    // again on a new one (as nginx does); one with a body cannot be sent twice
+    let mut tries = 0;
+    let (mut up, mut resp_in, resp) = loop {
+        tries += 1;
+        let (mut up, reused) = match backend(cx, req.server).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(client = %cx.peer, backend = %req.server, error = %e, "connecting to the mailbox server failed");
+                let close = head.body != Framing::Empty;
+                let _ = answer(
+                    cx,
+                    client,
+                    502,
+                    "502 mailbox server unreachable\n",
+                    None,
+                    close,
+                )
+                .await;
+                return if close { Next::Close } else { Next::KeepAlive };
+            }
+        };
+        let again = reused && head.body == Framing::Empty && tries == 1;
+        let sent = pass_message(
+            client,
+            inbox,
+            &mut up,
+            req.up_head.clone(),
+            head.body,
+            cfg.max_body,
+            cfg.timeouts.read,
+            write_wait,
+        )
+        .await;
+        match sent {
+            Ok(()) => {}
+            Err(Fail::To(_)) if again => continue,
+            Err(Fail::To(e)) => {
+                tracing::warn!(client = %cx.peer, backend = %req.server, error = %e, "mailbox server request failed");
+                let _ = answer(cx, client, 502, "502 mailbox server failed\n", None, true).await;
+                return Next::Close;
+            }
+            Err(Fail::TooLarge) => {
+                let _ = answer(cx, client, 413, "413 request body too large\n", None, true).await;
+                return Next::Close;
+            }
+            Err(Fail::Bad) => {
+                let _ = answer(cx, client, 400, "400 bad chunked body\n", None, true).await;
+                return Next::Close;
+            }
+            Err(Fail::From(_)) => return Next::Close,
+        }
+        let mut resp_in = Inbox::new(BODY_READ);
+        match response_head(cx, client, &mut up, &mut resp_in, head.head, req.timeout).await {
+            Ok(r) => break (up, resp_in, r),
+            Err(Fail::From(e)) if again && e.kind() != io::ErrorKind::TimedOut => continue,
+            Err(Fail::From(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                tracing::warn!(client = %cx.peer, backend = %req.server, timeout = ?req.timeout, "mailbox server did not answer in time");
+                let _ = answer(
+                    cx,
+                    client,
+                    504,
+                    "504 mailbox server timed out\n",
+                    None,
+                    true,
+                )
+                .await;
+                return Next::Close;
+            }
+            Err(Fail::To(_)) => return Next::Close,
+            Err(e) => {
+                tracing::warn!(client = %cx.peer, backend = %req.server, error = ?e, "mailbox server request failed");
+                let _ = answer(cx, client, 502, "502 mailbox server failed\n", None, true).await;
+                return Next::Close;
+            }
+        }
+    };
+    let location = resp.location.clone().and_then(|r| {
+        route::rewrite_location(
+            &resp_in.pending()[r],
+            req.host,
+            cx.spec.tls,
+            &cfg.backend_ports,
+        )
+    });
+    let close = head.close || resp.body == Framing::Close;
+    let mut out = Vec::with_capacity(resp.len + 32 + WITH_HEAD.min(resp_in.pending().len()));
+    h1::client_response(
+        resp_in.pending(),
+        &resp,
+        location.as_deref(),
+        close,
+        &mut out,
+    );
+    resp_in.take(resp.len);
+    w.metrics.http_response(resp.status, false);
+    let passed = pass_message(
+        &mut up,
+        &mut resp_in,
+        client,
+        out,
+        resp.body,
+        None,
+        req.timeout,
+        write_wait,
+    )
+    .await;
+    match passed {
+        Ok(()) => {
+            // nothing more from the server than its answer: the connection can serve again
+            if resp.keep_alive && resp_in.pending().is_empty() {
+                w.http_pool.put_stream(req.server, up, cfg.pool_size);
+            }
+            if close {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            }
+        }
+        Err(e) => {
+            tracing::debug!(client = %cx.peer, backend = %req.server, error = ?e, "response cut short");
+            Next::Close
+        }
+    }
+}
+
+/// Read the server's final response head; interim (1xx) ones are passed to the client on the
+/// way. `Fail::From` with `UnexpectedEof` when the server closed before answering.
+async fn response_head(
+    cx: &Cx,
+    client: &mut TcpStream,
+    up: &mut TcpStream,
+    resp_in: &mut Inbox,
+    to_head: bool,
+    timeout: Duration,
+) -> Result<ResponseHead, Fail> {
+    let write_wait =
+        cx.w.config
+            .http
+            .as_ref()
+            .map_or(timeout, |c| c.timeouts.read);
+    loop {
+        match h1::parse_response(resp_in.pending(), to_head) {
+            Ok(Some(r)) if r.status == 101 => return Err(Fail::Bad),
+            Ok(Some(r)) if r.status < 200 => {
+                let mut out = Vec::with_capacity(r.len);
+                h1::client_response(resp_in.pending(), &r, None, false, &mut out);
+                resp_in.take(r.len);
+                send(client, out, write_wait).await.map_err(Fail::To)?;
+                continue;
+            }
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => {}
+            Err(_) => return Err(Fail::Bad),
+        }
+        let got = within(timeout, resp_in.fill(up, BODY_READ))
+            .await
+            .map_err(Fail::From)?;
+        if got == 0 {
+            return Err(Fail::From(io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
