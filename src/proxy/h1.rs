@@ -30,6 +30,9 @@ const CLIENT_BUFFER: usize = 8 * 1024;
 const BODY_READ: usize = 64 * 1024;
 /// A body's first bytes, when no more than this, leave in the same write as its head.
 const WITH_HEAD: usize = 16 * 1024;
+/// A head this small always fits in an idle socket's send buffer (Linux starts one at 16 KiB,
+/// `net.ipv4.tcp_wmem`).
+const SMALL_HEAD: usize = 8 * 1024;
 
 /// Bytes read from a socket; those not yet taken are `buf[at..]`.
 struct Inbox {
@@ -115,7 +118,9 @@ enum Fail {
 /// Move one message from `from` to `to`: `head`, then its body as `framing` says: what
 /// `inbox` already holds of it, then reads of `from`, each within `read_wait` (writes within
 /// `write_wait`). The body's first bytes leave with the head when they are few; bytes after
-/// the body's end stay in `inbox`.
+/// the body's end stay in `inbox`. A message without a body whose head is at most
+/// [`SMALL_HEAD`] is written without a timer when `to` is `idle` (a connection with nothing in
+/// flight, whose send buffer takes it at once).
 #[allow(clippy::too_many_arguments)]
 async fn pass_message(
     from: &mut TcpStream,
@@ -126,7 +131,11 @@ async fn pass_message(
     limit: Option<u64>,
     read_wait: Duration,
     write_wait: Duration,
+    idle: bool,
 ) -> Result<(), Fail> {
+    if idle && framing == Framing::Empty && head.len() <= SMALL_HEAD {
+        return to.write_all(head).await.0.map_err(Fail::To);
+    }
     let mut left = match framing {
         Framing::Length(n) => n,
         _ => 0,
@@ -327,10 +336,15 @@ struct Forward<'a> {
     timeout: Duration,
 }
 
-/// A connection to `server`: an idle pooled one, else a new one. A pooled one the server has
-/// closed (or that has bytes nobody asked for) is dropped on the way.
-async fn backend(cx: &Cx, server: SocketAddr) -> io::Result<(TcpStream, bool)> {
+/// A connection to `server`: an idle pooled one, else a new one. With `probe` (for a request
+/// that cannot be sent twice), a pooled one the server has closed (or that has bytes nobody
+/// asked for) is dropped on the way: one syscall, saved for requests without a body, which go
+/// again on a new connection if the pooled one turns out closed.
+async fn backend(cx: &Cx, server: SocketAddr, probe: bool) -> io::Result<(TcpStream, bool)> {
     while let Some(s) = cx.w.http_pool.take_stream(server) {
+        if !probe {
+            return Ok((s, true));
+        }
         let mut probe = [0u8; 1];
         let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
         match rustix::net::recv(&s, &mut probe, flags) {
@@ -347,7 +361,7 @@ async fn forward(
     cfg: &HttpConfig,
     client: &mut TcpStream,
     inbox: &mut Inbox,
-    req: Forward<'_>,
+    mut req: Forward<'_>,
 ) -> Next {
     let w = &cx.w;
     let head = req.head;
@@ -368,7 +382,7 @@ async fn forward(
     let mut tries = 0;
     let (mut up, mut resp_in, resp) = loop {
         tries += 1;
-        let (mut up, reused) = match backend(cx, req.server).await {
+        let (mut up, reused) = match backend(cx, req.server, head.body != Framing::Empty).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(client = %cx.peer, backend = %req.server, error = %e, "connecting to the mailbox server failed");
@@ -390,11 +404,17 @@ async fn forward(
             client,
             inbox,
             &mut up,
-            req.up_head.clone(),
+            // kept for a second try only when there can be one
+            if again {
+                req.up_head.clone()
+            } else {
+                std::mem::take(&mut req.up_head)
+            },
             head.body,
             cfg.max_body,
             cfg.timeouts.read,
             write_wait,
+            true,
         )
         .await;
         match sent {
@@ -468,6 +488,7 @@ async fn forward(
         None,
         req.timeout,
         write_wait,
+        false,
     )
     .await;
     match passed {
