@@ -30,9 +30,8 @@ const CLIENT_BUFFER: usize = 8 * 1024;
 const BODY_READ: usize = 64 * 1024;
 /// A body's first bytes, when no more than this, leave in the same write as its head.
 const WITH_HEAD: usize = 16 * 1024;
-/// A head this small always fits in an idle socket's send buffer (Linux starts one at 16 KiB,
-/// `net.ipv4.tcp_wmem`).
-const SMALL_HEAD: usize = 8 * 1024;
+/// The reads of a response head.
+const HEAD_READ: usize = 16 * 1024;
 
 /// Bytes read from a socket; those not yet taken are `buf[at..]`.
 struct Inbox {
@@ -74,14 +73,20 @@ impl Inbox {
         r
     }
 
-    /// Write the first `n` pending bytes to `to` and take them.
-    async fn pass(&mut self, to: &mut TcpStream, n: usize) -> io::Result<()> {
-        let (from, until) = (self.at, self.at + n);
-        let BufResult(r, slice) = to
-            .write_all(std::mem::take(&mut self.buf).slice(from..until))
-            .await;
-        self.buf = slice.into_inner();
-        r?;
+    /// Write the first `n` pending bytes to `to` (within `wait`) and take them.
+    async fn pass(&mut self, to: &mut TcpStream, n: usize, wait: Duration) -> io::Result<()> {
+        let sent = send_now(to, &self.buf[self.at..self.at + n])?;
+        let (from, until) = (self.at + sent, self.at + n);
+        if from < until {
+            let buf = std::mem::take(&mut self.buf);
+            let (r, slice) =
+                match compio::time::timeout(wait, to.write_all(buf.slice(from..until))).await {
+                    Ok(BufResult(r, slice)) => (r, slice),
+                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                };
+            self.buf = slice.into_inner();
+            r?;
+        }
         self.take(n);
         Ok(())
     }
@@ -98,8 +103,35 @@ async fn within<T>(
     }
 }
 
+/// Write what the socket takes right now (a non-blocking send(2), no ring operation: a head
+/// or a small answer usually leaves whole this way, with no completion to wait for and no
+/// timer). How many bytes went.
+fn send_now(to: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    use rustix::net::SendFlags;
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match rustix::net::send(
+            to,
+            &bytes[sent..],
+            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        ) {
+            Ok(n) => sent += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(sent)
+}
+
+/// Write `bytes`: at once when the socket takes them, else the rest through the ring within
+/// `wait`.
 async fn send(to: &mut TcpStream, bytes: Vec<u8>, wait: Duration) -> io::Result<()> {
-    within(wait, async { to.write_all(bytes).await.0 }).await
+    let sent = send_now(to, &bytes)?;
+    if sent == bytes.len() {
+        return Ok(());
+    }
+    within(wait, async { to.write_all(bytes.slice(sent..)).await.0 }).await
 }
 
 /// How moving a body failed.
@@ -118,9 +150,7 @@ enum Fail {
 /// Move one message from `from` to `to`: `head`, then its body as `framing` says: what
 /// `inbox` already holds of it, then reads of `from`, each within `read_wait` (writes within
 /// `write_wait`). The body's first bytes leave with the head when they are few; bytes after
-/// the body's end stay in `inbox`. A message without a body whose head is at most
-/// [`SMALL_HEAD`] is written without a timer when `to` is `idle` (a connection with nothing in
-/// flight, whose send buffer takes it at once).
+/// the body's end stay in `inbox`.
 #[allow(clippy::too_many_arguments)]
 async fn pass_message(
     from: &mut TcpStream,
@@ -131,11 +161,7 @@ async fn pass_message(
     limit: Option<u64>,
     read_wait: Duration,
     write_wait: Duration,
-    idle: bool,
 ) -> Result<(), Fail> {
-    if idle && framing == Framing::Empty && head.len() <= SMALL_HEAD {
-        return to.write_all(head).await.0.map_err(Fail::To);
-    }
     let mut left = match framing {
         Framing::Length(n) => n,
         _ => 0,
@@ -164,14 +190,10 @@ async fn pass_message(
                 .await
                 .map_err(Fail::To)?;
             if n > with {
-                within(write_wait, inbox.pass(to, n))
-                    .await
-                    .map_err(Fail::To)?;
+                inbox.pass(to, n, write_wait).await.map_err(Fail::To)?;
             }
         } else if n > 0 {
-            within(write_wait, inbox.pass(to, n))
-                .await
-                .map_err(Fail::To)?;
+            inbox.pass(to, n, write_wait).await.map_err(Fail::To)?;
         }
         if done {
             return Ok(());
@@ -414,7 +436,6 @@ async fn forward(
             cfg.max_body,
             cfg.timeouts.read,
             write_wait,
-            true,
         )
         .await;
         match sent {
@@ -435,7 +456,7 @@ async fn forward(
             }
             Err(Fail::From(_)) => return Next::Close,
         }
-        let mut resp_in = Inbox::new(BODY_READ);
+        let mut resp_in = Inbox::new(HEAD_READ);
         match response_head(cx, client, &mut up, &mut resp_in, head.head, req.timeout).await {
             Ok(r) => break (up, resp_in, r),
             Err(Fail::From(e)) if again && e.kind() != io::ErrorKind::TimedOut => continue,
@@ -488,7 +509,6 @@ async fn forward(
         None,
         req.timeout,
         write_wait,
-        false,
     )
     .await;
     match passed {
@@ -539,7 +559,7 @@ async fn response_head(
             Ok(None) => {}
             Err(_) => return Err(Fail::Bad),
         }
-        let got = within(timeout, resp_in.fill(up, BODY_READ))
+        let got = within(timeout, resp_in.fill(up, HEAD_READ))
             .await
             .map_err(Fail::From)?;
         if got == 0 {
