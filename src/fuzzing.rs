@@ -434,3 +434,94 @@ pub fn http_route(data: &[u8]) {
         }
     }
 }
+
+/// The web proxy's HTTP/1.1 messages ([`crate::http::h1`]): a request head parsed from a
+/// stream arriving in pieces is the same head whatever the cut, never claims more bytes than
+/// arrived, and the head sent on is one complete HTTP/1.1 head with no hop-by-hop header and
+/// one `X-Forwarded-For`; a response head likewise; a chunked body's end is found whatever the
+/// pieces, never past them.
+pub fn http_h1(data: &[u8]) {
+    use crate::http::h1::{
+        client_response, parse_request, parse_response, upstream_request, Chunked, Parsed,
+    };
+    let (opts, stream) = split(data);
+    let mut chunks = Chunks(u32::from(opts));
+    // the request, as it arrives
+    let mut len = 0;
+    let mut done = None;
+    while len < stream.len() {
+        len = (len + chunks.next()).min(stream.len());
+        match parse_request(&stream[..len], 4096) {
+            Ok(Parsed::Done(h)) => {
+                assert!(h.len <= len && h.target.end <= h.len && h.host.end <= h.len);
+                if let Some(first) = &done {
+                    assert_eq!(first, &h, "a head changed as more bytes came");
+                }
+                done = Some(h);
+            }
+            Ok(Parsed::Partial) => assert!(done.is_none() && len <= 4096),
+            Ok(Parsed::Other) | Err(_) => break,
+        }
+    }
+    if let Some(h) = done {
+        let mut out = Vec::new();
+        upstream_request(
+            stream,
+            &h,
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            &mut out,
+        );
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut again = httparse::Request::new(&mut headers);
+        assert_eq!(again.parse(&out), Ok(httparse::Status::Complete(out.len())));
+        assert_eq!(
+            again.path.map(str::as_bytes),
+            Some(&stream[h.target.clone()])
+        );
+        let named = |n: &str| {
+            again
+                .headers
+                .iter()
+                .filter(|x| x.name.eq_ignore_ascii_case(n))
+                .count()
+        };
+        for hop in [
+            "connection",
+            "keep-alive",
+            "upgrade",
+            "te",
+            "expect",
+            "x-real-ip",
+        ] {
+            assert!(named(hop) == usize::from(hop == "x-real-ip"), "{hop}");
+        }
+        assert_eq!(named("x-forwarded-for"), 1);
+    }
+    // the same bytes as a server's answer
+    if let Ok(Some(r)) = parse_response(stream, opts & 1 == 1) {
+        assert!(r.len <= stream.len());
+        let mut out = Vec::new();
+        client_response(stream, &r, Some(b"https://mail/"), opts & 2 == 2, &mut out);
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut again = httparse::Response::new(&mut headers);
+        assert_eq!(again.parse(&out), Ok(httparse::Status::Complete(out.len())));
+        assert_eq!(again.code, Some(r.status));
+    }
+    // and as a chunked body
+    let mut c = Chunked::default();
+    let mut at = 0;
+    while at < stream.len() && !c.done() {
+        let piece = &stream[at..(at + chunks.next()).min(stream.len())];
+        match c.scan(piece) {
+            Ok(n) => {
+                assert!(n <= piece.len());
+                assert!(n == piece.len() || c.done());
+                at += n;
+            }
+            Err(_) => break,
+        }
+    }
+    if c.done() {
+        assert_eq!(c.scan(b"more"), Ok(0));
+    }
+}

@@ -207,6 +207,7 @@ fn fuzz_seeds_pass_the_fuzz_checks() {
         ("proxy_header", ringmail::fuzzing::proxy_header),
         ("sasl", ringmail::fuzzing::sasl),
         ("http_route", ringmail::fuzzing::http_route),
+        ("http_h1", ringmail::fuzzing::http_h1),
     ];
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     for (name, run) in targets {

@@ -287,7 +287,8 @@ pub fn parse_response(buf: &[u8], to_head: bool) -> Result<Option<ResponseHead>,
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         Err(_) => return Err(HeadError::Invalid),
     };
-    let (Some(version), Some(status)) = (resp.version, resp.code) else {
+    let (Some(version), Some(status @ 100..)) = (resp.version, resp.code) else {
+        // no status, or one like "032"
         return Err(HeadError::Invalid);
     };
     let mut content_length = None;
@@ -707,6 +708,11 @@ mod tests {
         );
         assert_eq!(
             parse_response(b"SSH-2.0-OpenSSH\r\n\r\n", false),
+            Err(HeadError::Invalid)
+        );
+        // found by fuzzing: httparse takes "032" as a status
+        assert_eq!(
+            parse_response(b"HTTP/1.1 032 Found\r\n\r\n", false),
             Err(HeadError::Invalid)
         );
     }
