@@ -84,7 +84,8 @@ const HTTP: Descriptor = Descriptor {
     label: "http",
     label_tls: "httpssl",
     ports: [80, 443],
-    alpn: &[b"h2", b"http/1.1"],
+    // HTTP/1.0 clients offer "http/1.0" (rustls refuses a handshake that offers none it knows)
+    alpn: &[b"h2", b"http/1.1", b"http/1.0"],
     throttle_key: 'h',
     tagged: false,
     // a whole response head; the body (the reason) ends with the connection

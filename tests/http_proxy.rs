@@ -513,6 +513,36 @@ fn http2_over_tls_with_alpn() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).ends_with("version=1.1"));
+    // HTTP/1.0 over TLS (hyper takes the connection over), and 10 MiB of a file over
+    // HTTP/1.1 and TLS (ringmail's own path)
+    let big = format!("https://mail.example.com:{tls_port}/big");
+    for (args, want) in [
+        (&["--http1.0"][..], "200 version=1"), // curl reports HTTP/1.0 as "1"
+        (
+            &["--http1.1", "-r", "0-10485759", "-o", "/dev/null"],
+            "206 10485760",
+        ),
+    ] {
+        let out = Command::new("curl")
+            .args(["-s", "-S", "--cacert", &ca, "--resolve", &resolve])
+            .args(args)
+            .args([
+                "-w",
+                "%{http_code} %{size_download}|version=%{http_version}",
+            ])
+            .arg(if args[0] == "--http1.0" { &url } else { &big })
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let tail = text.rsplit_once('\n').map_or(&text[..], |(_, t)| t);
+        let (code_size, version) = tail.split_once('|').unwrap_or((tail, ""));
+        let got = if args[0] == "--http1.0" {
+            format!("{} {version}", &code_size[..3])
+        } else {
+            code_size.to_string()
+        };
+        assert_eq!(got, want, "{text} {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The web proxy's own HTTP/1.1 path for plaintext clients and mailbox servers: the heads are
+//! The web proxy's own HTTP/1.1 path (plaintext or TLS clients, plaintext mailbox servers): the heads are
 //! parsed with httparse and rewritten as bytes ([`crate::http::h1`]), bodies pass through
 //! unchanged (a chunked one stays chunked) through one buffer per direction, and idle
 //! connections to the servers are pooled per worker. hyper's general path parses every head
@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use compio::buf::{BufResult, IntoInner, IoBuf};
-use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_util::future::{select, Either};
 
@@ -32,6 +32,26 @@ const BODY_READ: usize = 64 * 1024;
 const WITH_HEAD: usize = 16 * 1024;
 /// The reads of a response head.
 const HEAD_READ: usize = 16 * 1024;
+
+/// A client connection this path serves: plaintext or TLS (compio's TLS stream, which hyper
+/// takes over if a request needs it).
+pub(super) trait Io: AsyncRead + AsyncWrite {
+    /// Write what the connection takes right now, without waiting: how many bytes went.
+    fn send_now(&mut self, bytes: &[u8]) -> io::Result<usize>;
+}
+
+impl Io for TcpStream {
+    fn send_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        send_now(self, bytes)
+    }
+}
+
+impl Io for compio::tls::TlsStream<TcpStream> {
+    /// Records are encrypted and sent through the ring.
+    fn send_now(&mut self, _: &[u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+}
 
 /// Bytes read from a socket; those not yet taken are `buf[at..]`.
 struct Inbox {
@@ -60,7 +80,7 @@ impl Inbox {
     }
 
     /// Read what `s` has, into at least `room` free bytes. Ok(0) is EOF.
-    async fn fill(&mut self, s: &mut TcpStream, room: usize) -> io::Result<usize> {
+    async fn fill(&mut self, s: &mut impl AsyncRead, room: usize) -> io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < room {
             if self.at > 0 {
                 self.buf.drain(..self.at);
@@ -74,16 +94,19 @@ impl Inbox {
     }
 
     /// Write the first `n` pending bytes to `to` (within `wait`) and take them.
-    async fn pass(&mut self, to: &mut TcpStream, n: usize, wait: Duration) -> io::Result<()> {
-        let sent = send_now(to, &self.buf[self.at..self.at + n])?;
+    async fn pass(&mut self, to: &mut impl Io, n: usize, wait: Duration) -> io::Result<()> {
+        let sent = to.send_now(&self.buf[self.at..self.at + n])?;
         let (from, until) = (self.at + sent, self.at + n);
         if from < until {
             let buf = std::mem::take(&mut self.buf);
-            let (r, slice) =
-                match compio::time::timeout(wait, to.write_all(buf.slice(from..until))).await {
-                    Ok(BufResult(r, slice)) => (r, slice),
-                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-                };
+            let written = compio::time::timeout(wait, async {
+                let BufResult(r, slice) = to.write_all(buf.slice(from..until)).await;
+                (r.and(to.flush().await), slice)
+            })
+            .await;
+            let Ok((r, slice)) = written else {
+                return Err(io::ErrorKind::TimedOut.into());
+            };
             self.buf = slice.into_inner();
             r?;
         }
@@ -126,12 +149,16 @@ fn send_now(to: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
 
 /// Write `bytes`: at once when the socket takes them, else the rest through the ring within
 /// `wait`.
-async fn send(to: &mut TcpStream, bytes: Vec<u8>, wait: Duration) -> io::Result<()> {
-    let sent = send_now(to, &bytes)?;
+async fn send(to: &mut impl Io, bytes: Vec<u8>, wait: Duration) -> io::Result<()> {
+    let sent = to.send_now(&bytes)?;
     if sent == bytes.len() {
         return Ok(());
     }
-    within(wait, async { to.write_all(bytes.slice(sent..)).await.0 }).await
+    within(wait, async {
+        to.write_all(bytes.slice(sent..)).await.0?;
+        to.flush().await
+    })
+    .await
 }
 
 /// How moving a body failed.
@@ -153,9 +180,9 @@ enum Fail {
 /// the body's end stay in `inbox`.
 #[allow(clippy::too_many_arguments)]
 async fn pass_message(
-    from: &mut TcpStream,
+    from: &mut impl AsyncRead,
     inbox: &mut Inbox,
-    to: &mut TcpStream,
+    to: &mut impl Io,
     mut head: Vec<u8>,
     framing: Framing,
     limit: Option<u64>,
@@ -213,7 +240,7 @@ async fn pass_message(
 /// One of ringmail's own answers.
 async fn answer(
     cx: &Cx,
-    client: &mut TcpStream,
+    client: &mut impl Io,
     status: u16,
     text: &str,
     location: Option<&[u8]>,
@@ -236,13 +263,9 @@ enum Next {
     Close,
 }
 
-/// Serve a plaintext client connection. Returns the connection and the bytes read from it when
-/// a request is one for hyper; None once the connection is done.
-pub(super) async fn serve(
-    cx: &Cx,
-    cfg: &HttpConfig,
-    mut client: TcpStream,
-) -> Option<(TcpStream, Vec<u8>)> {
+/// Serve a client connection (plaintext or TLS). Returns the connection and the bytes read
+/// from it when a request is one for hyper; None once the connection is done.
+pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Option<(S, Vec<u8>)> {
     let w = &cx.w;
     let mut inbox = Inbox::new(CLIENT_BUFFER);
     loop {
@@ -381,7 +404,7 @@ async fn backend(cx: &Cx, server: SocketAddr, probe: bool) -> io::Result<(TcpStr
 async fn forward(
     cx: &Cx,
     cfg: &HttpConfig,
-    client: &mut TcpStream,
+    client: &mut impl Io,
     inbox: &mut Inbox,
     mut req: Forward<'_>,
 ) -> Next {
@@ -534,7 +557,7 @@ async fn forward(
 /// way. `Fail::From` with `UnexpectedEof` when the server closed before answering.
 async fn response_head(
     cx: &Cx,
-    client: &mut TcpStream,
+    client: &mut impl Io,
     up: &mut TcpStream,
     resp_in: &mut Inbox,
     to_head: bool,

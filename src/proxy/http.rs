@@ -76,8 +76,9 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
         peer,
         local,
     });
-    // plaintext clients and servers: ringmail's own HTTP/1.1 path, until a request needs hyper
-    let (stream, read) = if !spec.tls && w.http_tls.is_none() {
+    // HTTP/1.1 to plaintext servers: ringmail's own path, until a request needs hyper
+    let own_h1 = w.http_tls.is_none();
+    let (stream, read) = if !spec.tls && own_h1 {
         match super::h1::serve(&cx, &cfg, stream).await {
             Some((stream, read)) => (stream, Some(read)),
             None => return,
@@ -85,6 +86,7 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
     } else {
         (stream, None)
     };
+    let h1_cx = cx.clone();
     let service = hyper::service::service_fn(move |req| {
         let cx = cx.clone();
         async move {
@@ -108,8 +110,17 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
             tracing::debug!(client = %peer, "HTTPS handshake failed");
             return;
         };
+        let h2 = tls_stream
+            .negotiated_alpn()
+            .is_some_and(|p| p.as_ref() == b"h2");
+        if !h2 && own_h1 {
+            if let Some((tls_stream, read)) = super::h1::serve(&h1_cx, &cfg, tls_stream).await {
+                let io = super::hyperio::Prefixed::new(read, HyperStream::new_tls(tls_stream));
+                serve_until_drained!(w, http1(&cfg).serve_connection(io, service).with_upgrades());
+            }
+            return;
+        }
         let io = HyperStream::new_tls(tls_stream);
-        let h2 = io.negotiated_alpn().is_some_and(|p| p.as_ref() == b"h2");
         if h2 {
             let mut b = hyper::server::conn::http2::Builder::new(LocalExec);
             b.timer(CompioTimer)
