@@ -1,5 +1,5 @@
-//! The web proxy's own HTTP/1.1 path (plaintext or TLS clients, plaintext mailbox servers): the heads are
-//! parsed with httparse and rewritten as bytes ([`crate::http::h1`]), bodies pass through
+//! The web proxy's own HTTP/1.1 path (plaintext or TLS clients, plaintext mailbox servers):
+//! the heads are parsed with httparse and rewritten as bytes ([`crate::http::h1`]), bodies pass through
 //! unchanged (a chunked one stays chunked) through one buffer per direction, and idle
 //! connections to the servers are pooled per worker. hyper's general path parses every head
 //! into a header map and encodes it again on the other side, for every request, twice; this
