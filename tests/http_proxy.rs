@@ -690,6 +690,63 @@ fn mode_redirect_sends_plaintext_clients_to_https() {
 }
 
 #[test]
+fn mode_mixed_logs_in_over_https_and_runs_sessions_over_http() {
+    let a = NginxWeb::start("server-A");
+    let lookup = LookupHandler::start(Default::default());
+    let pki = Pki::new();
+    let tls_port = free_port();
+    let (rm, port) = ringmail(
+        &format!("mode = \"mixed\"\nlisten_tls = [\"127.0.0.1:{tls_port}\"]"),
+        &lookup,
+        &[a.addr],
+        Some(&pki),
+    );
+    let ca = pki.ca.display().to_string();
+    let resolve = format!("mail.example.com:{tls_port}:127.0.0.1");
+    let head = |url: &str, cookie: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-S", "-i", "--cacert", &ca, "--resolve", &resolve])
+            .args(["-H", "Host: mail.example.com", "-b", cookie])
+            .arg(url)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    let plain = format!("http://127.0.0.1:{port}");
+    // no auth token yet: to HTTPS to log in
+    let h = head(&format!("{plain}/zimbra/?app=mail"), "x=1");
+    assert!(h.starts_with("http/1.1 302"), "{h}\n{}", rm.log());
+    assert!(
+        h.contains(&format!(
+            "location: https://mail.example.com:{tls_port}/zimbra/?app=mail&zminitmode=http"
+        )),
+        "{h}"
+    );
+    // logged in: back to plain HTTP, where the session is proxied
+    let secure = format!("https://mail.example.com:{tls_port}");
+    let h = head(
+        &format!("{secure}/zimbra/?zminitmode=http&app=mail"),
+        "ZM_AUTH_TOKEN=0_x",
+    );
+    // (HTTP/2 here: curl offers h2 over TLS)
+    assert!(h.starts_with("http/2 302"), "{h}");
+    assert!(
+        h.contains(&format!(
+            "location: http://mail.example.com:{port}/zimbra/?app=mail"
+        )),
+        "{h}"
+    );
+    let h = head(&format!("{plain}/zimbra/?app=mail"), "ZM_AUTH_TOKEN=0_x");
+    assert!(
+        h.starts_with("http/1.1 200") && h.contains("server-a get"),
+        "{h}"
+    );
+    // HTTPS without zminitmode is proxied
+    let h = head(&format!("{secure}/zimbra/?app=mail"), "ZM_AUTH_TOKEN=0_x");
+    assert!(h.contains(" 200") && h.contains("server-a get"), "{h}");
+}
+
+#[test]
 fn https_to_the_mailbox_servers_asks_for_httpssl() {
     let pki = Pki::new();
     let a = NginxWeb::start_opts("server-A", Some(&pki));

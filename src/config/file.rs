@@ -527,6 +527,8 @@ pub enum HttpMode {
     Both,
     /// The plaintext listeners answer every request with a 302 to HTTPS.
     Redirect,
+    /// Logins over HTTPS, sessions over plain HTTP ([`crate::http::route::mixed_redirect`]).
+    Mixed,
 }
 
 impl FileConfig {

@@ -33,6 +33,12 @@ pub fn validate(
         HttpMode::Https if plain => {
             return Err("http.mode = \"https\" has no plaintext listener: empty http.listen".into())
         }
+        HttpMode::Mixed if !(tls && plain) => {
+            return Err(
+                "http.mode = \"mixed\" needs plaintext and HTTPS listeners (http.listen and http.listen_tls)"
+                    .into(),
+            )
+        }
         HttpMode::Redirect if !tls => {
             return Err(
                 "http.mode = \"redirect\" needs an HTTPS listener (http.listen_tls) to redirect to"
@@ -112,6 +118,10 @@ pub fn validate(
             .iter()
             .find(|l| l.tls && !admin_listen.contains(&l.addr))
             .map_or(443, |l| l.addr.port()),
+        http_port: http
+            .iter()
+            .find(|l| !l.tls && !admin_listen.contains(&l.addr))
+            .map_or(80, |l| l.addr.port()),
         servers,
         webclient_servers,
         ews_servers,

@@ -97,6 +97,8 @@ pub struct HttpConfig {
     pub backend_ports: Vec<u16>,
     /// Where mode `redirect` sends clients: the first HTTPS listener's port, else 443.
     pub https_port: u16,
+    /// Where mode `mixed` sends sessions back to: the first plaintext listener's port, else 80.
+    pub http_port: u16,
     pub timeouts: crate::http::route::Timeouts,
     pub header_timeout: Duration,
     pub max_header: usize,

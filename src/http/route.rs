@@ -413,6 +413,69 @@ pub fn redirect_to_https(host: &[u8], https_port: u16, path_and_query: &[u8]) ->
     out
 }
 
+/// A `ZM_AUTH_TOKEN` cookie with a value, as mail mode `mixed` looks for it: Zimbra's
+/// `ZM_AUTH_TOKEN=[^;]+(;|$)`, case-insensitive, anywhere in the Cookie header.
+fn has_auth_token(cookie: Option<&[u8]>) -> bool {
+    const NAME: &[u8] = b"zm_auth_token=";
+    let Some(c) = cookie else {
+        return false;
+    };
+    (0..c.len().saturating_sub(NAME.len()))
+        .any(|i| c[i..i + NAME.len()].eq_ignore_ascii_case(NAME) && c[i + NAME.len()] != b';')
+}
+
+/// Mail mode `mixed` (§10): the web client logs in over HTTPS and may then run over plain
+/// HTTP. The `Location` of the 302 that replaces proxying, if any. On the plaintext listener:
+/// a logout (`loginOp=logout` in the query) or a request without an auth token goes to HTTPS
+/// with `zminitmode=http` added to the query, a path ending in `changepass` to HTTPS as it is;
+/// on the HTTPS listener: a request with an auth token whose query starts with
+/// `zminitmode=http` comes back to plain HTTP without it (`changepass` paths never do).
+/// `path` and `query` are as received (query without its `?`).
+pub fn mixed_redirect(
+    https: bool,
+    host: &[u8],
+    path: &[u8],
+    query: &[u8],
+    cookie: Option<&[u8]>,
+    http_port: u16,
+    https_port: u16,
+) -> Option<Vec<u8>> {
+    let lower_query = query.to_ascii_lowercase();
+    let changepass = path.to_ascii_lowercase().ends_with(b"changepass");
+    let to = |scheme: &[u8], port: Option<u16>, query: &[u8]| {
+        let mut out = scheme.to_vec();
+        out.extend_from_slice(b"://");
+        out.extend_from_slice(host_name(host));
+        if let Some(p) = port {
+            out.extend_from_slice(format!(":{p}").as_bytes());
+        }
+        out.extend_from_slice(path);
+        if !query.is_empty() {
+            out.push(b'?');
+            out.extend_from_slice(query);
+        }
+        out
+    };
+    let https_port = (https_port != 443).then_some(https_port);
+    if !https {
+        if contains(&lower_query, b"loginop=logout") || !has_auth_token(cookie) {
+            let query = if query.is_empty() {
+                b"zminitmode=http".to_vec()
+            } else {
+                [query, b"&zminitmode=http"].concat()
+            };
+            return Some(to(b"https", https_port, &query));
+        }
+        return changepass.then(|| to(b"https", https_port, query));
+    }
+    if changepass || !has_auth_token(cookie) || !lower_query.starts_with(b"zminitmode=http") {
+        return None;
+    }
+    let rest = &query[b"zminitmode=http".len()..];
+    let rest = rest.strip_prefix(b"&").unwrap_or(rest);
+    Some(to(b"http", (http_port != 80).then_some(http_port), rest))
+}
+
 /// `X-Forwarded-For`: the incoming value, then the client.
 pub fn forwarded_for(incoming: Option<&[u8]>, client: IpAddr) -> Vec<u8> {
     match incoming {

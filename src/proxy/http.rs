@@ -349,6 +349,24 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
     let (raw_path, raw_query) = path_and_query
         .split_once('?')
         .unwrap_or((path_and_query, ""));
+    if cfg.mode == HttpMode::Mixed && !admin {
+        let location = route::mixed_redirect(
+            cx.spec.tls,
+            host,
+            raw_path.as_bytes(),
+            raw_query.as_bytes(),
+            ask.cookie,
+            cfg.http_port,
+            cfg.https_port,
+        );
+        if location.is_some() {
+            return Decision::Answer {
+                status: StatusCode::FOUND,
+                text: "",
+                location,
+            };
+        }
+    }
     let path = decode_path(raw_path);
     let query = raw_query.as_bytes();
     let class = route::classify(&path);

@@ -143,7 +143,10 @@ fn http_table_is_checked() {
     );
     assert_eq!(h.backend_ports, vec![8080]);
     assert_eq!(h.https_port, 443);
+    assert_eq!(h.http_port, 8080);
     let err = |http: &str| check(http).unwrap_err();
+    assert!(err("listen = [\"127.0.0.1:8080\"]\nmode = \"mixed\"")
+        .contains("needs plaintext and HTTPS listeners"));
     assert!(
         err("listen = [\"127.0.0.1:8080\"]\nmode = \"https\"").contains("no plaintext listener")
     );

@@ -378,3 +378,49 @@ fn strict_server_names_match_the_host_without_port_case_or_trailing_dot() {
     assert!(known_server_name(b"anything", &[]));
     assert!(known_server_name(b"", &[]));
 }
+
+#[test]
+fn mail_mode_mixed_sends_logins_to_https_and_brings_sessions_back() {
+    let tok = Some(&b"a=1; ZM_AUTH_TOKEN=0_abc; b=2"[..]);
+    let plain = |path: &[u8], query: &[u8], cookie| {
+        mixed_redirect(false, b"mail.example.com:80", path, query, cookie, 80, 443)
+            .map(|l| String::from_utf8(l).unwrap())
+    };
+    // no token: to HTTPS with zminitmode=http
+    assert_eq!(
+        plain(b"/", b"", None).as_deref(),
+        Some("https://mail.example.com/?zminitmode=http")
+    );
+    assert_eq!(
+        plain(b"/zimbra/", b"app=mail", Some(b"ZM_AUTH_TOKEN=; x=1")).as_deref(),
+        Some("https://mail.example.com/zimbra/?app=mail&zminitmode=http")
+    );
+    // a logout, even with a token
+    assert_eq!(
+        plain(b"/", b"loginOp=logout", tok).as_deref(),
+        Some("https://mail.example.com/?loginOp=logout&zminitmode=http")
+    );
+    // changepass: to HTTPS, query unchanged
+    assert_eq!(
+        plain(b"/h/changepass", b"skin=x", tok).as_deref(),
+        Some("https://mail.example.com/h/changepass?skin=x")
+    );
+    // a session with its token is proxied
+    assert_eq!(plain(b"/zimbra/", b"app=mail", tok), None);
+    // HTTPS: back to HTTP when the query starts with zminitmode=http
+    let secure = |path: &[u8], query: &[u8], cookie| {
+        mixed_redirect(true, b"mail.example.com", path, query, cookie, 8080, 8443)
+            .map(|l| String::from_utf8(l).unwrap())
+    };
+    assert_eq!(
+        secure(b"/zimbra/", b"zminitmode=http&app=mail", tok).as_deref(),
+        Some("http://mail.example.com:8080/zimbra/?app=mail")
+    );
+    assert_eq!(
+        secure(b"/", b"zminitmode=http", tok).as_deref(),
+        Some("http://mail.example.com:8080/")
+    );
+    assert_eq!(secure(b"/", b"app=mail&zminitmode=http", tok), None);
+    assert_eq!(secure(b"/", b"zminitmode=http", None), None);
+    assert_eq!(secure(b"/h/ChangePass", b"zminitmode=http", tok), None);
+}
