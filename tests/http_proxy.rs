@@ -747,6 +747,31 @@ fn mode_mixed_logs_in_over_https_and_runs_sessions_over_http() {
 }
 
 #[test]
+fn a_failed_mailbox_server_sends_clients_to_the_error_handler_url() {
+    // nothing listens there
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let lookup = LookupHandler::start(Default::default());
+    let (rm, port) = ringmail(
+        "error_handler_url = \"https://errors.example.com/proxy-error\"",
+        &lookup,
+        &[dead],
+        None,
+    );
+    let want = format!("location: https://errors.example.com/proxy-error?err=502&up={dead}");
+    // HTTP/1.1 (ringmail's own path) and HTTP/1.0 (hyper's)
+    for version in ["--http1.1", "--http1.0"] {
+        let out = Command::new("curl")
+            .args(["-s", "-i", version])
+            .arg(format!("http://127.0.0.1:{port}/zimbra/"))
+            .output()
+            .unwrap();
+        let h = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(h.contains(" 302 "), "{version}: {h}\n{}", rm.log());
+        assert!(h.contains(&want), "{version}: {h}");
+    }
+}
+
+#[test]
 fn https_to_the_mailbox_servers_asks_for_httpssl() {
     let pki = Pki::new();
     let a = NginxWeb::start_opts("server-A", Some(&pki));

@@ -481,6 +481,9 @@ pub struct HttpFile {
     /// `zimbraVirtualHostname`s and the server's host name): an HTTPS request whose Host is
     /// none of these gets 400. Empty: any Host is served.
     pub server_names: Vec<String>,
+    /// `zimbraReverseProxyErrorHandlerURL`: a mailbox server's failure (502, 504) becomes a
+    /// 302 to `<url>?err=<status>&up=<server>`. Empty: a short text answer.
+    pub error_handler_url: String,
     /// Zimbra's per-location groups (`zimbraReverseProxyUpstream*Servers`): the web client's
     /// servers (default: `servers`), EWS, login page and zx servers (empty: no such location;
     /// their requests go where Zimbra's nginx sends them then).
@@ -508,6 +511,7 @@ impl Default for HttpFile {
             admin_listen: Vec::new(),
             admin_servers: Vec::new(),
             server_names: Vec::new(),
+            error_handler_url: String::new(),
             webclient_servers: Vec::new(),
             ews_servers: Vec::new(),
             login_servers: Vec::new(),

@@ -91,6 +91,19 @@ pub fn validate(
         }
         server_names.push(name);
     }
+    let url = h.error_handler_url.trim();
+    if url.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?') {
+        return Err(format!(
+            "http.error_handler_url: {url:?} must be a URL without spaces, control characters or a query"
+        ));
+    }
+    if !url.is_empty()
+        && !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with('/'))
+    {
+        return Err(format!(
+            "http.error_handler_url: {url:?} must start with http://, https:// or /"
+        ));
+    }
     if !(1024..=1 << 20).contains(&h.max_header.0) {
         return Err("http.max_header must be between 1k and 1m".into());
     }
@@ -141,5 +154,6 @@ pub fn validate(
         admin_listen,
         admin_servers,
         server_names,
+        error_handler_url: (!url.is_empty()).then(|| url.to_string()),
     }))
 }

@@ -111,6 +111,8 @@ pub struct HttpConfig {
     pub admin_servers: Vec<SocketAddr>,
     /// Strict server names for the HTTPS listeners (lower case); empty: any Host.
     pub server_names: Vec<String>,
+    /// `zimbraReverseProxyErrorHandlerURL`: where 502 and 504 redirect to.
+    pub error_handler_url: Option<String>,
 }
 
 impl HttpConfig {

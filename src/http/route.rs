@@ -476,6 +476,12 @@ pub fn mixed_redirect(
     Some(to(b"http", (http_port != 80).then_some(http_port), rest))
 }
 
+/// The `Location` for a mailbox server's failure (§11, `zimbraReverseProxyErrorHandlerURL`):
+/// `<url>?err=<502|504>&up=<server>`.
+pub fn error_location(url: &str, status: u16, server: SocketAddr) -> Vec<u8> {
+    format!("{url}?err={status}&up={server}").into_bytes()
+}
+
 /// `X-Forwarded-For`: the incoming value, then the client.
 pub fn forwarded_for(incoming: Option<&[u8]>, client: IpAddr) -> Vec<u8> {
     match incoming {

@@ -256,6 +256,28 @@ async fn answer(
     send(client, bytes, wait).await
 }
 
+/// A mailbox server failed (502) or was late (504): the short text, or with
+/// `http.error_handler_url` a 302 there (`?err=<status>&up=<server>`, as Zimbra's
+/// `zimbraReverseProxyErrorHandlerURL`).
+#[allow(clippy::too_many_arguments)]
+async fn upstream_error(
+    cx: &Cx,
+    cfg: &HttpConfig,
+    client: &mut impl Io,
+    status: u16,
+    text: &str,
+    server: SocketAddr,
+    close: bool,
+) -> io::Result<()> {
+    match &cfg.error_handler_url {
+        Some(url) => {
+            let location = route::error_location(url, status, server);
+            answer(cx, client, 302, "", Some(&location), close).await
+        }
+        None => answer(cx, client, status, text, None, close).await,
+    }
+}
+
 /// After a request: go on with the connection or close it.
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
@@ -432,12 +454,13 @@ async fn forward(
             Err(e) => {
                 tracing::warn!(client = %cx.peer, backend = %req.server, error = %e, "connecting to the mailbox server failed");
                 let close = head.body != Framing::Empty;
-                let _ = answer(
+                let _ = upstream_error(
                     cx,
+                    cfg,
                     client,
                     502,
                     "502 mailbox server unreachable\n",
-                    None,
+                    req.server,
                     close,
                 )
                 .await;
@@ -466,7 +489,16 @@ async fn forward(
             Err(Fail::To(_)) if again => continue,
             Err(Fail::To(e)) => {
                 tracing::warn!(client = %cx.peer, backend = %req.server, error = %e, "mailbox server request failed");
-                let _ = answer(cx, client, 502, "502 mailbox server failed\n", None, true).await;
+                let _ = upstream_error(
+                    cx,
+                    cfg,
+                    client,
+                    502,
+                    "502 mailbox server failed\n",
+                    req.server,
+                    true,
+                )
+                .await;
                 return Next::Close;
             }
             Err(Fail::TooLarge) => {
@@ -485,12 +517,13 @@ async fn forward(
             Err(Fail::From(e)) if again && e.kind() != io::ErrorKind::TimedOut => continue,
             Err(Fail::From(e)) if e.kind() == io::ErrorKind::TimedOut => {
                 tracing::warn!(client = %cx.peer, backend = %req.server, timeout = ?req.timeout, "mailbox server did not answer in time");
-                let _ = answer(
+                let _ = upstream_error(
                     cx,
+                    cfg,
                     client,
                     504,
                     "504 mailbox server timed out\n",
-                    None,
+                    req.server,
                     true,
                 )
                 .await;
@@ -499,7 +532,16 @@ async fn forward(
             Err(Fail::To(_)) => return Next::Close,
             Err(e) => {
                 tracing::warn!(client = %cx.peer, backend = %req.server, error = ?e, "mailbox server request failed");
-                let _ = answer(cx, client, 502, "502 mailbox server failed\n", None, true).await;
+                let _ = upstream_error(
+                    cx,
+                    cfg,
+                    client,
+                    502,
+                    "502 mailbox server failed\n",
+                    req.server,
+                    true,
+                )
+                .await;
                 return Next::Close;
             }
         }

@@ -165,6 +165,27 @@ fn full(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
+/// A mailbox server failed (502) or was late (504): the short text, or a 302 to
+/// `http.error_handler_url`.
+fn upstream_error(
+    cfg: &HttpConfig,
+    status: StatusCode,
+    text: &'static str,
+    server: SocketAddr,
+) -> Response<Body> {
+    match &cfg.error_handler_url {
+        Some(url) => {
+            let mut r = full(StatusCode::FOUND, "");
+            let location = route::error_location(url, status.as_u16(), server);
+            if let Ok(v) = HeaderValue::from_bytes(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        None => full(status, text),
+    }
+}
+
 /// Percent-decode a path (as nginx does before matching) and collapse repeated slashes.
 fn decode_path(raw: &str) -> Vec<u8> {
     let b = raw.as_bytes();
@@ -494,7 +515,12 @@ async fn forward(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(client = %cx.peer, backend = %server, error = %e, "connecting to the mailbox server failed");
-                return full(StatusCode::BAD_GATEWAY, "502 mailbox server unreachable\n");
+                return upstream_error(
+                    cfg,
+                    StatusCode::BAD_GATEWAY,
+                    "502 mailbox server unreachable\n",
+                    server,
+                );
             }
         },
     };
@@ -510,7 +536,12 @@ async fn forward(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(client = %cx.peer, backend = %server, error = %e, "connecting to the mailbox server failed");
-                return full(StatusCode::BAD_GATEWAY, "502 mailbox server unreachable\n");
+                return upstream_error(
+                    cfg,
+                    StatusCode::BAD_GATEWAY,
+                    "502 mailbox server unreachable\n",
+                    server,
+                );
             }
         };
         sent = compio::time::timeout(timeout, sender.try_send_request(req)).await;
@@ -519,13 +550,20 @@ async fn forward(
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::warn!(client = %cx.peer, backend = %server, error = %e.error(), "mailbox server request failed");
-            return full(StatusCode::BAD_GATEWAY, "502 mailbox server failed\n");
+            return upstream_error(
+                cfg,
+                StatusCode::BAD_GATEWAY,
+                "502 mailbox server failed\n",
+                server,
+            );
         }
         Err(_) => {
             tracing::warn!(client = %cx.peer, backend = %server, ?timeout, "mailbox server did not answer in time");
-            return full(
+            return upstream_error(
+                cfg,
                 StatusCode::GATEWAY_TIMEOUT,
                 "504 mailbox server timed out\n",
+                server,
             );
         }
     };

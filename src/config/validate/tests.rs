@@ -145,6 +145,14 @@ fn http_table_is_checked() {
     assert_eq!(h.https_port, 443);
     assert_eq!(h.http_port, 8080);
     let err = |http: &str| check(http).unwrap_err();
+    assert!(
+        err("listen = [\"127.0.0.1:8080\"]\nerror_handler_url = \"https://e/x?a=1\"")
+            .contains("error_handler_url")
+    );
+    assert!(
+        err("listen = [\"127.0.0.1:8080\"]\nerror_handler_url = \"ftp://e/\"")
+            .contains("must start with")
+    );
     assert!(err("listen = [\"127.0.0.1:8080\"]\nmode = \"mixed\"")
         .contains("needs plaintext and HTTPS listeners"));
     assert!(
