@@ -772,6 +772,48 @@ fn a_failed_mailbox_server_sends_clients_to_the_error_handler_url() {
 }
 
 #[test]
+fn a_server_that_cannot_be_reached_is_skipped_for_fail_timeout() {
+    let a = NginxWeb::start("server-A");
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let lookup = LookupHandler::start(Default::default());
+    lookup.set("alice", route(dead));
+    // the ip-hash of 127.0.0.1 picks the dead member first; one worker, whose memory of the
+    // failure is what is tested
+    let mut servers = [a.addr, dead];
+    if zimbra_ip_hash("127.0.0.1".parse().unwrap(), 2) == 0 {
+        servers.swap(0, 1);
+    }
+    let port = free_port();
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    let rm = Ringmail::start_with_args(
+        &format!(
+            "[lookup]\nhandlers = [\"{}\"]\n\n[http]\nlisten = [\"127.0.0.1:{port}\"]\nservers = [{}]\nfail_timeout = \"30s\"\n",
+            lookup.url(),
+            list.join(", ")
+        ),
+        &["--workers", "1"],
+    );
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let (code, body, _) = curl(&[&url("/zimbra/")]);
+    assert_eq!(
+        (code, body.as_str()),
+        (502, "502 mailbox server unreachable\n"),
+        "{}",
+        rm.log()
+    );
+    // now skipped: the fallback goes on to the live member
+    let (code, body, _) = curl(&[&url("/zimbra/")]);
+    assert_eq!(code, 200, "{body}\n{}", rm.log());
+    assert!(body.starts_with("server-A GET /zimbra/"), "{body}");
+    // a user whose route names the failed server: no live upstream
+    let (code, body, _) = curl(&[&url("/home/alice/inbox")]);
+    assert_eq!(
+        (code, body.as_str()),
+        (502, "502 the mailbox server failed lately\n")
+    );
+}
+
+#[test]
 fn https_to_the_mailbox_servers_asks_for_httpssl() {
     let pki = Pki::new();
     let a = NginxWeb::start_opts("server-A", Some(&pki));

@@ -484,6 +484,14 @@ pub struct HttpFile {
     /// `zimbraReverseProxyErrorHandlerURL`: a mailbox server's failure (502, 504) becomes a
     /// 302 to `<url>?err=<status>&up=<server>`. Empty: a short text answer.
     pub error_handler_url: String,
+    /// `zimbraMailProxyReconnectTimeout`: a server this worker could not reach is skipped for
+    /// this long (nginx's `fail_timeout`, with `max_fails=1`).
+    pub fail_timeout: Dur,
+    /// `zimbraServerVersion` per server (`"ip:port" = "10.1.0_GA_4633"`): with any, a request
+    /// whose auth token carries a version falls back (ip-hash) only to servers of that version.
+    pub server_versions: std::collections::BTreeMap<String, String>,
+    /// `zimbraReverseProxyExactServerVersionCheck`: equal versions; off, major.minor only.
+    pub exact_version_check: bool,
     /// Zimbra's per-location groups (`zimbraReverseProxyUpstream*Servers`): the web client's
     /// servers (default: `servers`), EWS, login page and zx servers (empty: no such location;
     /// their requests go where Zimbra's nginx sends them then).
@@ -512,6 +520,9 @@ impl Default for HttpFile {
             admin_servers: Vec::new(),
             server_names: Vec::new(),
             error_handler_url: String::new(),
+            fail_timeout: Dur(Duration::from_secs(10)),
+            server_versions: std::collections::BTreeMap::new(),
+            exact_version_check: true,
             webclient_servers: Vec::new(),
             ews_servers: Vec::new(),
             login_servers: Vec::new(),

@@ -64,6 +64,16 @@ pub fn validate(
     let ews_servers = addrs(&h.ews_servers, "http.ews_servers")?;
     let login_servers = addrs(&h.login_servers, "http.login_servers")?;
     let zx_servers = addrs(&h.zx_servers, "http.zx_servers")?;
+    let mut server_versions = std::collections::HashMap::new();
+    for (server, version) in &h.server_versions {
+        let addr = addrs(std::slice::from_ref(server), "http.server_versions")?[0];
+        if version.is_empty() || version.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(format!(
+                "http.server_versions: {version:?} is not a version"
+            ));
+        }
+        server_versions.insert(addr, version.clone());
+    }
     let admin_listen: Vec<SocketAddr> = h
         .admin_listen
         .iter()
@@ -74,6 +84,7 @@ pub fn validate(
         (h.polling_timeout, "http.polling_timeout"),
         (h.noop_timeout, "http.noop_timeout"),
         (h.header_timeout, "http.header_timeout"),
+        (h.fail_timeout, "http.fail_timeout"),
     ] {
         if d.0.is_zero() {
             return Err(format!("{key} must be more than 0"));
@@ -155,5 +166,8 @@ pub fn validate(
         admin_servers,
         server_names,
         error_handler_url: (!url.is_empty()).then(|| url.to_string()),
+        fail_timeout: h.fail_timeout.0,
+        server_versions,
+        exact_version_check: h.exact_version_check,
     }))
 }

@@ -113,6 +113,11 @@ pub struct HttpConfig {
     pub server_names: Vec<String>,
     /// `zimbraReverseProxyErrorHandlerURL`: where 502 and 504 redirect to.
     pub error_handler_url: Option<String>,
+    /// How long a server that could not be reached is skipped.
+    pub fail_timeout: Duration,
+    /// `zimbraServerVersion` per server (empty: no version check).
+    pub server_versions: std::collections::HashMap<SocketAddr, String>,
+    pub exact_version_check: bool,
 }
 
 impl HttpConfig {

@@ -263,6 +263,20 @@ pub fn cookie_value<'a>(cookie: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 /// The account id in a Zimbra auth token `<keyver>_<hmac>_<hex of name=len:value;…>`
 /// (field `id`). The HMAC and expiry are the mailbox's business, as in Zimbra.
 pub fn token_id(token: &[u8]) -> Option<Vec<u8>> {
+    token_field(token, b"id").filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_graphic))
+}
+
+/// The `version` field of the request's auth token (`ZM_AUTH_TOKEN` cookie, else the
+/// `zauthtoken` argument), which the fallback checks against the servers' versions (§7).
+pub fn token_version(query: &[u8], cookie: Option<&[u8]>) -> Option<Vec<u8>> {
+    let token = cookie
+        .and_then(|c| cookie_value(c, b"ZM_AUTH_TOKEN"))
+        .or_else(|| query_arg(query, b"zauthtoken"))?;
+    token_field(token, b"version").filter(|v| !v.is_empty())
+}
+
+/// A field of a Zimbra auth token (`<keyver>_<hmac>_<hex of name=len:value;...>`).
+fn token_field(token: &[u8], field: &[u8]) -> Option<Vec<u8>> {
     let mut parts = token.splitn(3, |&b| b == b'_');
     let (_, _, hex) = (parts.next()?, parts.next()?, parts.next()?);
     if hex.len() % 2 != 0 {
@@ -284,9 +298,8 @@ pub fn token_id(token: &[u8]) -> Option<Vec<u8>> {
             .parse()
             .ok()?;
         let value = rest.get(colon + 1..colon + 1 + len)?;
-        if name == b"id" {
-            return (!value.is_empty() && value.iter().all(|b| b.is_ascii_graphic()))
-                .then(|| value.to_vec());
+        if name == field {
+            return Some(value.to_vec());
         }
         rest = &rest[colon + 1 + len..];
         rest = rest.strip_prefix(b";").unwrap_or(rest);
@@ -321,15 +334,61 @@ pub fn ip_hash(client: IpAddr, n: usize) -> usize {
     if n == 0 {
         return 0;
     }
+    let mut h = 89;
+    hash_round(&mut h, client);
+    h as usize % n
+}
+
+fn hash_round(h: &mut u32, client: IpAddr) {
     let bytes: Vec<u8> = match client {
         IpAddr::V4(v4) => v4.octets().to_vec(),
         IpAddr::V6(v6) => v6.octets().to_vec(),
     };
-    let mut h: u32 = 89;
     for b in bytes {
-        h = (h * 113 + u32::from(b)) % 6271;
+        *h = (*h * 113 + u32::from(b)) % 6271;
     }
-    h as usize % n
+}
+
+/// The ip-hash over the members `usable` allows (§7): the hash goes on over the address bytes
+/// again past a member already tried or not usable, up to 20 tries; then the first usable
+/// member (nginx's "fair" balancer would take the least busy one; ringmail does not count
+/// load). None when no member is usable.
+pub fn ip_hash_usable(
+    client: IpAddr,
+    group: &[SocketAddr],
+    usable: impl Fn(SocketAddr) -> bool,
+) -> Option<SocketAddr> {
+    if group.is_empty() {
+        return None;
+    }
+    let mut h = 89;
+    for _ in 0..20 {
+        hash_round(&mut h, client);
+        let candidate = group[h as usize % group.len()];
+        if usable(candidate) {
+            return Some(candidate);
+        }
+    }
+    group.iter().copied().find(|&s| usable(s))
+}
+
+/// Whether a server of `version` may serve a token of `wanted` (§7, Zimbra's
+/// `exact_version_check`): no version known for the server fails; `exact` needs equal bytes,
+/// otherwise major.minor must agree.
+pub fn version_matches(wanted: &[u8], version: Option<&str>, exact: bool) -> bool {
+    let Some(v) = version else {
+        return false;
+    };
+    if exact {
+        return v.as_bytes() == wanted;
+    }
+    let major_minor = |s: &[u8]| -> Vec<u8> {
+        s.split(|&b| b == b'.')
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(&b'.')
+    };
+    major_minor(v.as_bytes()) == major_minor(wanted)
 }
 
 /// Rewrite a backend's `Location` (§8): `http[s]://<any host>:<backend port>/…` (an
@@ -497,10 +556,31 @@ pub fn choose(
     group: &[SocketAddr],
     client: IpAddr,
 ) -> Option<SocketAddr> {
+    choose_usable(route, group, client, |_| true, |_| true)
+        .ok()
+        .flatten()
+}
+
+/// [`choose`] when members can be unusable: a route to a member of the group is used if the
+/// member is `live` (has not failed lately) and is `Err` ("no live upstream": 502) if not;
+/// otherwise the ip-hash over the members that are `live` and `fit` (the token's version),
+/// None when none is.
+pub fn choose_usable(
+    route: Option<SocketAddr>,
+    group: &[SocketAddr],
+    client: IpAddr,
+    live: impl Fn(SocketAddr) -> bool,
+    fits: impl Fn(SocketAddr) -> bool,
+) -> Result<Option<SocketAddr>, ()> {
     match route {
-        Some(r) if group.is_empty() || group.contains(&r) => Some(r),
-        _ if group.is_empty() => None,
-        _ => Some(group[ip_hash(client, group.len())]),
+        Some(r) if group.is_empty() || group.contains(&r) => {
+            if live(r) {
+                Ok(Some(r))
+            } else {
+                Err(())
+            }
+        }
+        _ => Ok(ip_hash_usable(client, group, |s| live(s) && fits(s))),
     }
 }
 

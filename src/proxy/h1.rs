@@ -453,6 +453,7 @@ async fn forward(
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(client = %cx.peer, backend = %req.server, error = %e, "connecting to the mailbox server failed");
+                w.http_pool.failed(req.server, std::time::Instant::now());
                 let close = head.body != Framing::Empty;
                 let _ = upstream_error(
                     cx,

@@ -426,14 +426,35 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
         let g = route::group(&path, class, ask.cookie, ask.user_agent, cfg.optional());
         cfg.group(g)
     };
-    let (server, by_route) = match routed {
+    let route = match routed {
         WebRoute::Forbidden => return Decision::answer(StatusCode::FORBIDDEN, "403 Forbidden\n"),
-        WebRoute::Server(s) => {
-            let chosen = route::choose(Some(s), group, cx.peer.ip());
-            (chosen, chosen == Some(s))
-        }
-        WebRoute::Unknown => (route::choose(None, group, cx.peer.ip()), false),
+        WebRoute::Server(s) => Some(s),
+        WebRoute::Unknown => None,
     };
+    // members that failed lately are skipped (a route to one is 502, as nginx's "no live
+    // upstream"), and with server versions configured, those not of the token's version
+    let now = std::time::Instant::now();
+    let live = |s| w.http_pool.live(s, now, cfg.fail_timeout);
+    let version = if cfg.server_versions.is_empty() {
+        None
+    } else {
+        route::token_version(query, ask.cookie)
+    };
+    let fits = |s: SocketAddr| match &version {
+        Some(v) => route::version_matches(
+            v,
+            cfg.server_versions.get(&s).map(String::as_str),
+            cfg.exact_version_check,
+        ),
+        None => true,
+    };
+    let Ok(server) = route::choose_usable(route, group, cx.peer.ip(), live, fits) else {
+        return Decision::answer(
+            StatusCode::BAD_GATEWAY,
+            "502 the mailbox server failed lately\n",
+        );
+    };
+    let by_route = route.is_some() && server == route;
     let Some(server) = server else {
         return Decision::answer(
             StatusCode::BAD_GATEWAY,
@@ -515,6 +536,7 @@ async fn forward(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(client = %cx.peer, backend = %server, error = %e, "connecting to the mailbox server failed");
+                w.http_pool.failed(server, std::time::Instant::now());
                 return upstream_error(
                     cfg,
                     StatusCode::BAD_GATEWAY,
@@ -536,6 +558,7 @@ async fn forward(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(client = %cx.peer, backend = %server, error = %e, "connecting to the mailbox server failed");
+                w.http_pool.failed(server, std::time::Instant::now());
                 return upstream_error(
                     cfg,
                     StatusCode::BAD_GATEWAY,

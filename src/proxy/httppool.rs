@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use compio::net::TcpStream;
@@ -19,6 +20,8 @@ pub struct Pool {
     idle: RefCell<HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
     /// Idle connections of the HTTP/1.1 path (`proxy/h1.rs`), newest last.
     streams: RefCell<HashMap<SocketAddr, Vec<TcpStream>>>,
+    /// Servers this worker could not reach, and when (nginx's `max_fails=1`).
+    failed: RefCell<HashMap<SocketAddr, Instant>>,
 }
 
 impl Pool {
@@ -29,6 +32,24 @@ impl Pool {
         list.retain(|s| !s.is_closed());
         let ready = list.iter().rposition(SendRequest::is_ready)?;
         Some(list.swap_remove(ready))
+    }
+
+    /// `server` could not be reached at `now`: it is skipped for `fail_timeout`.
+    pub fn failed(&self, server: SocketAddr, now: Instant) {
+        self.failed.borrow_mut().insert(server, now);
+    }
+
+    /// Whether `server` may be used at `now` (it has not failed within `fail_timeout`).
+    pub fn live(&self, server: SocketAddr, now: Instant, fail_timeout: Duration) -> bool {
+        let mut failed = self.failed.borrow_mut();
+        match failed.get(&server) {
+            Some(&at) if now.duration_since(at) < fail_timeout => false,
+            Some(_) => {
+                failed.remove(&server);
+                true
+            }
+            None => true,
+        }
     }
 
     /// An idle connection of the HTTP/1.1 path to `server`, newest first (a server closes

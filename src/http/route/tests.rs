@@ -424,3 +424,71 @@ fn mail_mode_mixed_sends_logins_to_https_and_brings_sessions_back() {
     assert_eq!(secure(b"/", b"zminitmode=http", None), None);
     assert_eq!(secure(b"/h/ChangePass", b"zminitmode=http", tok), None);
 }
+
+#[test]
+fn the_fallback_skips_failed_members_and_other_versions() {
+    let group: Vec<SocketAddr> = (1..=4)
+        .map(|i| SocketAddr::from(([10, 0, 0, i], 8080)))
+        .collect();
+    let ip: IpAddr = "198.51.100.7".parse().unwrap();
+    // every member usable: the plain ip-hash
+    let first = group[ip_hash(ip, 4)];
+    assert_eq!(ip_hash_usable(ip, &group, |_| true), Some(first));
+    // that one down: another, the same every time
+    let next = ip_hash_usable(ip, &group, |s| s != first).unwrap();
+    assert_ne!(next, first);
+    assert_eq!(ip_hash_usable(ip, &group, |s| s != first), Some(next));
+    // only one left: found even if the hash never lands on it
+    let last = group[3];
+    assert_eq!(ip_hash_usable(ip, &group, |s| s == last), Some(last));
+    assert_eq!(ip_hash_usable(ip, &group, |_| false), None);
+    // a route to a failed member is "no live upstream"; to a live one it is used whatever
+    // its version
+    assert_eq!(
+        choose_usable(Some(first), &group, ip, |s| s != first, |_| true),
+        Err(())
+    );
+    assert_eq!(
+        choose_usable(Some(first), &group, ip, |_| true, |_| false),
+        Ok(Some(first))
+    );
+    assert_eq!(
+        choose_usable(None, &group, ip, |_| true, |s| s == last),
+        Ok(Some(last))
+    );
+}
+
+#[test]
+fn token_versions_are_read_and_compared_as_zimbra_does() {
+    let cookie = format!("ZM_AUTH_TOKEN=0_abc_{TOKEN_HEX}");
+    assert_eq!(
+        token_version(b"", Some(cookie.as_bytes())).as_deref(),
+        Some(&b"10.1.0_GA_4633"[..])
+    );
+    assert_eq!(
+        token_version(format!("zauthtoken=0_abc_{TOKEN_HEX}").as_bytes(), None).as_deref(),
+        Some(&b"10.1.0_GA_4633"[..])
+    );
+    assert_eq!(token_version(b"", Some(b"x=1")), None);
+    assert!(version_matches(
+        b"10.1.0_GA_4633",
+        Some("10.1.0_GA_4633"),
+        true
+    ));
+    assert!(!version_matches(
+        b"10.1.0_GA_4633",
+        Some("10.1.2_GA_4700"),
+        true
+    ));
+    assert!(version_matches(
+        b"10.1.0_GA_4633",
+        Some("10.1.2_GA_4700"),
+        false
+    ));
+    assert!(!version_matches(
+        b"10.1.0_GA_4633",
+        Some("10.0.9_GA_1"),
+        false
+    ));
+    assert!(!version_matches(b"10.1.0_GA_4633", None, false));
+}
