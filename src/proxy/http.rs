@@ -433,8 +433,7 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
     };
     // members that failed lately are skipped (a route to one is 502, as nginx's "no live
     // upstream"), and with server versions configured, those not of the token's version
-    let now = std::time::Instant::now();
-    let live = |s| w.http_pool.live(s, now, cfg.fail_timeout);
+    let live = |s| w.http_pool.live(s, cfg.fail_timeout);
     let version = if cfg.server_versions.is_empty() {
         None
     } else {

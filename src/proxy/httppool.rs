@@ -39,11 +39,11 @@ impl Pool {
         self.failed.borrow_mut().insert(server, now);
     }
 
-    /// Whether `server` may be used at `now` (it has not failed within `fail_timeout`).
-    pub fn live(&self, server: SocketAddr, now: Instant, fail_timeout: Duration) -> bool {
+    /// Whether `server` may be used now (it has not failed within `fail_timeout`).
+    pub fn live(&self, server: SocketAddr, fail_timeout: Duration) -> bool {
         let mut failed = self.failed.borrow_mut();
         match failed.get(&server) {
-            Some(&at) if now.duration_since(at) < fail_timeout => false,
+            Some(&at) if at.elapsed() < fail_timeout => false,
             Some(_) => {
                 failed.remove(&server);
                 true
