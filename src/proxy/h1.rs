@@ -278,6 +278,24 @@ async fn upstream_error(
     }
 }
 
+/// The request failed at its server after it was sent (502) or got no answer in time (504):
+/// say so and end the connection.
+async fn give_up(
+    cx: &Cx,
+    cfg: &HttpConfig,
+    client: &mut impl Io,
+    server: SocketAddr,
+    status: u16,
+) -> Next {
+    let text = if status == 504 {
+        "504 mailbox server timed out\n"
+    } else {
+        "502 mailbox server failed\n"
+    };
+    let _ = upstream_error(cx, cfg, client, status, text, server, true).await;
+    Next::Close
+}
+
 /// After a request: go on with the connection or close it.
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
@@ -490,17 +508,7 @@ async fn forward(
             Err(Fail::To(_)) if again => continue,
             Err(Fail::To(e)) => {
                 tracing::warn!(client = %cx.peer, backend = %req.server, error = %e, "mailbox server request failed");
-                let _ = upstream_error(
-                    cx,
-                    cfg,
-                    client,
-                    502,
-                    "502 mailbox server failed\n",
-                    req.server,
-                    true,
-                )
-                .await;
-                return Next::Close;
+                return give_up(cx, cfg, client, req.server, 502).await;
             }
             Err(Fail::TooLarge) => {
                 let _ = answer(cx, client, 413, "413 request body too large\n", None, true).await;
@@ -518,32 +526,12 @@ async fn forward(
             Err(Fail::From(e)) if again && e.kind() != io::ErrorKind::TimedOut => continue,
             Err(Fail::From(e)) if e.kind() == io::ErrorKind::TimedOut => {
                 tracing::warn!(client = %cx.peer, backend = %req.server, timeout = ?req.timeout, "mailbox server did not answer in time");
-                let _ = upstream_error(
-                    cx,
-                    cfg,
-                    client,
-                    504,
-                    "504 mailbox server timed out\n",
-                    req.server,
-                    true,
-                )
-                .await;
-                return Next::Close;
+                return give_up(cx, cfg, client, req.server, 504).await;
             }
             Err(Fail::To(_)) => return Next::Close,
             Err(e) => {
                 tracing::warn!(client = %cx.peer, backend = %req.server, error = ?e, "mailbox server request failed");
-                let _ = upstream_error(
-                    cx,
-                    cfg,
-                    client,
-                    502,
-                    "502 mailbox server failed\n",
-                    req.server,
-                    true,
-                )
-                .await;
-                return Next::Close;
+                return give_up(cx, cfg, client, req.server, 502).await;
             }
         }
     };

@@ -533,16 +533,7 @@ async fn forward(
         Some(s) => s,
         None => match connect(w, server, upgrade.is_some()).await {
             Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(client = %cx.peer, backend = %server, error = %e, "connecting to the mailbox server failed");
-                w.http_pool.failed(server, std::time::Instant::now());
-                return upstream_error(
-                    cfg,
-                    StatusCode::BAD_GATEWAY,
-                    "502 mailbox server unreachable\n",
-                    server,
-                );
-            }
+            Err(e) => return unreachable(cx, cfg, server, &e),
         },
     };
     let mut sent = compio::time::timeout(timeout, sender.try_send_request(upstream_req)).await;
@@ -555,16 +546,7 @@ async fn forward(
     if let Some(req) = again {
         sender = match connect(w, server, false).await {
             Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(client = %cx.peer, backend = %server, error = %e, "connecting to the mailbox server failed");
-                w.http_pool.failed(server, std::time::Instant::now());
-                return upstream_error(
-                    cfg,
-                    StatusCode::BAD_GATEWAY,
-                    "502 mailbox server unreachable\n",
-                    server,
-                );
-            }
+            Err(e) => return unreachable(cx, cfg, server, &e),
         };
         sent = compio::time::timeout(timeout, sender.try_send_request(req)).await;
     }
@@ -620,6 +602,23 @@ async fn forward(
         }
     }
     Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// `server` could not be reached: logged, skipped for `http.fail_timeout`, 502.
+fn unreachable(
+    cx: &Cx,
+    cfg: &HttpConfig,
+    server: SocketAddr,
+    e: &std::io::Error,
+) -> Response<Body> {
+    tracing::warn!(client = %cx.peer, backend = %server, error = %e, "connecting to the mailbox server failed");
+    cx.w.http_pool.failed(server, std::time::Instant::now());
+    upstream_error(
+        cfg,
+        StatusCode::BAD_GATEWAY,
+        "502 mailbox server unreachable\n",
+        server,
+    )
 }
 
 /// A new keep-alive HTTP/1.1 connection to a mailbox server.
