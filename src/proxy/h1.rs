@@ -30,6 +30,8 @@ const CLIENT_BUFFER: usize = 8 * 1024;
 const BODY_READ: usize = 64 * 1024;
 /// A body's first bytes, when no more than this, leave in the same write as its head.
 const WITH_HEAD: usize = 16 * 1024;
+/// Members a request tries when servers cannot be reached (nginx tries each at most once).
+pub(super) const MAX_MEMBERS: usize = 20;
 /// The reads of a response head.
 const HEAD_READ: usize = 16 * 1024;
 
@@ -384,7 +386,11 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
                     Next::KeepAlive
                 }
             }
-            Decision::Forward { server, timeout } => {
+            Decision::Forward {
+                server,
+                timeout,
+                elsewhere,
+            } => {
                 let mut up_head = Vec::with_capacity(head.len + 96);
                 h1::upstream_request(inbox.pending(), &head, cx.peer.ip(), &mut up_head);
                 let host = inbox.pending()[head.host.clone()].to_vec();
@@ -395,6 +401,7 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
                     host: &host,
                     server,
                     timeout,
+                    elsewhere,
                 };
                 forward(cx, cfg, &mut client, &mut inbox, req).await
             }
@@ -419,6 +426,8 @@ struct Forward<'a> {
     server: SocketAddr,
     /// How long the server may stay silent.
     timeout: Duration,
+    /// Where it may go if the server cannot be reached.
+    elsewhere: super::http::Elsewhere,
 }
 
 /// A connection to `server`: an idle pooled one, else a new one. With `probe` (for a request
@@ -465,6 +474,7 @@ async fn forward(
     // a connection the server closed while it sat in the pool: a request without a body goes
     // again on a new one (as nginx does); one with a body cannot be sent twice
     let mut tries = 0;
+    let mut members = 0;
     let (mut up, mut resp_in, resp) = loop {
         tries += 1;
         let (mut up, reused) = match backend(cx, req.server, head.body != Framing::Empty).await {
@@ -472,6 +482,16 @@ async fn forward(
             Err(e) => {
                 tracing::warn!(client = %cx.peer, backend = %req.server, error = %e, "connecting to the mailbox server failed");
                 w.http_pool.failed(req.server, std::time::Instant::now());
+                // the next member, for a request the ip-hash placed
+                members += 1;
+                if let Some(next) = cx
+                    .next_member(cfg, &req.elsewhere)
+                    .filter(|_| members < MAX_MEMBERS)
+                {
+                    req.server = next;
+                    tries = 0;
+                    continue;
+                }
                 let close = head.body != Framing::Empty;
                 let _ = upstream_error(
                     cx,

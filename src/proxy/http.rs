@@ -266,7 +266,49 @@ pub(super) enum Decision {
         server: SocketAddr,
         /// How long the server may stay silent.
         timeout: Duration,
+        /// Where else it may go if the server cannot be reached.
+        elsewhere: Elsewhere,
     },
+}
+
+/// Where a request the ip-hash placed goes when its server cannot be reached (nginx's
+/// `proxy_next_upstream error`): the next live member of its group (of the token's version).
+/// A request that went by its user's route has nowhere else to go.
+pub(super) struct Elsewhere {
+    by_hash: bool,
+    /// The request's group (None: the admin console's).
+    group: Option<route::Group>,
+    /// The token's version, when server versions are configured.
+    version: Option<Vec<u8>>,
+}
+
+/// Whether `server` may take a request whose token carries `version` (§7).
+fn fits(cfg: &HttpConfig, version: Option<&[u8]>, server: SocketAddr) -> bool {
+    match version {
+        Some(v) => route::version_matches(
+            v,
+            cfg.server_versions.get(&server).map(String::as_str),
+            cfg.exact_version_check,
+        ),
+        None => true,
+    }
+}
+
+impl Cx {
+    /// The member to try after a server could not be reached (it was marked failed, so the
+    /// ip-hash goes past it), if the request may go elsewhere.
+    pub(super) fn next_member(&self, cfg: &HttpConfig, next: &Elsewhere) -> Option<SocketAddr> {
+        if !next.by_hash {
+            return None;
+        }
+        let group = match next.group {
+            Some(g) => cfg.group(g),
+            None => &cfg.admin_servers[..],
+        };
+        route::ip_hash_usable(self.peer.ip(), group, |s| {
+            self.w.http_pool.live(s, cfg.fail_timeout) && fits(cfg, next.version.as_deref(), s)
+        })
+    }
 }
 
 impl Decision {
@@ -332,9 +374,11 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
             }
             r
         }
-        Decision::Forward { server, timeout } => {
-            forward(cx, cfg, req, server, &host, timeout).await
-        }
+        Decision::Forward {
+            server,
+            timeout,
+            elsewhere,
+        } => forward(cx, cfg, req, (server, elsewhere), &host, timeout).await,
     }
 }
 
@@ -420,11 +464,11 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
         }
         None => WebRoute::Unknown,
     };
-    let group = if admin {
-        &cfg.admin_servers[..]
-    } else {
-        let g = route::group(&path, class, ask.cookie, ask.user_agent, cfg.optional());
-        cfg.group(g)
+    let group_name =
+        (!admin).then(|| route::group(&path, class, ask.cookie, ask.user_agent, cfg.optional()));
+    let group = match group_name {
+        Some(g) => cfg.group(g),
+        None => &cfg.admin_servers[..],
     };
     let route = match routed {
         WebRoute::Forbidden => return Decision::answer(StatusCode::FORBIDDEN, "403 Forbidden\n"),
@@ -439,22 +483,32 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
     } else {
         route::token_version(query, ask.cookie)
     };
-    let fits = |s: SocketAddr| match &version {
-        Some(v) => route::version_matches(
-            v,
-            cfg.server_versions.get(&s).map(String::as_str),
-            cfg.exact_version_check,
-        ),
-        None => true,
+    let fits = |s| fits(cfg, version.as_deref(), s);
+    // no live upstream: an upstream error (the error handler's redirect when configured)
+    let no_live = |server: SocketAddr| Decision::Answer {
+        status: if cfg.error_handler_url.is_some() {
+            StatusCode::FOUND
+        } else {
+            StatusCode::BAD_GATEWAY
+        },
+        text: if cfg.error_handler_url.is_some() {
+            ""
+        } else {
+            "502 the mailbox server failed lately\n"
+        },
+        location: cfg
+            .error_handler_url
+            .as_ref()
+            .map(|url| route::error_location(url, 502, server)),
     };
     let Ok(server) = route::choose_usable(route, group, cx.peer.ip(), live, fits) else {
-        return Decision::answer(
-            StatusCode::BAD_GATEWAY,
-            "502 the mailbox server failed lately\n",
-        );
+        return no_live(route.unwrap_or(cx.local));
     };
     let by_route = route.is_some() && server == route;
     let Some(server) = server else {
+        if let Some(&first) = group.get(route::ip_hash(cx.peer.ip(), group.len())) {
+            return no_live(first);
+        }
         return Decision::answer(
             StatusCode::BAD_GATEWAY,
             "502 no mailbox server for this request\n",
@@ -464,6 +518,11 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
     Decision::Forward {
         server,
         timeout: class.read_timeout(&cfg.timeouts),
+        elsewhere: Elsewhere {
+            by_hash: !by_route,
+            group: group_name,
+            version,
+        },
     }
 }
 
@@ -472,7 +531,7 @@ async fn forward(
     cx: &Cx,
     cfg: &HttpConfig,
     mut req: Request<Incoming>,
-    server: SocketAddr,
+    (mut server, elsewhere): (SocketAddr, Elsewhere),
     host: &[u8],
     timeout: Duration,
 ) -> Response<Body> {
@@ -531,10 +590,26 @@ async fn forward(
     let reused = pooled.is_some();
     let mut sender = match pooled {
         Some(s) => s,
-        None => match connect(w, server, upgrade.is_some()).await {
-            Ok(s) => s,
-            Err(e) => return unreachable(cx, cfg, server, &e),
-        },
+        // a server that cannot be reached: the next member, for a request the ip-hash placed
+        None => {
+            let mut members = 0;
+            loop {
+                match connect(w, server, upgrade.is_some()).await {
+                    Ok(s) => break s,
+                    Err(e) => {
+                        let failed = unreachable(cx, cfg, server, &e);
+                        members += 1;
+                        match cx
+                            .next_member(cfg, &elsewhere)
+                            .filter(|_| members < super::h1::MAX_MEMBERS)
+                        {
+                            Some(next) => server = next,
+                            None => return failed,
+                        }
+                    }
+                }
+            }
+        }
     };
     let mut sent = compio::time::timeout(timeout, sender.try_send_request(upstream_req)).await;
     // a pooled connection the server closed while it was idle: the request never left, so it
