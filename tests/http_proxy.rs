@@ -1138,3 +1138,40 @@ fn the_http1_path_streams_uploads_pipelines_and_hands_other_requests_to_hyper() 
     let (head, _) = read_response(&mut s, &mut Vec::new());
     assert!(head.starts_with("HTTP/1.1 400"), "{head}\n{}", rm.log());
 }
+
+#[test]
+fn a_head_trickling_in_is_cut_off_at_header_timeout() {
+    let a = NginxWeb::start("server-A");
+    let lookup = LookupHandler::start(Default::default());
+    let (rm, port) = ringmail("header_timeout = \"1s\"", &lookup, &[a.addr], None);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let started = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: ")
+        .unwrap();
+    // a byte every 200 ms: each read comes well within the timeout, the head never does
+    let mut closed = None;
+    let mut buf = [0u8; 256];
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(200));
+        let wrote = s.write_all(b"x");
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = Some(started.elapsed());
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                closed = Some(started.elapsed());
+                break;
+            }
+        }
+        if wrote.is_err() {
+            closed = Some(started.elapsed());
+            break;
+        }
+    }
+    let closed = closed.unwrap_or_else(|| panic!("still open after 8 s\n{}", rm.log()));
+    assert!(closed < Duration::from_secs(3), "closed after {closed:?}");
+}

@@ -311,6 +311,9 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
     let w = &cx.w;
     let mut inbox = Inbox::new(CLIENT_BUFFER);
     loop {
+        // the whole head (and the wait for it) within header_timeout, however slowly its bytes
+        // come (a slowloris client is closed)
+        let waiting = std::time::Instant::now();
         let head = loop {
             let refused = match h1::parse_request(inbox.pending(), cfg.max_header) {
                 Ok(Parsed::Done(h)) => break h,
@@ -328,10 +331,8 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
             if idle && w.drain.started().is_some() {
                 return None;
             }
-            let read = std::pin::pin!(within(
-                cfg.header_timeout,
-                inbox.fill(&mut client, CLIENT_BUFFER / 2)
-            ));
+            let left = cfg.header_timeout.saturating_sub(waiting.elapsed());
+            let read = std::pin::pin!(within(left, inbox.fill(&mut client, CLIENT_BUFFER / 2)));
             let got = if idle {
                 match select(read, std::pin::pin!(w.drain.wait())).await {
                     Either::Left((r, _)) => r,
