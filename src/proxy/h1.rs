@@ -295,7 +295,7 @@ async fn give_up(
         "502 mailbox server failed\n"
     };
     let _ = upstream_error(cx, cfg, client, status, text, server, true).await;
-    Next::Close
+    Next::Linger
 }
 
 /// After a request: go on with the connection or close it.
@@ -303,6 +303,33 @@ async fn give_up(
 enum Next {
     KeepAlive,
     Close,
+    /// Close after an error answer, when the client may still be sending ([`linger`]).
+    Linger,
+}
+
+/// How long and how much a closing connection reads and drops after an error answer.
+const LINGER: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 64 << 20;
+
+/// Close after an error answer without losing it (nginx's lingering close): stop sending,
+/// then read and drop what the client still sends for a moment. Closing a socket with unread
+/// bytes makes the kernel send a reset, which can destroy the answer before the client has
+/// read it (a 413 to an upload still under way).
+async fn linger(client: &mut impl Io) {
+    let _ = client.shutdown().await;
+    let until = std::time::Instant::now() + LINGER;
+    let mut dropped = 0;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    while dropped < LINGER_BYTES {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        match compio::time::timeout(left, client.read(buf)).await {
+            Ok(BufResult(Ok(n), b)) if n > 0 => {
+                dropped += n;
+                buf = b;
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Serve a client connection (plaintext or TLS). Returns the connection and the bytes read
@@ -323,7 +350,12 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
                 Err(HeadError::Invalid) => Some((400, "400 bad request\n")),
             };
             if let Some((status, text)) = refused {
-                let _ = answer(cx, &mut client, status, text, None, true).await;
+                if answer(cx, &mut client, status, text, None, true)
+                    .await
+                    .is_ok()
+                {
+                    linger(&mut client).await;
+                }
                 return None;
             }
             // waiting for a request: a drain closes the connection (one mid-head finishes it)
@@ -381,10 +413,12 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
                 )
                 .await;
                 inbox.take(head.len);
-                if close || sent.is_err() {
-                    Next::Close
-                } else {
-                    Next::KeepAlive
+                match (sent, close) {
+                    (Err(_), _) => Next::Close,
+                    // the body is not read
+                    (Ok(()), true) if head.body != Framing::Empty => Next::Linger,
+                    (Ok(()), true) => Next::Close,
+                    (Ok(()), false) => Next::KeepAlive,
                 }
             }
             Decision::Forward {
@@ -407,8 +441,13 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
                 forward(cx, cfg, &mut client, &mut inbox, req).await
             }
         };
-        if next == Next::Close || w.drain.started().is_some() {
-            return None;
+        match next {
+            Next::KeepAlive if w.drain.started().is_none() => {}
+            Next::Linger => {
+                linger(&mut client).await;
+                return None;
+            }
+            _ => return None,
         }
         // a body grew the buffer: back to its usual size between requests
         if inbox.pending().is_empty() && inbox.buf.capacity() > CLIENT_BUFFER {
@@ -504,7 +543,7 @@ async fn forward(
                     close,
                 )
                 .await;
-                return if close { Next::Close } else { Next::KeepAlive };
+                return if close { Next::Linger } else { Next::KeepAlive };
             }
         };
         let again = reused && head.body == Framing::Empty && tries == 1;
@@ -533,11 +572,11 @@ async fn forward(
             }
             Err(Fail::TooLarge) => {
                 let _ = answer(cx, client, 413, "413 request body too large\n", None, true).await;
-                return Next::Close;
+                return Next::Linger;
             }
             Err(Fail::Bad) => {
                 let _ = answer(cx, client, 400, "400 bad chunked body\n", None, true).await;
-                return Next::Close;
+                return Next::Linger;
             }
             Err(Fail::From(_)) => return Next::Close,
         }
