@@ -203,8 +203,9 @@ pub fn parse_request(buf: &[u8], max: usize) -> Result<Parsed<RequestHead>, Head
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never passed on; `Transfer-Encoding` is handled
-/// apart (a chunked body passes through with its header).
-const HOP: [&str; 7] = [
+/// apart (a chunked body passes through with its header; hyper's path re-frames bodies and
+/// drops it too).
+pub const HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -267,7 +268,7 @@ pub fn upstream_request(buf: &[u8], head: &RequestHead, client: IpAddr, out: &mu
     header(
         out,
         b"X-Forwarded-For",
-        &crate::http::route::forwarded_for(forwarded, client),
+        &crate::http::route::forwarded_for(forwarded, &ip),
     );
     header(out, b"X-Real-IP", ip.as_bytes());
     out.extend_from_slice(b"\r\n");

@@ -340,11 +340,18 @@ pub fn ip_hash(client: IpAddr, n: usize) -> usize {
 }
 
 fn hash_round(h: &mut u32, client: IpAddr) {
-    let bytes: Vec<u8> = match client {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
+    let (v4, v6);
+    let bytes: &[u8] = match client {
+        IpAddr::V4(a) => {
+            v4 = a.octets();
+            &v4
+        }
+        IpAddr::V6(a) => {
+            v6 = a.octets();
+            &v6
+        }
     };
-    for b in bytes {
+    for &b in bytes {
         *h = (*h * 113 + u32::from(b)) % 6271;
     }
 }
@@ -542,10 +549,11 @@ pub fn error_location(url: &str, status: u16, server: SocketAddr) -> Vec<u8> {
 }
 
 /// `X-Forwarded-For`: the incoming value, then the client.
-pub fn forwarded_for(incoming: Option<&[u8]>, client: IpAddr) -> Vec<u8> {
+/// `client` is the client's address as text (the caller also sends it as `X-Real-IP`).
+pub fn forwarded_for(incoming: Option<&[u8]>, client: &str) -> Vec<u8> {
     match incoming {
-        Some(v) if !v.is_empty() => [v, b", ", client.to_string().as_bytes()].concat(),
-        _ => client.to_string().into_bytes(),
+        Some(v) if !v.is_empty() => [v, b", ", client.as_bytes()].concat(),
+        _ => client.as_bytes().to_vec(),
     }
 }
 

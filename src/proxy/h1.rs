@@ -18,10 +18,11 @@ use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_util::future::{select, Either};
 
-use super::http::{decide, Ask, Cx, Decision};
+use super::http::{decide, Ask, Cx, Decision, Reply};
 use crate::config::HttpConfig;
 use crate::http::h1::{self, Chunked, Framing, HeadError, Parsed, RequestHead, ResponseHead};
 use crate::http::route;
+use hyper::StatusCode;
 
 /// A client's buffer starts this large (a head with its cookies fits); a longer head grows it
 /// up to `max_header`.
@@ -149,18 +150,11 @@ fn send_now(to: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
     Ok(sent)
 }
 
-/// Write `bytes`: at once when the socket takes them, else the rest through the ring within
-/// `wait`.
+/// Write `bytes` as [`Inbox::pass`] does: at once when the connection takes them, else the
+/// rest through the ring within `wait`.
 async fn send(to: &mut impl Io, bytes: Vec<u8>, wait: Duration) -> io::Result<()> {
-    let sent = to.send_now(&bytes)?;
-    if sent == bytes.len() {
-        return Ok(());
-    }
-    within(wait, async {
-        to.write_all(bytes.slice(sent..)).await.0?;
-        to.flush().await
-    })
-    .await
+    let n = bytes.len();
+    Inbox { buf: bytes, at: 0 }.pass(to, n, wait).await
 }
 
 /// How moving a body failed.
@@ -239,45 +233,18 @@ async fn pass_message(
     }
 }
 
-/// One of ringmail's own answers.
+/// One of ringmail's own answers, `Connection: close` when `close`.
 async fn answer(
-    cx: &Cx,
-    client: &mut impl Io,
-    status: u16,
-    text: &str,
-    location: Option<&[u8]>,
-    close: bool,
-) -> io::Result<()> {
-    cx.w.metrics.http_response(status, true);
-    let bytes = h1::own_response(status, text, location, close);
-    let wait =
-        cx.w.config
-            .http
-            .as_ref()
-            .map_or(Duration::from_secs(60), |c| c.timeouts.read);
-    send(client, bytes, wait).await
-}
-
-/// A mailbox server failed (502) or was late (504): the short text, or with
-/// `http.error_handler_url` a 302 there (`?err=<status>&up=<server>`, as Zimbra's
-/// `zimbraReverseProxyErrorHandlerURL`).
-#[allow(clippy::too_many_arguments)]
-async fn upstream_error(
     cx: &Cx,
     cfg: &HttpConfig,
     client: &mut impl Io,
-    status: u16,
-    text: &str,
-    server: SocketAddr,
+    reply: Reply,
     close: bool,
 ) -> io::Result<()> {
-    match &cfg.error_handler_url {
-        Some(url) => {
-            let location = route::error_location(url, status, server);
-            answer(cx, client, 302, "", Some(&location), close).await
-        }
-        None => answer(cx, client, status, text, None, close).await,
-    }
+    let status = reply.status.as_u16();
+    cx.w.metrics.http_response(status, true);
+    let bytes = h1::own_response(status, reply.text, reply.location.as_deref(), close);
+    send(client, bytes, cfg.timeouts.read).await
 }
 
 /// The request failed at its server after it was sent (502) or got no answer in time (504):
@@ -289,12 +256,16 @@ async fn give_up(
     server: SocketAddr,
     status: u16,
 ) -> Next {
-    let text = if status == 504 {
-        "504 mailbox server timed out\n"
+    let (status, text) = if status == 504 {
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            "504 mailbox server timed out\n",
+        )
     } else {
-        "502 mailbox server failed\n"
+        (StatusCode::BAD_GATEWAY, "502 mailbox server failed\n")
     };
-    let _ = upstream_error(cx, cfg, client, status, text, server, true).await;
+    let reply = Reply::upstream_error(cfg, status, text, server);
+    let _ = answer(cx, cfg, client, reply, true).await;
     Next::Linger
 }
 
@@ -346,14 +317,16 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
                 Ok(Parsed::Done(h)) => break h,
                 Ok(Parsed::Other) => return Some((client, inbox.pending().to_vec())),
                 Ok(Parsed::Partial) => None,
-                Err(HeadError::TooLarge) => Some((431, "431 request header fields too large\n")),
-                Err(HeadError::Invalid) => Some((400, "400 bad request\n")),
+                Err(HeadError::TooLarge) => Some(Reply::new(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "431 request header fields too large\n",
+                )),
+                Err(HeadError::Invalid) => {
+                    Some(Reply::new(StatusCode::BAD_REQUEST, "400 bad request\n"))
+                }
             };
-            if let Some((status, text)) = refused {
-                if answer(cx, &mut client, status, text, None, true)
-                    .await
-                    .is_ok()
-                {
+            if let Some(reply) = refused {
+                if answer(cx, cfg, &mut client, reply, true).await.is_ok() {
                     linger(&mut client).await;
                 }
                 return None;
@@ -396,22 +369,10 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
             decide(cx, cfg, &ask).await
         };
         let next = match next {
-            Decision::Answer {
-                status,
-                text,
-                location,
-            } => {
+            Decision::Answer(reply) => {
                 // an unread body ends the connection
                 let close = head.close || head.body != Framing::Empty;
-                let sent = answer(
-                    cx,
-                    &mut client,
-                    status.as_u16(),
-                    text,
-                    location.as_deref(),
-                    close,
-                )
-                .await;
+                let sent = answer(cx, cfg, &mut client, reply, close).await;
                 inbox.take(head.len);
                 match (sent, close) {
                     (Err(_), _) => Next::Close,
@@ -520,8 +481,7 @@ async fn forward(
         let (mut up, reused) = match backend(cx, req.server, head.body != Framing::Empty).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(client = %cx.peer, backend = %req.server, error = %e, "connecting to the mailbox server failed");
-                w.http_pool.failed(req.server, std::time::Instant::now());
+                cx.unreachable(req.server, &e);
                 // the next member, for a request the ip-hash placed
                 members += 1;
                 if let Some(next) = cx
@@ -533,16 +493,13 @@ async fn forward(
                     continue;
                 }
                 let close = head.body != Framing::Empty;
-                let _ = upstream_error(
-                    cx,
+                let reply = Reply::upstream_error(
                     cfg,
-                    client,
-                    502,
+                    StatusCode::BAD_GATEWAY,
                     "502 mailbox server unreachable\n",
                     req.server,
-                    close,
-                )
-                .await;
+                );
+                let _ = answer(cx, cfg, client, reply, close).await;
                 return if close { Next::Linger } else { Next::KeepAlive };
             }
         };
@@ -571,17 +528,30 @@ async fn forward(
                 return give_up(cx, cfg, client, req.server, 502).await;
             }
             Err(Fail::TooLarge) => {
-                let _ = answer(cx, client, 413, "413 request body too large\n", None, true).await;
+                let reply = Reply::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "413 request body too large\n",
+                );
+                let _ = answer(cx, cfg, client, reply, true).await;
                 return Next::Linger;
             }
             Err(Fail::Bad) => {
-                let _ = answer(cx, client, 400, "400 bad chunked body\n", None, true).await;
+                let reply = Reply::new(StatusCode::BAD_REQUEST, "400 bad chunked body\n");
+                let _ = answer(cx, cfg, client, reply, true).await;
                 return Next::Linger;
             }
             Err(Fail::From(_)) => return Next::Close,
         }
         let mut resp_in = Inbox::new(HEAD_READ);
-        match response_head(cx, client, &mut up, &mut resp_in, head.head, req.timeout).await {
+        let answered = response_head(
+            client,
+            &mut up,
+            &mut resp_in,
+            head.head,
+            req.timeout,
+            write_wait,
+        );
+        match answered.await {
             Ok(r) => break (up, resp_in, r),
             Err(Fail::From(e)) if again && e.kind() != io::ErrorKind::TimedOut => continue,
             Err(Fail::From(e)) if e.kind() == io::ErrorKind::TimedOut => {
@@ -647,18 +617,13 @@ async fn forward(
 /// Read the server's final response head; interim (1xx) ones are passed to the client on the
 /// way. `Fail::From` with `UnexpectedEof` when the server closed before answering.
 async fn response_head(
-    cx: &Cx,
     client: &mut impl Io,
     up: &mut TcpStream,
     resp_in: &mut Inbox,
     to_head: bool,
     timeout: Duration,
+    write_wait: Duration,
 ) -> Result<ResponseHead, Fail> {
-    let write_wait =
-        cx.w.config
-            .http
-            .as_ref()
-            .map_or(timeout, |c| c.timeouts.read);
     loop {
         match h1::parse_response(resp_in.pending(), to_head) {
             Ok(Some(r)) if r.status == 101 => return Err(Fail::Bad),

@@ -165,24 +165,52 @@ fn full(status: StatusCode, text: &'static str) -> Response<Body> {
     r
 }
 
-/// A mailbox server failed (502) or was late (504): the short text, or a 302 to
-/// `http.error_handler_url`.
-fn upstream_error(
-    cfg: &HttpConfig,
-    status: StatusCode,
-    text: &'static str,
-    server: SocketAddr,
-) -> Response<Body> {
-    match &cfg.error_handler_url {
-        Some(url) => {
-            let mut r = full(StatusCode::FOUND, "");
-            let location = route::error_location(url, status.as_u16(), server);
-            if let Ok(v) = HeaderValue::from_bytes(&location) {
-                r.headers_mut().insert(header::LOCATION, v);
-            }
-            r
+/// One of ringmail's own answers (both HTTP paths write it their way).
+pub(super) struct Reply {
+    pub status: StatusCode,
+    pub text: &'static str,
+    pub location: Option<Vec<u8>>,
+}
+
+impl Reply {
+    pub(super) fn new(status: StatusCode, text: &'static str) -> Reply {
+        Reply {
+            status,
+            text,
+            location: None,
         }
-        None => full(status, text),
+    }
+
+    fn redirect(location: Vec<u8>) -> Reply {
+        Reply {
+            status: StatusCode::FOUND,
+            text: "",
+            location: Some(location),
+        }
+    }
+
+    /// A mailbox server failed (502), was late (504) or none is live: the short text, or
+    /// with `http.error_handler_url` a 302 there (`<url>?err=<status>&up=<server>`, Zimbra's
+    /// `zimbraReverseProxyErrorHandlerURL`).
+    pub(super) fn upstream_error(
+        cfg: &HttpConfig,
+        status: StatusCode,
+        text: &'static str,
+        server: SocketAddr,
+    ) -> Reply {
+        match &cfg.error_handler_url {
+            Some(url) => Reply::redirect(route::error_location(url, status.as_u16(), server)),
+            None => Reply::new(status, text),
+        }
+    }
+
+    /// As hyper's response.
+    fn response(self) -> Response<Body> {
+        let mut r = full(self.status, self.text);
+        if let Some(v) = self.location.and_then(|l| HeaderValue::from_bytes(&l).ok()) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        r
     }
 }
 
@@ -212,18 +240,6 @@ fn header_bytes<'a>(h: &'a HeaderMap, name: HeaderName) -> Option<&'a [u8]> {
     h.get(name).map(HeaderValue::as_bytes)
 }
 
-/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1).
-const HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-];
-
 fn strip_hop(h: &mut HeaderMap) {
     // names listed in Connection are hop-by-hop too
     let listed: Vec<HeaderName> = h
@@ -236,8 +252,9 @@ fn strip_hop(h: &mut HeaderMap) {
     for n in listed {
         h.remove(n);
     }
-    for n in HOP {
-        h.remove(n);
+    // hop-by-hop headers (the own path's list), and the framing hyper redoes itself
+    for n in crate::http::h1::HOP.iter().chain(&["transfer-encoding"]) {
+        h.remove(*n);
     }
 }
 
@@ -257,11 +274,7 @@ pub(super) struct Ask<'a> {
 
 /// Where a request goes: ringmail answers it, or a mailbox server does.
 pub(super) enum Decision {
-    Answer {
-        status: StatusCode,
-        text: &'static str,
-        location: Option<Vec<u8>>,
-    },
+    Answer(Reply),
     Forward {
         server: SocketAddr,
         /// How long the server may stay silent.
@@ -295,6 +308,12 @@ fn fits(cfg: &HttpConfig, version: Option<&[u8]>, server: SocketAddr) -> bool {
 }
 
 impl Cx {
+    /// `server` could not be reached: logged, and skipped for `http.fail_timeout`.
+    pub(super) fn unreachable(&self, server: SocketAddr, e: &std::io::Error) {
+        tracing::warn!(client = %self.peer, backend = %server, error = %e, "connecting to the mailbox server failed");
+        self.w.http_pool.failed(server, std::time::Instant::now());
+    }
+
     /// The member to try after a server could not be reached (it was marked failed, so the
     /// ip-hash goes past it), if the request may go elsewhere.
     pub(super) fn next_member(&self, cfg: &HttpConfig, next: &Elsewhere) -> Option<SocketAddr> {
@@ -313,11 +332,7 @@ impl Cx {
 
 impl Decision {
     fn answer(status: StatusCode, text: &'static str) -> Decision {
-        Decision::Answer {
-            status,
-            text,
-            location: None,
-        }
+        Decision::Answer(Reply::new(status, text))
     }
 }
 
@@ -363,17 +378,7 @@ async fn handle(cx: &Cx, req: Request<Incoming>) -> Response<Body> {
         head_size,
     };
     match decide(cx, cfg, &ask).await {
-        Decision::Answer {
-            status,
-            text,
-            location,
-        } => {
-            let mut r = full(status, text);
-            if let Some(v) = location.and_then(|l| HeaderValue::from_bytes(&l).ok()) {
-                r.headers_mut().insert(header::LOCATION, v);
-            }
-            r
-        }
+        Decision::Answer(reply) => reply.response(),
         Decision::Forward {
             server,
             timeout,
@@ -401,15 +406,11 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
     let path_and_query = ask.target;
     // mail mode redirect: the plaintext listener sends everyone to HTTPS
     if !cx.spec.tls && cfg.mode == HttpMode::Redirect {
-        return Decision::Answer {
-            status: StatusCode::FOUND,
-            text: "",
-            location: Some(route::redirect_to_https(
-                host,
-                cfg.https_port,
-                path_and_query.as_bytes(),
-            )),
-        };
+        return Decision::Answer(Reply::redirect(route::redirect_to_https(
+            host,
+            cfg.https_port,
+            path_and_query.as_bytes(),
+        )));
     }
     let (raw_path, raw_query) = path_and_query
         .split_once('?')
@@ -424,12 +425,8 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
             cfg.http_port,
             cfg.https_port,
         );
-        if location.is_some() {
-            return Decision::Answer {
-                status: StatusCode::FOUND,
-                text: "",
-                location,
-            };
+        if let Some(location) = location {
+            return Decision::Answer(Reply::redirect(location));
         }
     }
     let path = decode_path(raw_path);
@@ -483,25 +480,17 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
     } else {
         route::token_version(query, ask.cookie)
     };
-    let fits = |s| fits(cfg, version.as_deref(), s);
+    let of_version = |s| fits(cfg, version.as_deref(), s);
     // no live upstream: an upstream error (the error handler's redirect when configured)
-    let no_live = |server: SocketAddr| Decision::Answer {
-        status: if cfg.error_handler_url.is_some() {
-            StatusCode::FOUND
-        } else {
-            StatusCode::BAD_GATEWAY
-        },
-        text: if cfg.error_handler_url.is_some() {
-            ""
-        } else {
-            "502 the mailbox server failed lately\n"
-        },
-        location: cfg
-            .error_handler_url
-            .as_ref()
-            .map(|url| route::error_location(url, 502, server)),
+    let no_live = |server| {
+        Decision::Answer(Reply::upstream_error(
+            cfg,
+            StatusCode::BAD_GATEWAY,
+            "502 the mailbox server failed lately\n",
+            server,
+        ))
     };
-    let Ok(server) = route::choose_usable(route, group, cx.peer.ip(), live, fits) else {
+    let Ok(server) = route::choose_usable(route, group, cx.peer.ip(), live, of_version) else {
         return no_live(route.unwrap_or(cx.local));
     };
     let by_route = route.is_some() && server == route;
@@ -548,17 +537,17 @@ async fn forward(
             parts.headers.insert(header::HOST, v);
         }
     }
-    let client_ip = cx.peer.ip();
+    let client_ip = cx.peer.ip().to_string();
     let xff = route::forwarded_for(
         header_bytes(&parts.headers, HeaderName::from_static("x-forwarded-for")),
-        client_ip,
+        &client_ip,
     );
     if let Ok(v) = HeaderValue::from_bytes(&xff) {
         parts
             .headers
             .insert(HeaderName::from_static("x-forwarded-for"), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&client_ip.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&client_ip) {
         parts
             .headers
             .insert(HeaderName::from_static("x-real-ip"), v);
@@ -629,21 +618,23 @@ async fn forward(
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::warn!(client = %cx.peer, backend = %server, error = %e.error(), "mailbox server request failed");
-            return upstream_error(
+            return Reply::upstream_error(
                 cfg,
                 StatusCode::BAD_GATEWAY,
                 "502 mailbox server failed\n",
                 server,
-            );
+            )
+            .response();
         }
         Err(_) => {
             tracing::warn!(client = %cx.peer, backend = %server, ?timeout, "mailbox server did not answer in time");
-            return upstream_error(
+            return Reply::upstream_error(
                 cfg,
                 StatusCode::GATEWAY_TIMEOUT,
                 "504 mailbox server timed out\n",
                 server,
-            );
+            )
+            .response();
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -686,14 +677,14 @@ fn unreachable(
     server: SocketAddr,
     e: &std::io::Error,
 ) -> Response<Body> {
-    tracing::warn!(client = %cx.peer, backend = %server, error = %e, "connecting to the mailbox server failed");
-    cx.w.http_pool.failed(server, std::time::Instant::now());
-    upstream_error(
+    cx.unreachable(server, e);
+    Reply::upstream_error(
         cfg,
         StatusCode::BAD_GATEWAY,
         "502 mailbox server unreachable\n",
         server,
     )
+    .response()
 }
 
 /// A new keep-alive HTTP/1.1 connection to a mailbox server.
