@@ -1175,3 +1175,75 @@ fn a_head_trickling_in_is_cut_off_at_header_timeout() {
     let closed = closed.unwrap_or_else(|| panic!("still open after 8 s\n{}", rm.log()));
     assert!(closed < Duration::from_secs(3), "closed after {closed:?}");
 }
+
+/// The numbers of a stub status page, in order: active, accepts, handled, requests, reading,
+/// writing, waiting (checking the page's exact shape on the way).
+fn stub_status_numbers(page: &str) -> [u64; 7] {
+    let lines: Vec<&str> = page.split('\n').collect();
+    assert_eq!(lines.len(), 5, "four lines and a final newline: {page:?}");
+    assert!(lines[0].starts_with("Active connections: ") && lines[0].ends_with(' '));
+    assert_eq!(lines[1], "server accepts handled requests");
+    assert!(
+        lines[2].starts_with(' ') && lines[2].ends_with(' '),
+        "{page:?}"
+    );
+    let n: Vec<u64> = page
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert!(lines[3].starts_with("Reading: ") && lines[3].contains(" Writing: "));
+    n.try_into()
+        .unwrap_or_else(|n| panic!("seven numbers expected: {n:?} in {page:?}"))
+}
+
+#[test]
+fn nginx_status_counts_connections_and_requests_for_loopback_clients() {
+    let a = NginxWeb::start("server-A");
+    let lookup = LookupHandler::start(Default::default());
+    let (rm, port) = ringmail("", &lookup, &[a.addr], None);
+    let url = format!("http://127.0.0.1:{port}/nginx_status");
+    // one connection mid-head (Reading), one idle after a request (Waiting)
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.write_all(b"GET /zimbra/ HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    let (head, _) = read_response(&mut idle, &mut Vec::new());
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{}", rm.log());
+    let mut partial = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    partial
+        .write_all(b"GET /zimbra/ HTTP/1.1\r\nHost:")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (code, page, err) = curl(&[&url]);
+    assert_eq!(code, 200, "{err}\n{}", rm.log());
+    let [active, accepts, handled, requests, reading, writing, waiting] =
+        stub_status_numbers(&page);
+    // the idle one, the partial one, curl's
+    assert_eq!(active, 3, "{page}");
+    assert_eq!((accepts, handled), (3, 3), "{page}");
+    // the idle connection's request and this one
+    assert_eq!(requests, 2, "{page}");
+    // curl's request is the one being answered
+    assert_eq!((reading, writing, waiting), (1, 1, 1), "{page}");
+    assert!(response_head(&url).contains("content-type: text/plain"));
+
+    // hyper's path (HTTP/1.0) serves it too, and the counters move on
+    drop(partial);
+    let (code, page, _) = curl(&["--http1.0", &url]);
+    assert_eq!(code, 200);
+    let n = stub_status_numbers(&page);
+    assert_eq!(n[3], 4, "the HEAD above and this request: {page}");
+    assert_eq!((n[4], n[5]), (0, 1), "{page}");
+    // a ^~ prefix, as in Zimbra's nginx; other paths go to the mailbox server
+    let (code, page, _) = curl(&[&format!("{url}/x")]);
+    assert_eq!(code, 200);
+    stub_status_numbers(&page);
+    let (code, page, _) = curl(&[&format!("http://127.0.0.1:{port}/zimbra/nginx_status")]);
+    assert_eq!(code, 200);
+    assert!(
+        page.starts_with("server-A GET /zimbra/nginx_status"),
+        "{page}"
+    );
+    drop(idle);
+}

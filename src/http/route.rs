@@ -157,6 +157,26 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// nginx's stub status location (`location ^~ /nginx_status`, §3): a prefix of the decoded
+/// path, on the web listeners (not the admin console's).
+pub fn is_status_path(path: &[u8]) -> bool {
+    path.starts_with(b"/nginx_status")
+}
+
+/// Who may read the stub status: Zimbra's `allow 127.0.0.1; allow ::1; deny all;` (an IPv4
+/// client seen through a dual-stack listener as `::ffff:127.0.0.1` is 127.0.0.1, as nginx's
+/// access module takes it). Other loopback addresses (127.0.0.2) are refused, as in Zimbra.
+pub fn status_allowed(client: IpAddr) -> bool {
+    let v4 = match client {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(a) => a,
+            None => return a == std::net::Ipv6Addr::LOCALHOST,
+        },
+    };
+    v4 == std::net::Ipv4Addr::LOCALHOST
+}
+
 /// ZBUG-2706: a raw request target holding `%0A` or `%0D` (any case) on the service paths is
 /// refused with 403 (it would poison the route cache).
 pub fn forbidden_target(raw_target: &[u8]) -> bool {

@@ -40,6 +40,8 @@ pub struct Worker {
     pub memcache: Option<Rc<Tier>>,
     /// This worker's metrics (only it writes them; `/metrics` sums every worker's).
     pub metrics: Arc<super::metrics::Metrics>,
+    /// Every worker's metrics (read by `/nginx_status`).
+    pub all_metrics: Arc<Vec<Arc<super::metrics::Metrics>>>,
     /// The process's throttle counters and pre-login connection counts.
     pub counters: Arc<crate::throttle::Counters>,
     pub prelogin: Arc<crate::throttle::PreLogin>,
@@ -89,6 +91,7 @@ impl Worker {
             counters: shared.counters.clone(),
             prelogin: shared.prelogin.clone(),
             metrics,
+            all_metrics: shared.metrics.clone(),
             connections: Cell::new(0),
             sweep: super::sweep::Sweep::default(),
             logins: Cell::new(0),

@@ -19,6 +19,7 @@ use compio::net::TcpStream;
 use futures_util::future::{select, Either};
 
 use super::http::{decide, Ask, Cx, Decision, Reply};
+use super::metrics::HttpState;
 use crate::config::HttpConfig;
 use crate::http::h1::{self, Chunked, Framing, HeadError, Parsed, RequestHead, ResponseHead};
 use crate::http::route;
@@ -243,7 +244,7 @@ async fn answer(
 ) -> io::Result<()> {
     let status = reply.status.as_u16();
     cx.w.metrics.http_response(status, true);
-    let bytes = h1::own_response(status, reply.text, reply.location.as_deref(), close);
+    let bytes = h1::own_response(status, &reply.text, reply.location.as_deref(), close);
     send(client, bytes, cfg.timeouts.read).await
 }
 
@@ -312,6 +313,8 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
         // the whole head (and the wait for it) within header_timeout, however slowly its bytes
         // come (a slowloris client is closed)
         let waiting = std::time::Instant::now();
+        // counted as Reading (`/nginx_status`) once a head has begun to come in
+        let mut reading = None;
         let head = loop {
             let refused = match h1::parse_request(inbox.pending(), cfg.max_header) {
                 Ok(Parsed::Done(h)) => break h,
@@ -336,6 +339,9 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
             if idle && w.drain.started().is_some() {
                 return None;
             }
+            if !idle && reading.is_none() {
+                reading = Some(w.metrics.http_state(HttpState::Reading));
+            }
             let left = cfg.header_timeout.saturating_sub(waiting.elapsed());
             let read = std::pin::pin!(within(left, inbox.fill(&mut client, CLIENT_BUFFER / 2)));
             let got = if idle {
@@ -351,6 +357,9 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
                 Ok(_) => {}
             }
         };
+        drop(reading);
+        w.metrics.http_request();
+        let writing = w.metrics.http_state(HttpState::Writing);
         let next = {
             let b = inbox.pending();
             let Ok(target) = std::str::from_utf8(&b[head.target.clone()]) else {
@@ -402,6 +411,7 @@ pub(super) async fn serve<S: Io>(cx: &Cx, cfg: &HttpConfig, mut client: S) -> Op
                 forward(cx, cfg, &mut client, &mut inbox, req).await
             }
         };
+        drop(writing);
         match next {
             Next::KeepAlive if w.drain.started().is_none() => {}
             Next::Linger => {

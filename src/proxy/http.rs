@@ -90,7 +90,12 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
     let service = hyper::service::service_fn(move |req| {
         let cx = cx.clone();
         async move {
+            // hyper reads heads itself: its requests are counted from their head on (Writing
+            // until the response head is made; a streamed body after it is not counted)
+            cx.w.metrics.http_request();
+            let writing = cx.w.metrics.http_state(super::metrics::HttpState::Writing);
             let resp = handle(&cx, req).await;
+            drop(writing);
             let proxy = resp.extensions().get::<ProxyMade>().is_some();
             cx.w.metrics.http_response(resp.status().as_u16(), proxy);
             Ok::<_, Infallible>(resp)
@@ -150,9 +155,9 @@ fn http1(cfg: &HttpConfig) -> hyper::server::conn::http1::Builder {
 #[derive(Clone, Copy)]
 struct ProxyMade;
 
-fn full(status: StatusCode, text: &'static str) -> Response<Body> {
+fn full(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(
-        Full::new(Bytes::from_static(text.as_bytes()))
+        Full::new(text.into())
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
@@ -168,15 +173,18 @@ fn full(status: StatusCode, text: &'static str) -> Response<Body> {
 /// One of ringmail's own answers (both HTTP paths write it their way).
 pub(super) struct Reply {
     pub status: StatusCode,
-    pub text: &'static str,
+    pub text: std::borrow::Cow<'static, str>,
     pub location: Option<Vec<u8>>,
 }
 
 impl Reply {
-    pub(super) fn new(status: StatusCode, text: &'static str) -> Reply {
+    pub(super) fn new(
+        status: StatusCode,
+        text: impl Into<std::borrow::Cow<'static, str>>,
+    ) -> Reply {
         Reply {
             status,
-            text,
+            text: text.into(),
             location: None,
         }
     }
@@ -184,7 +192,7 @@ impl Reply {
     fn redirect(location: Vec<u8>) -> Reply {
         Reply {
             status: StatusCode::FOUND,
-            text: "",
+            text: "".into(),
             location: Some(location),
         }
     }
@@ -206,7 +214,11 @@ impl Reply {
 
     /// As hyper's response.
     fn response(self) -> Response<Body> {
-        let mut r = full(self.status, self.text);
+        let text = match self.text {
+            std::borrow::Cow::Borrowed(s) => Bytes::from_static(s.as_bytes()),
+            std::borrow::Cow::Owned(s) => Bytes::from(s),
+        };
+        let mut r = full(self.status, text);
         if let Some(v) = self.location.and_then(|l| HeaderValue::from_bytes(&l).ok()) {
             r.headers_mut().insert(header::LOCATION, v);
         }
@@ -431,6 +443,13 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
     }
     let path = decode_path(raw_path);
     let query = raw_query.as_bytes();
+    if !admin && route::is_status_path(&path) {
+        if !route::status_allowed(cx.peer.ip()) {
+            return Decision::answer(StatusCode::FORBIDDEN, "403 Forbidden\n");
+        }
+        let text = super::metrics::stub_status(&w.all_metrics);
+        return Decision::Answer(Reply::new(StatusCode::OK, text));
+    }
     let class = route::classify(&path);
     if class == route::Class::Service && route::forbidden_target(path_and_query.as_bytes()) {
         return Decision::answer(StatusCode::FORBIDDEN, "403 Forbidden\n");

@@ -121,6 +121,30 @@ pub struct Metrics {
     http_responses: [[AtomicU64; 4]; 2],
     /// HTTP requests sent to [their user's route, the group's ip-hash]
     http_routed: [AtomicU64; 2],
+    /// Client connections accepted (refused ones included), and those served.
+    accepted: [AtomicU64; 2],
+    /// HTTP requests read (their heads).
+    http_requests: AtomicU64,
+    /// HTTP requests [reading their head, past it until answered]
+    http_states: [AtomicI64; 2],
+}
+
+/// Where an HTTP request is, for `/nginx_status`'s Reading and Writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpState {
+    /// Its head is coming in.
+    Reading,
+    /// Read, not yet answered.
+    Writing,
+}
+
+/// A request counted in an [`HttpState`] while this lives.
+pub struct InState<'a>(&'a Metrics, usize);
+
+impl Drop for InState<'_> {
+    fn drop(&mut self) {
+        self.0.http_states[self.1].fetch_sub(1, Relaxed);
+    }
 }
 
 impl Metrics {
@@ -140,7 +164,31 @@ impl Metrics {
             backend_connect_errors: AtomicU64::new(0),
             http_responses: Default::default(),
             http_routed: Default::default(),
+            accepted: Default::default(),
+            http_requests: AtomicU64::new(0),
+            http_states: Default::default(),
         }
+    }
+
+    /// A client connection accepted; `served` unless it is turned away for the worker's
+    /// connection limit.
+    pub fn accepted(&self, served: bool) {
+        self.accepted[0].fetch_add(1, Relaxed);
+        if served {
+            self.accepted[1].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// An HTTP request's head was read.
+    pub fn http_request(&self) {
+        self.http_requests.fetch_add(1, Relaxed);
+    }
+
+    /// Count a request in `state` until the guard is dropped.
+    pub fn http_state(&self, state: HttpState) -> InState<'_> {
+        let i = usize::from(state == HttpState::Writing);
+        self.http_states[i].fetch_add(1, Relaxed);
+        InState(self, i)
     }
 
     pub fn session(&self, proto: Proto, phase: Phase, tls: bool, delta: i64) {
@@ -454,7 +502,48 @@ pub fn render(all: &[std::sync::Arc<Metrics>], handlers: &[String], ready: bool)
         let v = sum_u(all, |m| &m.http_routed[i]);
         let _ = writeln!(out, "ringmail_http_routed_total{{by=\"{by}\"}} {v}");
     }
+    header(
+        &mut out,
+        "ringmail_connections_accepted_total",
+        "counter",
+        "Client connections accepted (every protocol), and those served (not turned away for workers.max_connections).",
+    );
+    for (i, what) in ["accepted", "served"].iter().enumerate() {
+        let v = sum_u(all, |m| &m.accepted[i]);
+        let _ = writeln!(
+            out,
+            "ringmail_connections_accepted_total{{result=\"{what}\"}} {v}"
+        );
+    }
+    header(
+        &mut out,
+        "ringmail_http_requests_total",
+        "counter",
+        "HTTP requests whose head was read.",
+    );
+    let _ = writeln!(
+        out,
+        "ringmail_http_requests_total {}",
+        sum_u(all, |m| &m.http_requests)
+    );
     out
+}
+
+/// nginx's stub status page (`/nginx_status`, `spec/http-proxy.md` §3), every worker summed:
+/// open client connections of every protocol, connections accepted and served, HTTP requests,
+/// and how many requests are reading their head and being answered. Waiting is the rest of the
+/// open connections (idle keep-alive HTTP connections and mail sessions), as nginx counts it.
+pub fn stub_status(all: &[std::sync::Arc<Metrics>]) -> String {
+    let active = sum_i(all, |m| &m.connections).max(0);
+    let reading = sum_i(all, |m| &m.http_states[0]).max(0);
+    let writing = sum_i(all, |m| &m.http_states[1]).max(0);
+    let waiting = (active - reading - writing).max(0);
+    format!(
+        "Active connections: {active} \nserver accepts handled requests\n {} {} {} \nReading: {reading} Writing: {writing} Waiting: {waiting} \n",
+        sum_u(all, |m| &m.accepted[0]),
+        sum_u(all, |m| &m.accepted[1]),
+        sum_u(all, |m| &m.http_requests),
+    )
 }
 
 #[cfg(test)]
@@ -488,6 +577,36 @@ mod tests {
             "ringmail_relayed_bytes_total{direction=\"client_to_backend\"} 10",
             "ringmail_worker_connections{worker=\"1\"} 0",
             "ringmail_up 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn stub_status_is_nginx_s_format() {
+        let a = Arc::new(Metrics::new(0));
+        let b = Arc::new(Metrics::new(0));
+        for m in [&a, &b] {
+            m.accepted(true);
+            m.connection(1);
+            m.http_request();
+        }
+        b.accepted(false);
+        a.connection(1);
+        let reading = a.http_state(HttpState::Reading);
+        let writing = b.http_state(HttpState::Writing);
+        let all = [a.clone(), b.clone()];
+        assert_eq!(
+            stub_status(&all),
+            "Active connections: 3 \nserver accepts handled requests\n 3 2 2 \nReading: 1 Writing: 1 Waiting: 1 \n"
+        );
+        drop((reading, writing));
+        assert!(stub_status(&all).ends_with("Reading: 0 Writing: 0 Waiting: 3 \n"));
+        let text = render(&all, &[], true);
+        for line in [
+            "ringmail_connections_accepted_total{result=\"accepted\"} 3",
+            "ringmail_connections_accepted_total{result=\"served\"} 2",
+            "ringmail_http_requests_total 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

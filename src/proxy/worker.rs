@@ -296,12 +296,14 @@ async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListen
             }
         };
         if worker.connections.get() >= worker.config.workers.max_connections {
+            worker.metrics.accepted(false);
             worker.metrics.refused(super::metrics::Refused::WorkerFull);
             compio::runtime::spawn(refuse(stream, spec)).detach();
             continue;
         }
         let w = worker.clone();
         w.connections.set(w.connections.get() + 1);
+        w.metrics.accepted(true);
         w.metrics.connection(1);
         if spec.proto == crate::protocol::Proto::Http {
             // boxed: the HTTP connection's state must not grow every mail session's task

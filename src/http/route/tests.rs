@@ -141,6 +141,23 @@ fn classes_and_timeouts() {
 }
 
 #[test]
+fn stub_status_is_for_the_loopback_addresses_only() {
+    assert!(is_status_path(b"/nginx_status"));
+    assert!(is_status_path(b"/nginx_status/more"), "a ^~ prefix");
+    assert!(!is_status_path(b"/service/nginx_status"));
+    assert!(
+        !is_status_path(b"/NGINX_STATUS"),
+        "prefixes are case-sensitive"
+    );
+    for ok in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+        assert!(status_allowed(ok.parse().unwrap()), "{ok}");
+    }
+    for no in ["127.0.0.2", "10.0.0.1", "::ffff:10.0.0.1", "fe80::1", "::"] {
+        assert!(!status_allowed(no.parse().unwrap()), "{no}");
+    }
+}
+
+#[test]
 fn ip_hash_is_zimbras() {
     // h = 89; for 198.51.100.7: by hand
     let mut h: u32 = 89;
