@@ -75,12 +75,31 @@ fn load_key(files: &CertFiles) -> Result<Arc<CertifiedKey>, String> {
     Ok(Arc::new(ck))
 }
 
+/// The CA certificates in a PEM file.
+fn load_roots(ca: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+        roots
+            .add(cert.map_err(|e| format!("{}: {e}", ca.display()))?)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no CA certificate found", ca.display()));
+    }
+    Ok(roots)
+}
+
 /// Build the server configs, one per ALPN protocol name, sharing certificates and the
-/// resumption state.
+/// resumption state; with `client_ca`, one more (last) for the client-certificate SSO
+/// listeners: HTTP/1.x, client certificates asked for and verified against those CAs (a
+/// client may send none: the request is then refused or sent on by the HTTP layer, as nginx's
+/// `ssl_verify_client optional` with Zimbra's error pages; one that does not verify fails the
+/// handshake).
 pub fn server_configs(
     certs: &[CertFiles],
     alpn: &[&[&[u8]]],
     session_cache: usize,
+    client_ca: Option<&std::path::Path>,
 ) -> Result<Vec<Arc<ServerConfig>>, String> {
     let first = certs.first().ok_or("tls.certificates is empty")?;
     let default = load_key(first)?;
@@ -98,14 +117,34 @@ pub fn server_configs(
     let resolver = Arc::new(SniResolver { default, by_name });
     let ticketer = provider::Ticketer::new().map_err(|e| e.to_string())?;
     let cache = rustls::server::ServerSessionMemoryCache::new(session_cache.max(1));
-    alpn.iter()
-        .map(|proto| {
-            let mut cfg =
+    let verifier = match client_ca {
+        Some(ca) => Some(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(load_roots(ca)?),
+                Arc::new(provider::default_provider()),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("{}: {e}", ca.display()))?,
+        ),
+        None => None,
+    };
+    const HTTP1: &[&[u8]] = &[b"http/1.1", b"http/1.0"];
+    let wanted = alpn
+        .iter()
+        .map(|p| (*p, None))
+        .chain(verifier.map(|v| (HTTP1, Some(v))));
+    wanted
+        .map(|(proto, verifier)| {
+            let builder =
                 ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
                     .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                    .map_err(|e| e.to_string())?
-                    .with_no_client_auth()
-                    .with_cert_resolver(resolver.clone());
+                    .map_err(|e| e.to_string())?;
+            let builder = match verifier {
+                Some(v) => builder.with_client_cert_verifier(v),
+                None => builder.with_no_client_auth(),
+            };
+            let mut cfg = builder.with_cert_resolver(resolver.clone());
             cfg.alpn_protocols = proto.iter().map(|p| p.to_vec()).collect();
             cfg.ticketer = ticketer.clone();
             cfg.session_storage = cache.clone();
@@ -134,17 +173,7 @@ pub fn client_config(
         let ca = ca_file.ok_or(
             "upstream.tls needs upstream.ca_file (or upstream.insecure_skip_verify = true)",
         )?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in
-            CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?
-        {
-            roots
-                .add(cert.map_err(|e| format!("{}: {e}", ca.display()))?)
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
-        }
-        if roots.is_empty() {
-            return Err(format!("{}: no CA certificate found", ca.display()));
-        }
+        let roots = load_roots(ca)?;
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     Ok(Arc::new(cfg))
@@ -207,6 +236,8 @@ pub struct TlsStore {
     configs: RwLock<Option<ServerConfigs>>,
     certs: Vec<CertFiles>,
     session_cache: usize,
+    /// The client-certificate SSO listeners' CAs (their config is the last one).
+    client_ca: Option<PathBuf>,
 }
 
 /// Server configs by protocol ([`Proto::index`]), each with its protocol's ALPN id.
@@ -214,12 +245,17 @@ pub type ServerConfigs = Vec<Arc<ServerConfig>>;
 
 impl TlsStore {
     /// Load the certificates (none configured: TLS listeners are refused by validation).
-    pub fn new(certs: Vec<CertFiles>, session_cache: usize) -> Result<Self, String> {
+    pub fn new(
+        certs: Vec<CertFiles>,
+        session_cache: usize,
+        client_ca: Option<PathBuf>,
+    ) -> Result<Self, String> {
         let store = TlsStore {
             generation: AtomicU64::new(1),
             configs: RwLock::new(None),
             certs,
             session_cache,
+            client_ca,
         };
         if !store.certs.is_empty() {
             let c = store.build()?;
@@ -230,7 +266,12 @@ impl TlsStore {
 
     fn build(&self) -> Result<ServerConfigs, String> {
         let alpn: Vec<&[&[u8]]> = Proto::ALL.iter().map(|p| p.descriptor().alpn).collect();
-        server_configs(&self.certs, &alpn, self.session_cache)
+        server_configs(
+            &self.certs,
+            &alpn,
+            self.session_cache,
+            self.client_ca.as_deref(),
+        )
     }
 
     /// Re-read the certificate files. On error the old configs stay in use.

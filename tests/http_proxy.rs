@@ -1247,3 +1247,132 @@ fn nginx_status_counts_connections_and_requests_for_loopback_clients() {
     );
     drop(idle);
 }
+
+/// A certificate login's answer as curl sees it: (status, lower-cased head).
+fn certauth_get(port: u16, path: &str, cert: Option<(&PathBuf, &PathBuf)>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-k", "-D", "-", "-o", "/dev/null", "--max-time", "20"])
+        .args(["-H", "Host: mail.example.com:3443"])
+        .arg(format!("https://127.0.0.1:{port}{path}"));
+    if let Some((c, k)) = cert {
+        cmd.arg("--cert").arg(c).arg("--key").arg(k);
+    }
+    let out = cmd.output().unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head)
+}
+
+#[test]
+fn client_certificates_log_in_through_certauth_as_zimbras_sso_listener() {
+    let server_pki = Pki::new();
+    let clients = Pki::new();
+    let (alice_cert, alice_key, alice_dn) = clients.issue_client(
+        "alice",
+        "/DC=com/DC=example/O=Example\\, Inc./CN=Jürgen Smith/emailAddress=j@example.com",
+    );
+    let (bob_cert, bob_key, bob_dn) = clients.issue_client("bob", "/O=Example/CN=Bob+UID=bob");
+    // a certificate from a CA ringmail does not trust
+    let strangers = Pki::new();
+    let (eve_cert, eve_key, _) = strangers.issue_client("eve", "/CN=Eve");
+    let lookup = LookupHandler::start(Default::default());
+    lookup.set(&alice_dn, Rule::Token("0_alice-token".into()));
+    // bob has no account: the handler refuses him
+    let (cert, key) = server_pki.issue("mail.example.com");
+    let start = |mode: &str| {
+        let port = free_port();
+        let extra = format!(
+            "[lookup]\nhandlers = [\"{}\"]\nmaster_password = \"m4ster\"\n\n\
+             [tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n\n\
+             [http]\ncertauth_listen = [\"127.0.0.1:{port}\"]\ncertauth_ca = \"{}\"\n\
+             certauth_mode = \"{mode}\"\nservers = [\"127.0.0.1:9\"]\n",
+            lookup.url(),
+            cert.display(),
+            key.display(),
+            clients.ca.display()
+        );
+        (Ringmail::start(&extra), port)
+    };
+    let (rm, port) = start("on");
+
+    // the subject as nginx's $ssl_client_s_dn (OpenSSL's RFC 2253 form) is the user
+    let (code, head) = certauth_get(port, "/certauth", Some((&alice_cert, &alice_key)));
+    assert_eq!(code, 302, "{head}\n{}", rm.log());
+    assert!(
+        head.contains("location: https://mail.example.com:443/?ignoreloginurl=1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("set-cookie: zm_auth_token=0_alice-token;path=/\r\n"),
+        "{head}"
+    );
+    let asked = lookup.log.heads.lock().unwrap().last().cloned().unwrap();
+    for line in [
+        "Auth-Method: certauth".to_string(),
+        format!("Auth-User: {alice_dn}"),
+        "Auth-Protocol: http".into(),
+        "X-Proxy-Host: mail.example.com:3443".into(),
+        "Auth-Admin-User: zmnginx".into(),
+        "Auth-Admin-Pass: m4ster".into(),
+    ] {
+        assert!(asked.lines().any(|l| l == line), "{line} not in\n{asked}");
+    }
+    assert!(
+        alice_dn.contains("\\, Inc.") && alice_dn.contains("\\C3\\BC"),
+        "{alice_dn}"
+    );
+    assert!(!asked.contains("Auth-Zimbra-Admin"));
+    // the admin console's token
+    let (code, head) = certauth_get(port, "/certauth/admin", Some((&alice_cert, &alice_key)));
+    assert_eq!(code, 302, "{head}");
+    assert!(head.contains("location: https://mail.example.com:9071/?ignoreloginurl=1\r\n"));
+    assert!(head.contains("set-cookie: zm_admin_auth_token=0_alice-token;path=/\r\n"));
+    let asked = lookup.log.heads.lock().unwrap().last().cloned().unwrap();
+    assert!(asked.contains("Auth-Zimbra-Admin: True\r\n"), "{asked}");
+    // only the two locations
+    let before = lookup.requests();
+    for path in ["/", "/certauth/", "/service/soap", "/certauth/other"] {
+        let (code, _) = certauth_get(port, path, Some((&alice_cert, &alice_key)));
+        assert_eq!(code, 403, "{path}");
+    }
+    assert_eq!(lookup.requests(), before, "no lookup for other paths");
+    // no certificate, or one without an account: 403 (certauth_mode = on)
+    assert_eq!(certauth_get(port, "/certauth", None).0, 403);
+    let (code, _) = certauth_get(port, "/certauth", Some((&bob_cert, &bob_key)));
+    assert_eq!(code, 403);
+    let asked = lookup.log.heads.lock().unwrap().last().cloned().unwrap();
+    assert!(
+        asked.contains(&format!("Auth-User: {bob_dn}\r\n")),
+        "{asked}"
+    );
+    assert!(bob_dn.contains('+'), "a multi-valued RDN: {bob_dn}");
+    // a certificate that does not chain to certauth_ca: no handshake
+    let (code, _) = certauth_get(port, "/certauth", Some((&eve_cert, &eve_key)));
+    assert_eq!(code, 0, "the handshake must fail");
+    // neither the token nor the master password is logged
+    let log = rm.log();
+    assert!(
+        !log.contains("alice-token") && !log.contains("m4ster"),
+        "{log}"
+    );
+    drop(rm);
+
+    // optional: no certificate or no account goes to the password login, without a cookie
+    let (rm, port) = start("optional");
+    for cert in [None, Some((&bob_cert, &bob_key))] {
+        let (code, head) = certauth_get(port, "/certauth", cert);
+        assert_eq!(code, 302, "{head}\n{}", rm.log());
+        assert!(head.contains("location: https://mail.example.com:443/?ignoreloginurl=1"));
+        assert!(!head.contains("set-cookie"), "{head}");
+    }
+    let (code, head) = certauth_get(port, "/certauth", Some((&alice_cert, &alice_key)));
+    assert_eq!(code, 302);
+    assert!(
+        head.contains("set-cookie: zm_auth_token=0_alice-token;path=/"),
+        "{head}"
+    );
+}

@@ -274,6 +274,10 @@ pub struct LookupFile {
     pub cache_capacity: usize,
     /// Static routes: login, `*@domain` or `*` → `ip`, `ip:port` or `{ imap = .., pop3 = .. }`.
     pub routes: std::collections::BTreeMap<String, RouteFile>,
+    /// `zm_lookup_master_auth_username` / `…_password`: the account the handler checks before
+    /// it makes an auth token for a client-certificate login (`http.certauth_listen`).
+    pub master_user: String,
+    pub master_password: String,
 }
 
 impl Default for LookupFile {
@@ -289,6 +293,8 @@ impl Default for LookupFile {
             stale_grace: Dur(Duration::from_secs(3600)),
             cache_capacity: 100_000,
             routes: Default::default(),
+            master_user: "zmnginx".into(),
+            master_password: String::new(),
         }
     }
 }
@@ -499,6 +505,22 @@ pub struct HttpFile {
     pub ews_servers: Vec<String>,
     pub login_servers: Vec<String>,
     pub zx_servers: Vec<String>,
+    /// Client-certificate SSO listeners (Zimbra's 3443, `zimbraMailSSLProxyClientCertPort`):
+    /// HTTPS with client certificates, only `/certauth` and `/certauth/admin`.
+    pub certauth_listen: Vec<ListenFile>,
+    /// The CAs a client certificate must chain to (PEM; `ssl_client_certificate`).
+    pub certauth_ca: Option<std::path::PathBuf>,
+    /// `zimbraReverseProxyClientCertMode`: `on` (no certificate: 403) or `optional` (no
+    /// certificate: sent to the password login).
+    pub certauth_mode: CertAuthMode,
+}
+
+/// `http.certauth_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertAuthMode {
+    On,
+    Optional,
 }
 
 impl Default for HttpFile {
@@ -527,6 +549,9 @@ impl Default for HttpFile {
             ews_servers: Vec::new(),
             login_servers: Vec::new(),
             zx_servers: Vec::new(),
+            certauth_listen: Vec::new(),
+            certauth_ca: None,
+            certauth_mode: CertAuthMode::On,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::{HttpConfig, HttpFile, HttpMode, ListenerSpec, Proto};
+use super::{CertAuth, HttpConfig, HttpFile, HttpMode, ListenerSpec, Proto};
 use crate::http::route::Timeouts;
 
 /// The web proxy's settings, when an HTTP listener is configured.
@@ -10,6 +10,7 @@ pub fn validate(
     h: &HttpFile,
     listeners: &[ListenerSpec],
     upstream: &super::UpstreamFile,
+    lookup: &super::LookupFile,
 ) -> Result<Option<HttpConfig>, String> {
     let http: Vec<&ListenerSpec> = listeners
         .iter()
@@ -25,7 +26,19 @@ pub fn validate(
             l.addr
         ));
     }
-    let (plain, tls) = (http.iter().any(|l| !l.tls), http.iter().any(|l| l.tls));
+    let listed = |list: &[super::ListenFile]| -> Vec<SocketAddr> {
+        list.iter()
+            .filter_map(|l| l.parts().0.parse().ok())
+            .collect()
+    };
+    let admin_listen = listed(&h.admin_listen);
+    let certauth = certauth(h, lookup, listed(&h.certauth_listen), &admin_listen)?;
+    // the web listeners proper (not the admin console's, not the certificate logins')
+    let special = |a: &SocketAddr| {
+        admin_listen.contains(a) || certauth.as_ref().is_some_and(|c| c.listen.contains(a))
+    };
+    let web = || http.iter().filter(|l| !special(&l.addr));
+    let (plain, tls) = (web().any(|l| !l.tls), web().any(|l| l.tls));
     match h.mode {
         HttpMode::Http if tls => {
             return Err("http.mode = \"http\" has no HTTPS listener: empty http.listen_tls".into())
@@ -74,11 +87,6 @@ pub fn validate(
         }
         server_versions.insert(addr, version.clone());
     }
-    let admin_listen: Vec<SocketAddr> = h
-        .admin_listen
-        .iter()
-        .filter_map(|l| l.parts().0.parse().ok())
-        .collect();
     for (d, key) in [
         (h.read_timeout, "http.read_timeout"),
         (h.polling_timeout, "http.polling_timeout"),
@@ -138,14 +146,8 @@ pub fn validate(
     backend_ports.dedup();
     Ok(Some(HttpConfig {
         mode: h.mode,
-        https_port: http
-            .iter()
-            .find(|l| l.tls && !admin_listen.contains(&l.addr))
-            .map_or(443, |l| l.addr.port()),
-        http_port: http
-            .iter()
-            .find(|l| !l.tls && !admin_listen.contains(&l.addr))
-            .map_or(80, |l| l.addr.port()),
+        https_port: web().find(|l| l.tls).map_or(443, |l| l.addr.port()),
+        http_port: web().find(|l| !l.tls).map_or(80, |l| l.addr.port()),
         servers,
         webclient_servers,
         ews_servers,
@@ -169,5 +171,44 @@ pub fn validate(
         fail_timeout: h.fail_timeout.0,
         server_versions,
         exact_version_check: h.exact_version_check,
+        certauth,
+    }))
+}
+
+/// The client-certificate SSO listeners' settings, when any is configured.
+fn certauth(
+    h: &HttpFile,
+    lookup: &super::LookupFile,
+    listen: Vec<SocketAddr>,
+    admin_listen: &[SocketAddr],
+) -> Result<Option<CertAuth>, String> {
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let ca = h.certauth_ca.clone().ok_or(
+        "http.certauth_listen needs http.certauth_ca (the CAs client certificates must chain to)",
+    )?;
+    if lookup.master_password.is_empty() {
+        return Err(
+            "http.certauth_listen needs lookup.master_password (Zimbra's \
+             zm_lookup_master_auth_password: the lookup handler makes an auth token only for \
+             that account)"
+                .into(),
+        );
+    }
+    let printable = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+    if !printable(&lookup.master_user) || !printable(&lookup.master_password) {
+        return Err(
+            "lookup.master_user and lookup.master_password must be printable ASCII without spaces"
+                .into(),
+        );
+    }
+    Ok(Some(CertAuth {
+        listen,
+        required: h.certauth_mode == super::CertAuthMode::On,
+        ca,
+        master_user: lookup.master_user.clone(),
+        master_password: crate::secret::Secret::new(lookup.master_password.clone().into_bytes()),
+        admin_port: admin_listen.first().map_or(9071, SocketAddr::port),
     }))
 }

@@ -118,6 +118,23 @@ pub struct HttpConfig {
     /// `zimbraServerVersion` per server (empty: no version check).
     pub server_versions: std::collections::HashMap<SocketAddr, String>,
     pub exact_version_check: bool,
+    /// Client-certificate SSO (`http.certauth_listen`).
+    pub certauth: Option<CertAuth>,
+}
+
+/// The client-certificate SSO listeners (Zimbra's `nginx.conf.web.sso`).
+#[derive(Debug, Clone)]
+pub struct CertAuth {
+    pub listen: Vec<SocketAddr>,
+    /// `on`: a client without a certificate gets 403; `optional`: it is sent to the login page.
+    pub required: bool,
+    /// The client CAs (PEM).
+    pub ca: std::path::PathBuf,
+    /// The lookup's master account (`Auth-Admin-User`, `Auth-Admin-Pass`).
+    pub master_user: String,
+    pub master_password: crate::secret::Secret,
+    /// Where `/certauth/admin` sends the browser: the admin console's port.
+    pub admin_port: u16,
 }
 
 impl HttpConfig {

@@ -302,6 +302,13 @@ impl FileConfig {
                 StartTls::Off,
                 "http.admin_listen",
             ),
+            (
+                &self.http.certauth_listen,
+                Proto::Http,
+                true,
+                StartTls::Off,
+                "http.certauth_listen",
+            ),
         ] {
             for entry in list {
                 let (text, proxy_protocol) = entry.parts();
@@ -476,7 +483,7 @@ impl FileConfig {
             return Err("lookup.timeout and upstream.connect_timeout must be more than 0".into());
         }
 
-        let http = super::http::validate(&self.http, &listeners, &self.upstream)?;
+        let http = super::http::validate(&self.http, &listeners, &self.upstream, &self.lookup)?;
         Ok(Config {
             workers: Workers {
                 count: workers,

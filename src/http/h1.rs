@@ -381,9 +381,9 @@ pub fn client_response(
     out.extend_from_slice(b"\r\n");
 }
 
-/// One of ringmail's own answers: `text/plain` with its length, a `Location` when given,
-/// `Connection: close` when the connection ends after it.
-pub fn own_response(status: u16, text: &str, location: Option<&[u8]>, close: bool) -> Vec<u8> {
+/// One of ringmail's own answers: `text/plain` with its length, the `extra` headers (a
+/// `Location`, a `Set-Cookie`), `Connection: close` when the connection ends after it.
+pub fn own_response(status: u16, text: &str, extra: &[(&[u8], &[u8])], close: bool) -> Vec<u8> {
     let reason = match status {
         100 => "Continue",
         200 => "OK",
@@ -402,8 +402,8 @@ pub fn own_response(status: u16, text: &str, location: Option<&[u8]>, close: boo
     out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
     out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
     out.extend_from_slice(format!("Content-Length: {}\r\n", text.len()).as_bytes());
-    if let Some(l) = location {
-        header(&mut out, b"Location", l);
+    for (name, value) in extra {
+        header(&mut out, name, value);
     }
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -740,13 +740,18 @@ mod tests {
 
     #[test]
     fn own_responses_carry_their_length() {
-        let r = own_response(302, "", Some(b"https://h/"), true);
+        let r = own_response(
+            302,
+            "",
+            &[(b"Location", b"https://h/"), (b"Set-Cookie", b"A=b;Path=/")],
+            true,
+        );
         assert_eq!(
             String::from_utf8(r).unwrap(),
             "HTTP/1.1 302 Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 0\r\n\
-             Location: https://h/\r\nConnection: close\r\n\r\n"
+             Location: https://h/\r\nSet-Cookie: A=b;Path=/\r\nConnection: close\r\n\r\n"
         );
-        let r = own_response(502, "502 no\n", None, false);
+        let r = own_response(502, "502 no\n", &[], false);
         assert!(r.ends_with(b"Content-Length: 7\r\n\r\n502 no\n"));
     }
 

@@ -3,5 +3,6 @@
 //! `proxy/http.rs` (hyper over compio) and `proxy/h1.rs` (plain HTTP/1.1, [`h1`]).
 #![forbid(unsafe_code)]
 
+pub mod certdn;
 pub mod h1;
 pub mod route;

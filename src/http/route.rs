@@ -177,6 +177,36 @@ pub fn status_allowed(client: IpAddr) -> bool {
     v4 == std::net::Ipv4Addr::LOCALHOST
 }
 
+/// The client-certificate SSO listener's two locations (`= /certauth`, `= /certauth/admin`,
+/// exact, on the decoded path): Some(admin) for them, None for anything else (403).
+pub fn certauth_location(path: &[u8]) -> Option<bool> {
+    match path {
+        b"/certauth" => Some(false),
+        b"/certauth/admin" => Some(true),
+        _ => None,
+    }
+}
+
+/// Where a certificate login sends the browser (Zimbra's `zm_sso_redirect_url <port>`):
+/// `https://<host>:<port>/?ignoreLoginURL=1`, the port always written.
+pub fn certauth_redirect(host: &[u8], port: u16) -> Vec<u8> {
+    let mut out = b"https://".to_vec();
+    out.extend(host_name(host).iter().filter(|&&b| b > b' ' && b != 0x7f));
+    out.extend_from_slice(format!(":{port}/?ignoreLoginURL=1").as_bytes());
+    out
+}
+
+/// The cookie a certificate login sets: `ZM_AUTH_TOKEN=<token>;Path=/`, or the admin
+/// console's `ZM_ADMIN_AUTH_TOKEN`.
+pub fn certauth_cookie(admin: bool, token: &crate::secret::Secret) -> crate::secret::Secret {
+    let name: &[u8] = if admin {
+        b"ZM_ADMIN_AUTH_TOKEN="
+    } else {
+        b"ZM_AUTH_TOKEN="
+    };
+    crate::secret::Secret::concat(&[name, token.expose(), b";Path=/"])
+}
+
 /// ZBUG-2706: a raw request target holding `%0A` or `%0D` (any case) on the service paths is
 /// refused with 403 (it would poison the route cache).
 pub fn forbidden_target(raw_target: &[u8]) -> bool {
@@ -457,7 +487,11 @@ pub fn rewrite_location(
 /// A Host header without its port.
 pub fn host_name(host: &[u8]) -> &[u8] {
     if host.starts_with(b"[") {
-        return host;
+        // an IPv6 literal: up to its closing bracket
+        return match host.iter().position(|&b| b == b']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
     }
     match host.iter().rposition(|&b| b == b':') {
         Some(i) => &host[..i],

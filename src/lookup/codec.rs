@@ -50,6 +50,10 @@ pub struct WebLookup<'a> {
     pub host: &'a [u8],
     /// The admin console (`Auth-Zimbra-Admin: True`).
     pub admin: bool,
+    /// A client-certificate login (`Auth-Method: certauth`, the user is the certificate's
+    /// subject): the master account (`Auth-Admin-User`, `Auth-Admin-Pass`) the handler checks
+    /// before it answers with an auth token in `Auth-Pass`.
+    pub certauth: Option<(&'a str, &'a Secret)>,
 }
 
 /// nginx `NGX_ESCAPE_MAIL_AUTH`: 0x00–0x20 and `%` as `%XX` (uppercase), the rest raw.
@@ -93,7 +97,13 @@ pub fn unescape(value: &[u8]) -> Vec<u8> {
 pub fn encode_request(dialect: Dialect, host: &str, uri: &str, r: &Request<'_>) -> Vec<u8> {
     // sized up front: growing would leave copies of the password in freed memory
     let mut out = Vec::with_capacity(
-        256 + uri.len() + host.len() + 3 * (r.user.len() + r.password.len()) + r.protocol.len(),
+        256 + uri.len()
+            + host.len()
+            + 3 * (r.user.len() + r.password.len())
+            + r.protocol.len()
+            + r.web
+                .and_then(|w| w.certauth)
+                .map_or(0, |(u, p)| 64 + u.len() + p.len()),
     );
     out.extend_from_slice(b"GET ");
     out.extend_from_slice(uri.as_bytes());
@@ -101,6 +111,9 @@ pub fn encode_request(dialect: Dialect, host: &str, uri: &str, r: &Request<'_>) 
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\nAuth-Method: ");
     out.extend_from_slice(match (dialect, r.oauth) {
+        (Dialect::Zimbra, _) if r.web.is_some_and(|w| w.certauth.is_some()) => {
+            b"certauth".as_slice()
+        }
         (Dialect::Zimbra, _) if r.web.is_some_and(|w| w.by_id) => b"zimbraId".as_slice(),
         (Dialect::Zimbra, _) => b"username".as_slice(),
         (Dialect::Nginx, Some(method)) => method.as_bytes(),
@@ -130,6 +143,12 @@ pub fn encode_request(dialect: Dialect, host: &str, uri: &str, r: &Request<'_>) 
         }
         out.extend_from_slice(b"\r\nX-Proxy-Host: ");
         out.extend(web.host.iter().filter(|&&b| b > 0x1f && b != 0x7f));
+        if let Some((user, pass)) = web.certauth {
+            out.extend_from_slice(b"\r\nAuth-Admin-User: ");
+            out.extend_from_slice(user.as_bytes());
+            out.extend_from_slice(b"\r\nAuth-Admin-Pass: ");
+            out.extend_from_slice(pass.expose());
+        }
     }
     out.extend_from_slice(b"\r\n\r\n");
     out
@@ -364,6 +383,38 @@ mod tests {
              Auth-Login-Attempt: 1\r\n\
              X-Proxy-IP: 192.0.2.10\r\n\
              Client-IP: 198.51.100.7\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn certauth_request_is_zimbras_web_lookup_with_the_master_account() {
+        let none = Secret::from(&b""[..]);
+        let master = Secret::from(&b"m4ster"[..]);
+        let mut r = request(&none);
+        r.user = b"emailAddress=alice@example.com,CN=Alice Smith,O=Example";
+        r.protocol = "http";
+        r.attempt = 0;
+        r.web = Some(WebLookup {
+            by_id: false,
+            host: b"mail.example.com",
+            admin: false,
+            certauth: Some(("zmnginx", &master)),
+        });
+        let got = encode_request(Dialect::Zimbra, "10.0.0.5", "/l", &r);
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            "GET /l HTTP/1.1\r\n\
+             Host: 10.0.0.5\r\n\
+             Auth-Method: certauth\r\n\
+             Auth-User: emailAddress=alice@example.com,CN=Alice Smith,O=Example\r\n\
+             Auth-Pass: _password_\r\n\
+             Auth-Protocol: http\r\n\
+             Auth-Login-Attempt: 0\r\n\
+             X-Proxy-IP: 192.0.2.10\r\n\
+             Client-IP: 198.51.100.7\r\n\
+             X-Proxy-Host: mail.example.com\r\n\
+             Auth-Admin-User: zmnginx\r\n\
+             Auth-Admin-Pass: m4ster\r\n\r\n"
         );
     }
 

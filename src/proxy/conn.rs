@@ -681,7 +681,7 @@ mod tests {
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ringmail-conn-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let server_cfg = server_configs(&[certificate(&dir)], &[&[b"imap"]], 16)
+        let server_cfg = server_configs(&[certificate(&dir)], &[&[b"imap"]], 16, None)
             .unwrap()
             .remove(0);
         let client_cfg = if tls12 {

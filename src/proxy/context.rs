@@ -128,6 +128,16 @@ impl Worker {
         }
         local.1.as_ref().map(|c| c[proto.index()].clone())
     }
+
+    /// The client-certificate SSO listeners' TLS config (client certificates asked for).
+    pub fn certauth_tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.server_tls(Proto::Imap)?;
+        let local = self.tls_local.borrow();
+        local
+            .1
+            .as_ref()
+            .and_then(|c| c.get(Proto::ALL.len()).cloned())
+    }
 }
 
 /// What a start needs beyond the validated config, loaded from disk: the server certificates

@@ -244,7 +244,14 @@ async fn answer(
 ) -> io::Result<()> {
     let status = reply.status.as_u16();
     cx.w.metrics.http_response(status, true);
-    let bytes = h1::own_response(status, &reply.text, reply.location.as_deref(), close);
+    let mut extra: Vec<(&[u8], &[u8])> = Vec::new();
+    if let Some(l) = &reply.location {
+        extra.push((b"Location", l));
+    }
+    if let Some(c) = &reply.set_cookie {
+        extra.push((b"Set-Cookie", c.expose()));
+    }
+    let bytes = h1::own_response(status, &reply.text, &extra, close);
     send(client, bytes, cfg.timeouts.read).await
 }
 

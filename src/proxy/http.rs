@@ -25,8 +25,8 @@ use hyper::{Request, Response, StatusCode};
 
 use super::context::Worker;
 use super::httppool::Body;
-use super::webroute::{WebContext, WebRoute};
-use crate::config::{HttpConfig, HttpMode, ListenerSpec};
+use super::webroute::{CertAuthAnswer, WebContext, WebRoute};
+use crate::config::{CertAuth, HttpConfig, HttpMode, ListenerSpec};
 use crate::http::route;
 
 /// Spawns hyper's HTTP/2 stream tasks on this worker's runtime (no `Send` needed: a request
@@ -46,6 +46,18 @@ pub(super) struct Cx {
     pub spec: ListenerSpec,
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// On a client-certificate SSO listener, what the client showed in its handshake.
+    pub client_cert: std::cell::OnceCell<ClientCert>,
+}
+
+/// A client certificate, on the SSO listeners.
+pub(super) enum ClientCert {
+    /// None was sent (`ssl_client_verify` NONE).
+    None,
+    /// Verified; its subject as `$ssl_client_s_dn` writes it.
+    Subject(String),
+    /// Verified, but its subject could not be read.
+    Unreadable,
 }
 
 /// Drive a hyper connection to its end; when the worker drains (SIGTERM), hyper finishes the
@@ -75,6 +87,7 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
         spec,
         peer,
         local,
+        client_cert: std::cell::OnceCell::new(),
     });
     // HTTP/1.1 to plaintext servers: ringmail's own path, until a request needs hyper
     let own_h1 = w.http_tls.is_none();
@@ -105,12 +118,32 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
         let io = super::hyperio::Prefixed::new(read, HyperStream::new_plain(stream));
         serve_until_drained!(w, http1(&cfg).serve_connection(io, service).with_upgrades());
     } else if spec.tls {
-        let Some(tls) = w.server_tls(spec.proto) else {
+        let certauth = cfg
+            .certauth
+            .as_ref()
+            .is_some_and(|c| c.listen.contains(&spec.addr));
+        let tls = if certauth {
+            w.certauth_tls()
+        } else {
+            w.server_tls(spec.proto)
+        };
+        let Some(tls) = tls else {
             return;
         };
-        let acceptor = compio::tls::TlsAcceptor::from(tls);
-        let accepted =
-            compio::time::timeout(w.config.handshake_timeout, acceptor.accept(stream)).await;
+        let accepted = if certauth {
+            let accepted =
+                compio::time::timeout(w.config.handshake_timeout, accept_with_cert(tls, stream))
+                    .await;
+            accepted.map(|r| {
+                r.map(|(s, cert)| {
+                    let _ = h1_cx.client_cert.set(cert);
+                    s
+                })
+            })
+        } else {
+            let acceptor = compio::tls::TlsAcceptor::from(tls);
+            compio::time::timeout(w.config.handshake_timeout, acceptor.accept(stream)).await
+        };
         let Ok(Ok(tls_stream)) = accepted else {
             tracing::debug!(client = %peer, "HTTPS handshake failed");
             return;
@@ -140,6 +173,25 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
         let io = HyperStream::new_plain(stream);
         serve_until_drained!(w, http1(&cfg).serve_connection(io, service).with_upgrades());
     }
+}
+
+/// A TLS handshake that asks for a client certificate: the stream, and what the client showed.
+/// (compio's TLS stream does not give the peer's certificates: the handshake is run with
+/// futures-rustls, which compio's stream wraps, and the stream handed over to it.)
+async fn accept_with_cert(
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    stream: TcpStream,
+) -> std::io::Result<(compio::tls::TlsStream<TcpStream>, ClientCert)> {
+    let io = Box::pin(compio::io::compat::AsyncStream::new(stream));
+    let s = futures_rustls::TlsAcceptor::from(tls).accept(io).await?;
+    let cert = match s.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        None => ClientCert::None,
+        Some(der) => match crate::http::certdn::subject_dn(der.as_ref()) {
+            Some(dn) => ClientCert::Subject(dn),
+            None => ClientCert::Unreadable,
+        },
+    };
+    Ok((compio::tls::TlsStream::from(s), cert))
 }
 
 fn http1(cfg: &HttpConfig) -> hyper::server::conn::http1::Builder {
@@ -175,6 +227,8 @@ pub(super) struct Reply {
     pub status: StatusCode,
     pub text: std::borrow::Cow<'static, str>,
     pub location: Option<Vec<u8>>,
+    /// A client-certificate login's auth token cookie.
+    pub set_cookie: Option<crate::secret::Secret>,
 }
 
 impl Reply {
@@ -186,6 +240,7 @@ impl Reply {
             status,
             text: text.into(),
             location: None,
+            set_cookie: None,
         }
     }
 
@@ -194,6 +249,7 @@ impl Reply {
             status: StatusCode::FOUND,
             text: "".into(),
             location: Some(location),
+            set_cookie: None,
         }
     }
 
@@ -222,7 +278,60 @@ impl Reply {
         if let Some(v) = self.location.and_then(|l| HeaderValue::from_bytes(&l).ok()) {
             r.headers_mut().insert(header::LOCATION, v);
         }
+        if let Some(v) = self
+            .set_cookie
+            .and_then(|c| HeaderValue::from_bytes(c.expose()).ok())
+        {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
         r
+    }
+}
+
+/// A request on a client-certificate SSO listener (Zimbra's `zm_sso certauth`): `/certauth`
+/// and `/certauth/admin` exchange the client's verified certificate for an auth token
+/// (the lookup handler's `Auth-Pass`), set as the `ZM_AUTH_TOKEN` (`ZM_ADMIN_AUTH_TOKEN`)
+/// cookie with a 302 to the web client (admin console); anything else is 403. Without a
+/// certificate, or when the handler refuses it: 403 with `certauth_mode = on`, else the 302
+/// alone (the password login page).
+async fn certauth(cx: &Cx, cfg: &HttpConfig, ca: &CertAuth, ask: &Ask<'_>) -> Reply {
+    let forbidden = || Reply::new(StatusCode::FORBIDDEN, "403 Forbidden\n");
+    let raw_path = ask.target.split_once('?').map_or(ask.target, |(p, _)| p);
+    let Some(admin) = route::certauth_location(&decode_path(raw_path)) else {
+        return forbidden();
+    };
+    let port = if admin { ca.admin_port } else { cfg.https_port };
+    let location = route::certauth_redirect(ask.host, port);
+    let refused = || {
+        if ca.required {
+            forbidden()
+        } else {
+            Reply::redirect(location.clone())
+        }
+    };
+    let dn = match cx.client_cert.get() {
+        Some(ClientCert::Subject(dn)) => dn,
+        Some(ClientCert::Unreadable) => return forbidden(),
+        Some(ClientCert::None) | None => return refused(),
+    };
+    let ctx = WebContext {
+        protocol: "http",
+        client_ip: cx.peer.ip(),
+        proxy_ip: cx.local.ip(),
+        host: ask.host,
+        admin,
+    };
+    let master = (ca.master_user.as_str(), &ca.master_password);
+    match cx.w.router.certauth_token(dn, &ctx, master).await {
+        CertAuthAnswer::Token(token) => Reply {
+            set_cookie: Some(route::certauth_cookie(admin, &token)),
+            ..Reply::redirect(location)
+        },
+        CertAuthAnswer::Refused => refused(),
+        CertAuthAnswer::Failed => Reply::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "500 internal server error\n",
+        ),
     }
 }
 
@@ -408,6 +517,13 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "431 request header fields too large\n",
         );
+    }
+    if let Some(ca) = cfg
+        .certauth
+        .as_ref()
+        .filter(|c| c.listen.contains(&cx.spec.addr))
+    {
+        return Decision::Answer(certauth(cx, cfg, ca, ask).await);
     }
     let host = ask.host;
     let admin = cfg.admin_listen.contains(&cx.spec.addr);

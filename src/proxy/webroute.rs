@@ -106,6 +106,7 @@ impl Router {
                 by_id,
                 host: ctx.host,
                 admin: ctx.admin,
+                certauth: None,
             }),
         };
         let started = Instant::now();
@@ -160,6 +161,75 @@ impl Router {
             Err(e) => {
                 tracing::warn!(user = %Escaped(name), client = %ctx.client_ip, error = %e, "web route lookup failed; ip-hash fallback");
                 WebRoute::Unknown
+            }
+        }
+    }
+}
+
+/// What the handler said about a client certificate (`spec/http-proxy.md` §1, Zimbra's
+/// `zm_sso certauth`).
+pub enum CertAuthAnswer {
+    /// The account's auth token (`Auth-Pass`), for the `ZM_AUTH_TOKEN` (or admin) cookie.
+    Token(Secret),
+    /// The handler refused it (no account for this subject, wrong master account).
+    Refused,
+    /// No handler answered, or not usably.
+    Failed,
+}
+
+impl Router {
+    /// Ask the handlers for an auth token for the account of certificate subject `dn`: never
+    /// cached (as in Zimbra), never logged beyond the subject.
+    pub async fn certauth_token(
+        &self,
+        dn: &str,
+        ctx: &WebContext<'_>,
+        master: (&str, &Secret),
+    ) -> CertAuthAnswer {
+        if !self.lookup.has_handlers() || self.lookup.dialect() != Dialect::Zimbra {
+            return CertAuthAnswer::Failed;
+        }
+        let password = Secret::from(&b""[..]);
+        let req = Request {
+            user: dn.as_bytes(),
+            password: &password,
+            protocol: ctx.protocol,
+            attempt: 0,
+            proxy_ip: ctx.proxy_ip,
+            client_ip: ctx.client_ip,
+            oauth: None,
+            web: Some(WebLookup {
+                by_id: false,
+                host: ctx.host,
+                admin: ctx.admin,
+                certauth: Some(master),
+            }),
+        };
+        let started = Instant::now();
+        let answer = self.lookup.lookup(&req).await;
+        self.metrics.lookup.observe(started.elapsed());
+        match answer {
+            Ok(Answer::Route(route)) => match route.password {
+                // the token goes into a Set-Cookie header: visible ASCII only
+                Some(token)
+                    if !token.is_empty() && token.expose().iter().all(|b| b.is_ascii_graphic()) =>
+                {
+                    tracing::info!(subject = %Escaped(dn.as_bytes()), client = %ctx.client_ip, admin = ctx.admin, "client certificate login");
+                    CertAuthAnswer::Token(token)
+                }
+                _ => {
+                    tracing::warn!(subject = %Escaped(dn.as_bytes()), client = %ctx.client_ip, "certauth lookup answered OK without a usable auth token (Auth-Pass)");
+                    CertAuthAnswer::Failed
+                }
+            },
+            Ok(Answer::Denied { status, .. }) => {
+                tracing::warn!(subject = %Escaped(dn.as_bytes()), client = %ctx.client_ip, status = %Escaped(&status), "client certificate login refused");
+                CertAuthAnswer::Refused
+            }
+            Ok(Answer::Retry { .. }) => CertAuthAnswer::Failed,
+            Err(e) => {
+                tracing::warn!(subject = %Escaped(dn.as_bytes()), client = %ctx.client_ip, error = %e, "certauth lookup failed");
+                CertAuthAnswer::Failed
             }
         }
     }

@@ -63,8 +63,16 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     // probe once on this thread so a blocked io_uring gives one clear message
     build_runtime(config).map_err(|e| anyhow::anyhow!(io_uring_help(&e)))?;
     let tls_store = Arc::new(
-        TlsStore::new(config.tls_certificates.clone(), config.tls_session_cache)
-            .map_err(anyhow::Error::msg)?,
+        TlsStore::new(
+            config.tls_certificates.clone(),
+            config.tls_session_cache,
+            config
+                .http
+                .as_ref()
+                .and_then(|h| h.certauth.as_ref())
+                .map(|c| c.ca.clone()),
+        )
+        .map_err(anyhow::Error::msg)?,
     );
     let upstream_tls = super::upstream::UpstreamTls::load(config).map_err(anyhow::Error::msg)?;
     let http_tls = super::upstream::load_http(config).map_err(anyhow::Error::msg)?;

@@ -141,6 +141,76 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A client certificate (`extendedKeyUsage=clientAuth`) with the subject `subj` in
+    /// openssl's `-subj` form (UTF-8), saved as `<file>.pem` / `<file>.key`. Returns (cert,
+    /// key) paths and the subject as OpenSSL writes it in RFC 2253 form (nginx's
+    /// `$ssl_client_s_dn`).
+    pub fn issue_client(&self, file: &str, subj: &str) -> (PathBuf, PathBuf, String) {
+        let ext =
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n";
+        std::fs::write(self.dir.join(format!("{file}.ext")), ext).unwrap();
+        let (key, csr, pem) = (
+            format!("{file}.key"),
+            format!("{file}.csr"),
+            format!("{file}.pem"),
+        );
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-utf8",
+                "-multivalue-rdn",
+                "-subj",
+                subj,
+            ],
+            &self.dir,
+        );
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "30",
+                "-extfile",
+                &format!("{file}.ext"),
+            ],
+            &self.dir,
+        );
+        let out = Command::new("openssl")
+            .args([
+                "x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in", &pem,
+            ])
+            .current_dir(&self.dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let dn = text
+            .trim_end()
+            .strip_prefix("subject=")
+            .unwrap()
+            .to_string();
+        (self.dir.join(pem), self.dir.join(key), dn)
+    }
+}
+
 impl Drop for Pki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -376,6 +446,9 @@ pub enum Rule {
     Slow(Duration, Box<Rule>),
     /// Bytes that are not HTTP.
     Garbage,
+    /// What the Zimbra servlet answers a certificate login (`Auth-Method: certauth`): OK with
+    /// its placeholder route (127.0.0.1:9999) and the auth token in `Auth-Pass`.
+    Token(String),
 }
 
 #[derive(Default)]
@@ -521,6 +594,10 @@ fn serve_lookup(
                 "HTTP/1.1 200 OK\r\nAuth-Status: user not found:{user}\r\nAuth-Wait: {wait}\r\nContent-Length: 0\r\n\r\n"
             ),
             Rule::Garbage => "this is not HTTP at all\r\n\r\n".into(),
+            Rule::Token(token) => format!(
+                "HTTP/1.1 200 OK\r\nAuth-Status: OK\r\nAuth-Server: 127.0.0.1\r\nAuth-Port: 9999\r\n\
+                 Auth-User: {user}\r\nAuth-Pass: {token}\r\nContent-Length: 0\r\n\r\n"
+            ),
             Rule::Slow(..) => unreachable!(),
         };
         if w.write_all(resp.as_bytes()).is_err() {

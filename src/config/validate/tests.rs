@@ -179,3 +179,47 @@ fn http_table_is_checked() {
         err("listen = [\"127.0.0.1:8080\"]\nserver_names = [\"\"]").contains("http.server_names")
     );
 }
+
+#[test]
+fn certauth_needs_its_ca_and_the_master_password() {
+    let base = "[imap]\nlisten = [\"127.0.0.1:1143\"]\n[pop3]\nlisten = []\n\
+                [tls]\ncertificates = [{ cert = \"/c.pem\", key = \"/k.pem\" }]\n";
+    let check = |lookup: &str, http: &str| {
+        FileConfig::from_toml(&format!(
+            "{base}[lookup]\nroutes = {{ \"*\" = \"127.0.0.1\" }}\n{lookup}\n[http]\n{http}"
+        ))
+        .unwrap()
+        .validate()
+    };
+    let listen = "listen = [\"127.0.0.1:8080\"]\nlisten_tls = [\"127.0.0.1:8443\"]\n\
+                  admin_listen = [\"127.0.0.1:9071\"]\ncertauth_listen = [\"127.0.0.1:3443\"]\n";
+    let err = check("", &format!("{listen}certauth_ca = \"/ca.pem\"")).unwrap_err();
+    assert!(err.contains("lookup.master_password"), "{err}");
+    let err = check("master_password = \"x\"", listen).unwrap_err();
+    assert!(err.contains("http.certauth_ca"), "{err}");
+    let err = check(
+        "master_password = \"a b\"",
+        &format!("{listen}certauth_ca = \"/ca.pem\""),
+    )
+    .unwrap_err();
+    assert!(err.contains("printable"), "{err}");
+    let c = check(
+        "master_password = \"s3cret\"",
+        &format!("{listen}certauth_ca = \"/ca.pem\"\ncertauth_mode = \"optional\""),
+    )
+    .unwrap();
+    let h = c.http.unwrap();
+    let ca = h.certauth.as_ref().unwrap();
+    assert_eq!(ca.listen, vec!["127.0.0.1:3443".parse().unwrap()]);
+    assert!(!ca.required);
+    assert_eq!((ca.master_user.as_str(), ca.admin_port), ("zmnginx", 9071));
+    // the SSO and admin listeners are not where redirects go, nor what mail modes count
+    assert_eq!((h.https_port, h.http_port), (8443, 8080));
+    let c = check(
+        "master_password = \"s3cret\"",
+        "listen = [\"127.0.0.1:8080\"]\nmode = \"http\"\ncertauth_listen = [\"127.0.0.1:3443\"]\n\
+         certauth_ca = \"/ca.pem\"",
+    );
+    assert!(c.is_ok(), "mode http with an SSO listener: {c:?}");
+    assert!(!format!("{:?}", c.unwrap().http).contains("s3cret"));
+}

@@ -141,6 +141,38 @@ fn classes_and_timeouts() {
 }
 
 #[test]
+fn certauth_locations_redirects_and_cookies_are_zimbras() {
+    assert_eq!(certauth_location(b"/certauth"), Some(false));
+    assert_eq!(certauth_location(b"/certauth/admin"), Some(true));
+    for other in [
+        &b"/certauth/"[..],
+        b"/certauth/x",
+        b"/",
+        b"/CERTAUTH",
+        b"/service/soap",
+    ] {
+        assert_eq!(certauth_location(other), None, "{other:?}");
+    }
+    assert_eq!(
+        certauth_redirect(b"Mail.example.com:3443", 443),
+        b"https://Mail.example.com:443/?ignoreLoginURL=1"
+    );
+    assert_eq!(
+        certauth_redirect(b"[::1]:3443", 9071),
+        b"https://[::1]:9071/?ignoreLoginURL=1"
+    );
+    let token = crate::secret::Secret::from(&b"0_abc"[..]);
+    assert_eq!(
+        certauth_cookie(false, &token).expose(),
+        b"ZM_AUTH_TOKEN=0_abc;Path=/"
+    );
+    assert_eq!(
+        certauth_cookie(true, &token).expose(),
+        b"ZM_ADMIN_AUTH_TOKEN=0_abc;Path=/"
+    );
+}
+
+#[test]
 fn stub_status_is_for_the_loopback_addresses_only() {
     assert!(is_status_path(b"/nginx_status"));
     assert!(is_status_path(b"/nginx_status/more"), "a ^~ prefix");
