@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../fuzz"
 secs="${1:-15}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(imap_client pop3_client imap_backend pop3_backend lookup_response memcache_reply proxy_header sasl http_route http_h1)
+[ ${#targets[@]} -gt 0 ] || targets=(imap_client pop3_client imap_backend pop3_backend lookup_response memcache_reply proxy_header sasl http_route http_h1 cert_dn)
 
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 export RUSTFLAGS="-C passes=sancov-module \

@@ -435,6 +435,18 @@ pub fn http_route(data: &[u8]) {
     }
 }
 
+/// A client certificate's subject ([`crate::http::certdn`]): any bytes give None or a
+/// subject of printable ASCII only (the lookup sends it as a header value: every control or
+/// non-ASCII byte must have been escaped).
+pub fn cert_dn(data: &[u8]) {
+    if let Some(dn) = crate::http::certdn::subject_dn(data) {
+        assert!(
+            dn.bytes().all(|b| (0x20..0x7f).contains(&b)),
+            "unescaped byte in {dn:?}"
+        );
+    }
+}
+
 /// The web proxy's HTTP/1.1 messages ([`crate::http::h1`]): a request head parsed from a
 /// stream arriving in pieces is the same head whatever the cut, never claims more bytes than
 /// arrived, and the head sent on is one complete HTTP/1.1 head with no hop-by-hop header and

@@ -208,6 +208,7 @@ fn fuzz_seeds_pass_the_fuzz_checks() {
         ("sasl", ringmail::fuzzing::sasl),
         ("http_route", ringmail::fuzzing::http_route),
         ("http_h1", ringmail::fuzzing::http_h1),
+        ("cert_dn", ringmail::fuzzing::cert_dn),
     ];
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     for (name, run) in targets {

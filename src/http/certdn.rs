@@ -157,6 +157,24 @@ mod tests {
         assert_eq!(s, "\\ j\\C3\\BCrgen\\09x#");
     }
 
+    /// Certificates made by openssl (fuzz/seeds/cert_dn), against what
+    /// `openssl x509 -noout -subject -nameopt RFC2253` printed for them.
+    #[test]
+    fn subjects_are_written_as_openssl_writes_them() {
+        let seed = |name: &str| {
+            let path = format!("{}/fuzz/seeds/cert_dn/{name}", env!("CARGO_MANIFEST_DIR"));
+            std::fs::read(path).unwrap()
+        };
+        assert_eq!(
+            subject_dn(&seed("utf8-multivalued.der")).unwrap(),
+            "emailAddress=j@example.com,CN=J\\C3\\BCrgen Smith+UID=js,O=Example\\, Inc.,DC=example,DC=com"
+        );
+        assert_eq!(
+            subject_dn(&seed("escapes.der")).unwrap(),
+            "O=tab\\09x,CN=\\ #lead\\, \\\"q\\\" \\<x\\>\\;y\\\\z\\ "
+        );
+    }
+
     #[test]
     fn garbage_is_not_a_certificate() {
         assert_eq!(subject_dn(b""), None);
