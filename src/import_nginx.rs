@@ -196,6 +196,7 @@ pub fn translate(
         out: BTreeMap::new(),
         warnings: Vec::new(),
         resolve,
+        https_handler: false,
     };
     t.walk(directives, "");
     let mut root = Table::new();
@@ -221,6 +222,8 @@ pub fn translate(
 struct Translator<'a> {
     out: BTreeMap<String, Table>,
     warnings: Vec<String>,
+    /// An `https://` lookup handler was carried over (its TLS setting written once).
+    https_handler: bool,
     resolve: &'a mut dyn FnMut(&str) -> Option<IpAddr>,
 }
 
@@ -355,11 +358,17 @@ impl Translator<'_> {
                         self.warn("zm_lookup_allow_unqualified on: not supported; unqualified logins are keyed with the client IP".into());
                     }
                 }
-                (
-                    "zm_lookup",
-                    "zm_lookup_master_auth_username" | "zm_lookup_master_auth_password",
-                    None,
-                ) => {}
+                // the master account of client-certificate logins (http.certauth_listen)
+                ("zm_lookup", "zm_lookup_master_auth_username", None) => {
+                    if let Some(v) = d.args.first() {
+                        self.set("lookup", "master_user", Value::String(v.clone()));
+                    }
+                }
+                ("zm_lookup", "zm_lookup_master_auth_password", None) => {
+                    if let Some(v) = d.args.first().filter(|v| !v.is_empty()) {
+                        self.set("lookup", "master_password", Value::String(v.clone()));
+                    }
+                }
                 ("zm_lookup", "zm_prefix_url", None) => {}
                 ("mail", "proxy_ctimeout", None) => self.dur("upstream", "connect_timeout", d),
                 ("mail", "proxy_ssl", None) => match d.args.first().map(String::as_str) {
@@ -463,24 +472,25 @@ impl Translator<'_> {
             Some(i) => rest.split_at(i),
             None => (rest, "/service/extension/nginx-lookup"),
         };
-        let default_port = if scheme == "https" { 7073 } else { 7072 };
-        let mut hostport = hostport.to_string();
-        if scheme == "https" {
-            self.warn(format!(
-                "lookup handler {url}: https handlers are not supported yet; using http on \
-                 port 7072 (the mailbox server's plaintext extension port)"
-            ));
-            let host = hostport
-                .rsplit_once(':')
-                .map_or(hostport.as_str(), |(h, _)| h)
-                .to_string();
-            hostport = format!("{host}:7072");
-        }
-        if let Some(addr) = self.address("lookup handler", &hostport, default_port) {
+        let https = scheme.eq_ignore_ascii_case("https");
+        if let Some(addr) = self.address("lookup handler", hostport, 7072) {
+            let scheme = if https { "https" } else { "http" };
             self.push(
                 "lookup",
                 "handlers",
-                Value::String(format!("http://{addr}{path}")),
+                Value::String(format!("{scheme}://{addr}{path}")),
+            );
+        }
+        if https && !self.https_handler {
+            self.https_handler = true;
+            // what Zimbra's nginx does: it verifies no handler certificate
+            self.set("lookup", "insecure_skip_verify", Value::Boolean(true));
+            self.warn(
+                "https lookup handlers: Zimbra's nginx does not verify their certificates and \
+                 neither will this configuration (lookup.insecure_skip_verify = true); set \
+                 lookup.ca_file (Zimbra's CA: /opt/zimbra/conf/ca/ca.pem) and \
+                 lookup.server_name instead where the handlers' certificates allow it"
+                    .into(),
             );
         }
     }

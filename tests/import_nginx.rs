@@ -154,7 +154,10 @@ fn a_zimbra_proxy_configuration_is_carried_over() {
         "reconnect = \"60s\"",
         "ttl = \"3600s\"",
         "[lookup]",
-        "handlers = [\"http://127.0.0.1:7072/service/extension/nginx-lookup\"]",
+        "handlers = [\"https://127.0.0.1:7073/service/extension/nginx-lookup\"]",
+        "insecure_skip_verify = true",
+        "master_user = \"zmnginx\"",
+        "master_password = \"secret\"",
         "retry_interval = \"60s\"",
         "timeout = \"15s\"",
         "[throttle]",
@@ -174,8 +177,9 @@ fn a_zimbra_proxy_configuration_is_carried_over() {
         toml.contains(&format!("cert = \"{}\"", cert.display())),
         "{toml}"
     );
+    assert!(!warnings.contains("secret"), "{warnings}");
     for w in [
-        "https handlers are not supported yet",
+        "Zimbra's nginx does not verify their certificates",
         "mechanism gssapi is not supported",
         "ssl_protocols: rustls offers TLS 1.2 and 1.3",
         "ssl_ciphers",

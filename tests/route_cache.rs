@@ -167,3 +167,67 @@ fn servers_lists_the_handlers_and_their_state() {
     assert_eq!(lines[1], format!("lookup {} up", live.url()), "{text}");
     assert!(lines[2].starts_with("memcached:"), "{text}");
 }
+
+/// Zimbra 8.7+ serves its lookup handlers over `https://` (port 7072): logins go through one,
+/// its certificate verified against `lookup.ca_file` (as its IP, or as `lookup.server_name`),
+/// and a handler whose certificate does not verify is an error, not a route.
+#[test]
+fn https_lookup_handlers_route_logins_with_their_certificates_verified() {
+    let dovecot = Dovecot::start();
+    let lookup = LookupHandler::start(routes_to(
+        dovecot.addr(),
+        &["alice@example.com", "bob@example.com"],
+    ));
+    let pki = Pki::new();
+    let front = NginxTls::start(
+        &pki,
+        std::net::SocketAddr::from(([127, 0, 0, 1], lookup.port)),
+    );
+    let url = format!(
+        "https://127.0.0.1:{}/service/extension/nginx-lookup",
+        front.port
+    );
+    let login = |port: u16, user: &str, pass: &str| {
+        let mut c = Raw::greeted(port);
+        c.send(format!("a LOGIN {user} {pass}\r\n").as_bytes());
+        c.until("a ").last().unwrap().clone()
+    };
+    for tls in [
+        format!("ca_file = \"{}\"", pki.ca.display()),
+        format!(
+            "ca_file = \"{}\"\nserver_name = \"lookup.example.com\"",
+            pki.ca.display()
+        ),
+        "insecure_skip_verify = true".into(),
+    ] {
+        let rm = Ringmail::start(&format!("[lookup]\nhandlers = [\"{url}\"]\n{tls}\n"));
+        let before = lookup.requests();
+        let line = login(rm.port, "alice@example.com", "alicepw");
+        assert!(line.starts_with("a OK"), "{tls}: {line:?}\n{}", rm.log());
+        assert_eq!(
+            lookup.requests(),
+            before + 1,
+            "{tls}: the handler was asked"
+        );
+        // python's imaplib through the same handler
+        let script = r#"
+import imaplib, sys
+m = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+m.login("bob@example.com", "bobpw")
+assert m.select("INBOX")[0] == "OK"
+m.logout()
+"#;
+        python(script, &[&rm.port.to_string()]);
+    }
+    // a name the certificate does not carry: no route, the client is told so
+    let rm = Ringmail::start(&format!(
+        "[lookup]\nhandlers = [\"{url}\"]\nca_file = \"{}\"\nserver_name = \"other.example.com\"\n",
+        pki.ca.display()
+    ));
+    let before = lookup.requests();
+    let mut c = Raw::greeted(rm.port);
+    c.send(b"a LOGIN alice@example.com alicepw\r\n");
+    assert_eq!(c.line(), "* BAD internal server error\r\n");
+    assert_eq!(lookup.requests(), before, "nothing reached the handler");
+    assert!(rm.log().contains("lookup handler"), "{}", rm.log());
+}

@@ -278,6 +278,13 @@ pub struct LookupFile {
     /// it makes an auth token for a client-certificate login (`http.certauth_listen`).
     pub master_user: String,
     pub master_password: String,
+    /// `https://` handlers: the CAs their certificates are verified against (PEM; Zimbra's
+    /// own CA is `/opt/zimbra/conf/ca/ca.pem`).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name their certificates must carry (default: the handler's IP address).
+    pub server_name: Option<String>,
+    /// Accept any certificate from `https://` handlers, as Zimbra's nginx does.
+    pub insecure_skip_verify: bool,
 }
 
 impl Default for LookupFile {
@@ -295,6 +302,9 @@ impl Default for LookupFile {
             routes: Default::default(),
             master_user: "zmnginx".into(),
             master_password: String::new(),
+            ca_file: None,
+            server_name: None,
+            insecure_skip_verify: false,
         }
     }
 }

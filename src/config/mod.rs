@@ -49,6 +49,8 @@ pub struct Handler {
     /// Host part for the `Host` header (no port).
     pub host: String,
     pub uri: String,
+    /// `https://`: TLS first (Zimbra 8.7+'s handlers on port 7072).
+    pub tls: bool,
 }
 
 /// The validated runtime configuration.
@@ -199,6 +201,11 @@ pub struct Lookup {
     pub stale_grace: Duration,
     pub cache_capacity: usize,
     pub static_routes: StaticRoutes,
+    /// TLS to `https://` handlers: CA file, name verified (None: the handler's IP), or no
+    /// verification at all.
+    pub ca_file: Option<std::path::PathBuf>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
 }
 
 /// One listening address.

@@ -119,15 +119,14 @@ pub fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
 /// Parse `http://host[:port]/path` (port 7072 by default, as Zimbra). Host must be an IP
 /// literal or `localhost`: resolving names would block a worker.
 pub fn parse_handler(url: &str) -> Result<Handler, String> {
-    let rest = if url.len() >= 7 && url[..7].eq_ignore_ascii_case("http://") {
-        &url[7..]
+    let (rest, tls) = if url.len() >= 7 && url[..7].eq_ignore_ascii_case("http://") {
+        (&url[7..], false)
     } else if url.len() >= 8 && url[..8].eq_ignore_ascii_case("https://") {
-        return Err(format!(
-            "lookup handler {url}: https handlers are not supported yet; use http:// on a \
-             trusted network"
-        ));
+        (&url[8..], true)
     } else {
-        return Err(format!("lookup handler {url}: must start with http://"));
+        return Err(format!(
+            "lookup handler {url}: must start with http:// or https://"
+        ));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -160,6 +159,7 @@ pub fn parse_handler(url: &str) -> Result<Handler, String> {
         addr: SocketAddr::new(ip, port),
         host: host.to_string(),
         uri: path.to_string(),
+        tls,
     })
 }
 
@@ -389,6 +389,18 @@ impl FileConfig {
             .iter()
             .map(|h| parse_handler(h))
             .collect::<Result<Vec<_>, _>>()?;
+        if handlers.iter().any(|h| h.tls) && l.ca_file.is_none() && !l.insecure_skip_verify {
+            return Err(
+                "https:// lookup handlers need lookup.ca_file (the CAs their certificates are \
+                 verified against; Zimbra's is /opt/zimbra/conf/ca/ca.pem) or \
+                 lookup.insecure_skip_verify = true (no verification, as Zimbra's nginx)"
+                    .into(),
+            );
+        }
+        if let Some(n) = &l.server_name {
+            rustls::pki_types::ServerName::try_from(n.as_str())
+                .map_err(|e| format!("lookup.server_name {n:?}: {e}"))?;
+        }
         let mut static_routes = StaticRoutes::default();
         let proxied = |proto| listeners.iter().any(|l: &ListenerSpec| l.proto == proto);
         for (pattern, target) in &l.routes {
@@ -535,6 +547,9 @@ impl FileConfig {
                 stale_grace: l.stale_grace.0,
                 cache_capacity: l.cache_capacity,
                 static_routes,
+                ca_file: l.ca_file.clone(),
+                server_name: l.server_name.clone(),
+                insecure_skip_verify: l.insecure_skip_verify,
             },
             shutdown_grace: self.shutdown.grace.0,
             shutdown_spread: self.shutdown.spread.0,

@@ -77,7 +77,12 @@ impl Worker {
             router: Router::new(
                 config.lookup.static_routes.clone(),
                 (shared.routes.clone(), shared.inflight.clone()),
-                LookupClient::new(&config, shared.lookup_health.clone(), metrics.clone()),
+                LookupClient::new(
+                    &config,
+                    shared.lookup_health.clone(),
+                    metrics.clone(),
+                    shared.lookup_tls.clone(),
+                ),
                 memcache.clone(),
                 metrics.clone(),
             ),
@@ -147,6 +152,8 @@ pub struct Prepared {
     pub upstream_tls: UpstreamTls,
     /// TLS to the mailbox servers' web ports, when `http.upstream_tls` is on.
     pub http_tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
+    /// TLS to `https://` lookup handlers.
+    pub lookup_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What every worker of the process shares: read-only configuration, the certificate store
@@ -158,6 +165,7 @@ pub struct Shared {
     pub tls_store: Arc<TlsStore>,
     pub upstream_tls: UpstreamTls,
     pub http_tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
+    pub lookup_tls: Option<Arc<rustls::ClientConfig>>,
     pub routes: Arc<RouteCache>,
     pub inflight: Arc<InFlight>,
     /// The lookup handlers' health (down marks, last errors).
@@ -199,6 +207,7 @@ impl Shared {
             tls_store: prepared.tls_store,
             upstream_tls: prepared.upstream_tls,
             http_tls: prepared.http_tls,
+            lookup_tls: prepared.lookup_tls,
             config,
         }
     }

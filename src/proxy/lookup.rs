@@ -8,13 +8,16 @@
 //! Fail-over follows Zimbra (`spec/auth-http.md` §2): a handler that cannot be connected to is
 //! skipped for `retry_interval` and the next one is tried; a handler that answers badly or
 //! times out fails the lookup at once. A pooled connection that turns out to be closed by the
-//! handler is retried once on a fresh connection.
+//! handler is retried once on a fresh connection. `https://` handlers (Zimbra 8.7+) get a TLS
+//! handshake after the connect, within the same connect timeout: certificates verified against
+//! `lookup.ca_file` as `lookup.server_name` (default: the handler's IP), or not at all with
+//! `lookup.insecure_skip_verify` (Zimbra's nginx verifies nothing).
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 
 use super::health::PeerHealth;
@@ -39,7 +42,10 @@ pub fn health(c: &Config) -> Arc<Vec<PeerHealth>> {
         c.lookup
             .handlers
             .iter()
-            .map(|h| PeerHealth::new("lookup", format!("http://{}{}", h.addr, h.uri)))
+            .map(|h| {
+                let scheme = if h.tls { "https" } else { "http" };
+                PeerHealth::new("lookup", format!("{scheme}://{}{}", h.addr, h.uri))
+            })
             .collect(),
     )
 }
@@ -48,12 +54,43 @@ struct HandlerState {
     cfg: Handler,
 }
 
+/// A connection to a handler.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<compio::tls::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    async fn send(&mut self, request: Vec<u8>) -> compio::BufResult<(), Vec<u8>> {
+        match self {
+            Conn::Plain(s) => s.write_all(request).await,
+            Conn::Tls(s) => {
+                let compio::BufResult(r, request) = s.write_all(request).await;
+                let r = match r {
+                    Ok(()) => s.flush().await,
+                    Err(e) => Err(e),
+                };
+                compio::BufResult(r, request)
+            }
+        }
+    }
+
+    async fn append(&mut self, buf: Vec<u8>) -> compio::BufResult<usize, Vec<u8>> {
+        match self {
+            Conn::Plain(s) => s.append(buf).await,
+            Conn::Tls(s) => s.append(buf).await,
+        }
+    }
+}
+
 pub struct LookupClient {
     handlers: Vec<HandlerState>,
     health: Arc<Vec<PeerHealth>>,
     metrics: Arc<Metrics>,
     next: Cell<usize>,
-    idle: RefCell<Vec<(usize, TcpStream)>>,
+    idle: RefCell<Vec<(usize, Conn)>>,
+    /// For `https://` handlers: the connector and the name their certificates must carry.
+    tls: Option<(compio::tls::TlsConnector, Option<String>)>,
     pool_size: usize,
     timeout: Duration,
     retry_interval: Duration,
@@ -69,8 +106,19 @@ enum Exchange {
 }
 
 impl LookupClient {
-    pub fn new(c: &Config, health: Arc<Vec<PeerHealth>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        c: &Config,
+        health: Arc<Vec<PeerHealth>>,
+        metrics: Arc<Metrics>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Self {
         LookupClient {
+            tls: tls.map(|t| {
+                (
+                    compio::tls::TlsConnector::from(t),
+                    c.lookup.server_name.clone(),
+                )
+            }),
             metrics,
             handlers: c
                 .lookup
@@ -140,11 +188,7 @@ impl LookupClient {
                     Exchange::Stale => {}
                 }
             }
-            let conn = match compio::time::timeout(
-                self.connect_timeout,
-                TcpStream::connect(h.cfg.addr),
-            )
-            .await
+            let conn = match compio::time::timeout(self.connect_timeout, self.connect(&h.cfg)).await
             {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
@@ -168,7 +212,6 @@ impl LookupClient {
                     continue;
                 }
             };
-            let _ = conn.set_nodelay(true);
             let done = self
                 .exchange(idx, conn, std::mem::take(&mut request.0))
                 .await;
@@ -202,7 +245,24 @@ impl LookupClient {
         r
     }
 
-    fn take_idle(&self, idx: usize) -> Option<TcpStream> {
+    /// A new connection to `h` (TLS after the connect for `https://`).
+    async fn connect(&self, h: &Handler) -> std::io::Result<Conn> {
+        let s = TcpStream::connect(h.addr).await?;
+        let _ = s.set_nodelay(true);
+        if !h.tls {
+            return Ok(Conn::Plain(s));
+        }
+        let Some((connector, name)) = &self.tls else {
+            return Err(std::io::Error::other(
+                "no TLS configuration for https handlers",
+            ));
+        };
+        let name = name.clone().unwrap_or_else(|| h.addr.ip().to_string());
+        let tls = connector.connect(&name, s).await?;
+        Ok(Conn::Tls(Box::new(tls)))
+    }
+
+    fn take_idle(&self, idx: usize) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
         let pos = idle.iter().rposition(|(i, _)| *i == idx)?;
         Some(idle.swap_remove(pos).1)
@@ -218,11 +278,11 @@ impl LookupClient {
     async fn exchange(
         &self,
         idx: usize,
-        mut conn: TcpStream,
+        mut conn: Conn,
         request: Vec<u8>,
     ) -> Result<Exchange, LookupFailure> {
         let fut = async {
-            let compio::BufResult(res, mut request) = conn.write_all(request).await;
+            let compio::BufResult(res, mut request) = conn.send(request).await;
             // the stock dialect's request carries the password
             crate::secret::wipe(&mut request);
             if res.is_err() {

@@ -76,10 +76,20 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     );
     let upstream_tls = super::upstream::UpstreamTls::load(config).map_err(anyhow::Error::msg)?;
     let http_tls = super::upstream::load_http(config).map_err(anyhow::Error::msg)?;
+    let lookup_tls = if config.lookup.handlers.iter().any(|h| h.tls) {
+        let l = &config.lookup;
+        Some(
+            crate::tls::client_config(l.ca_file.as_ref(), l.insecure_skip_verify)
+                .map_err(|e| anyhow::anyhow!("lookup: {e}"))?,
+        )
+    } else {
+        None
+    };
     Ok(Prepared {
         tls_store,
         upstream_tls,
         http_tls,
+        lookup_tls,
     })
 }
 

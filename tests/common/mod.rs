@@ -1194,3 +1194,55 @@ impl Introspection {
         format!("http://127.0.0.1:{}/introspect", self.port)
     }
 }
+
+/// nginx terminating HTTPS in front of a plaintext HTTP service (a lookup handler served over
+/// `https://`, as Zimbra 8.7+'s are). Its certificate is for `lookup.example.com` and
+/// 127.0.0.1, from `pki`.
+pub struct NginxTls {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl NginxTls {
+    pub fn start(pki: &Pki, to: SocketAddr) -> NginxTls {
+        let dir = tempdir("nginx-tls");
+        let (cert, key) = pki.issue("lookup.example.com");
+        let port = free_port();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log;\n\
+             pid {d}/nginx.pid;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n\
+             client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fcgi; \
+             uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n\
+             location / {{ proxy_pass http://{to}; }}\n  }}\n}}\n",
+            d = dir.display(),
+            c = cert.display(),
+            k = key.display(),
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let nginx = if Path::new("/usr/sbin/nginx").exists() {
+            "/usr/sbin/nginx"
+        } else {
+            "nginx"
+        };
+        let child = Command::new(nginx)
+            .args(["-c", &dir.join("nginx.conf").display().to_string()])
+            .args(["-p", &dir.display().to_string()])
+            .args(["-e", &dir.join("error.log").display().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is not installed: run scripts/test.sh");
+        wait_port(port, "nginx (TLS)");
+        NginxTls { child, port, dir }
+    }
+}
+
+impl Drop for NginxTls {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -28,7 +28,13 @@ fn cpus_and_handlers() {
     let h = parse_handler("HTTP://[::1]:8080").unwrap();
     assert_eq!(h.addr, "[::1]:8080".parse().unwrap());
     assert_eq!(h.uri, "/");
-    assert!(parse_handler("https://10.0.0.5/").is_err());
+    let h = parse_handler("https://10.0.0.5/service/extension/nginx-lookup").unwrap();
+    assert!(
+        h.tls && h.addr.port() == 7072,
+        "Zimbra 8.7+'s handlers: {h:?}"
+    );
+    assert!(!parse_handler("http://10.0.0.5/").unwrap().tls);
+    assert!(parse_handler("ftp://10.0.0.5/").is_err());
     assert!(parse_handler("http://lookup.example.com/").is_err());
 }
 
@@ -222,4 +228,25 @@ fn certauth_needs_its_ca_and_the_master_password() {
     );
     assert!(c.is_ok(), "mode http with an SSO listener: {c:?}");
     assert!(!format!("{:?}", c.unwrap().http).contains("s3cret"));
+}
+
+#[test]
+fn https_lookup_handlers_need_a_ca_or_the_explicit_skip() {
+    let check = |lookup: &str| {
+        FileConfig::from_toml(&format!(
+            "[imap]\nlisten = [\"127.0.0.1:1143\"]\n[pop3]\nlisten = []\n\
+             [lookup]\nhandlers = [\"https://10.0.0.5:7072/service/extension/nginx-lookup\"]\n{lookup}"
+        ))
+        .unwrap()
+        .validate()
+    };
+    assert!(check("").unwrap_err().contains("lookup.ca_file"));
+    assert!(
+        check("server_name = \"bad name\"\ninsecure_skip_verify = true")
+            .unwrap_err()
+            .contains("lookup.server_name")
+    );
+    let c = check("ca_file = \"/opt/zimbra/conf/ca/ca.pem\"").unwrap();
+    assert!(c.lookup.handlers[0].tls);
+    assert!(check("insecure_skip_verify = true").is_ok());
 }

@@ -448,6 +448,7 @@ mod tests {
                 tls_store: store,
                 upstream_tls: super::super::upstream::UpstreamTls::Off,
                 http_tls: None,
+                lookup_tls: None,
             };
             let shared = super::super::context::Shared::new(std::sync::Arc::new(cfg), prepared);
             let w = Worker::new(0, &shared);
