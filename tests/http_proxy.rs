@@ -837,6 +837,26 @@ fn https_to_the_mailbox_servers_asks_for_httpssl() {
         heads.iter().any(|h| h.contains("Auth-Protocol: httpssl")),
         "{heads:?}"
     );
+    // ringmail's own HTTP/1.1 path over TLS to the server: keep-alive requests (the pooled
+    // TLS connection is taken again, probed before a request with a body), a body sent on,
+    // 10 MiB streamed back
+    let url = format!("http://127.0.0.1:{port}/home/alice/x");
+    let body = "b".repeat(100_000);
+    for _ in 0..3 {
+        let (code, got, err) = curl(&["--http1.1", &url, &url, "--data-binary", &body]);
+        assert_eq!(code, 200, "{err}\n{}", rm.log());
+        assert_eq!(
+            got.matches("server-A POST /home/alice/x").count(),
+            2,
+            "{got}"
+        );
+    }
+    let out = Command::new("curl")
+        .args(["-s", "--http1.1", "-r", "0-10485759", "-o", "-"])
+        .arg(format!("http://127.0.0.1:{port}/big"))
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout.len(), 10 << 20, "{}", rm.log());
 }
 
 #[test]

@@ -57,6 +57,73 @@ impl Io for compio::tls::TlsStream<TcpStream> {
     }
 }
 
+/// A connection to a mailbox server's web port: plaintext, or TLS (`http.upstream_tls`) with
+/// a second descriptor of its socket, for the probe of an idle pooled connection (compio's TLS
+/// stream does not lend its socket).
+pub(super) enum Up {
+    Plain(TcpStream),
+    Tls(Box<compio::tls::TlsStream<TcpStream>>, rustix::fd::OwnedFd),
+}
+
+impl Up {
+    /// Whether an idle connection is still usable: nothing to read, not closed (a
+    /// non-blocking MSG_PEEK; a server's close, or bytes nobody asked for, end it).
+    fn idle_ok(&self) -> bool {
+        use rustix::fd::AsFd;
+        let fd = match self {
+            Up::Plain(s) => s.as_fd(),
+            Up::Tls(_, fd) => fd.as_fd(),
+        };
+        let mut probe = [0u8; 1];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        matches!(
+            rustix::net::recv(fd, &mut probe, flags),
+            Err(rustix::io::Errno::AGAIN)
+        )
+    }
+}
+
+impl AsyncRead for Up {
+    async fn read<B: compio::buf::IoBufMut>(&mut self, buf: B) -> BufResult<usize, B> {
+        match self {
+            Up::Plain(s) => s.read(buf).await,
+            Up::Tls(s, _) => s.read(buf).await,
+        }
+    }
+}
+
+impl AsyncWrite for Up {
+    async fn write<T: compio::buf::IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Up::Plain(s) => s.write(buf).await,
+            Up::Tls(s, _) => s.write(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Up::Plain(s) => s.flush().await,
+            Up::Tls(s, _) => s.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Up::Plain(s) => s.shutdown().await,
+            Up::Tls(s, _) => s.shutdown().await,
+        }
+    }
+}
+
+impl Io for Up {
+    fn send_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Up::Plain(s) => send_now(s, bytes),
+            Up::Tls(..) => Ok(0),
+        }
+    }
+}
+
 /// Bytes read from a socket; those not yet taken are `buf[at..]`.
 struct Inbox {
     buf: Vec<u8>,
@@ -452,19 +519,26 @@ struct Forward<'a> {
 /// that cannot be sent twice), a pooled one the server has closed (or that has bytes nobody
 /// asked for) is dropped on the way: one syscall, saved for requests without a body, which go
 /// again on a new connection if the pooled one turns out closed.
-async fn backend(cx: &Cx, server: SocketAddr, probe: bool) -> io::Result<(TcpStream, bool)> {
+async fn backend(cx: &Cx, server: SocketAddr, probe: bool) -> io::Result<(Up, bool)> {
     while let Some(s) = cx.w.http_pool.take_stream(server) {
-        if !probe {
+        if !probe || s.idle_ok() {
             return Ok((s, true));
         }
-        let mut probe = [0u8; 1];
-        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
-        match rustix::net::recv(&s, &mut probe, flags) {
-            Err(rustix::io::Errno::AGAIN) => return Ok((s, true)),
-            _ => continue,
-        }
     }
-    Ok((cx.w.upstream.dial(server).await?, false))
+    let s = cx.w.upstream.dial(server).await?;
+    let Some((connector, name)) = &cx.w.http_tls else {
+        return Ok((Up::Plain(s), false));
+    };
+    let fd = rustix::io::fcntl_dupfd_cloexec(&s, 0)?;
+    let domain = name.clone().unwrap_or_else(|| server.ip().to_string());
+    let handshake = connector.connect(&domain, s);
+    match compio::time::timeout(cx.w.config.upstream.connect_timeout, handshake).await {
+        Ok(tls) => Ok((Up::Tls(Box::new(tls?), fd), false)),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
 }
 
 /// Send the request to its server and its answer back to the client.
@@ -635,7 +709,7 @@ async fn forward(
 /// way. `Fail::From` with `UnexpectedEof` when the server closed before answering.
 async fn response_head(
     client: &mut impl Io,
-    up: &mut TcpStream,
+    up: &mut Up,
     resp_in: &mut Inbox,
     to_head: bool,
     timeout: Duration,

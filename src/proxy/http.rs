@@ -89,9 +89,8 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
         local,
         client_cert: std::cell::OnceCell::new(),
     });
-    // HTTP/1.1 to plaintext servers: ringmail's own path, until a request needs hyper
-    let own_h1 = w.http_tls.is_none();
-    let (stream, read) = if !spec.tls && own_h1 {
+    // HTTP/1.1: ringmail's own path, until a request needs hyper
+    let (stream, read) = if !spec.tls {
         match super::h1::serve(&cx, &cfg, stream).await {
             Some((stream, read)) => (stream, Some(read)),
             None => return,
@@ -115,9 +114,10 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
         }
     });
     if let Some(read) = read {
+        // the connection may be upgraded (WebSocket), which needs a `Send` stream: cyper-core's
         let io = super::hyperio::Prefixed::new(read, HyperStream::new_plain(stream));
         serve_until_drained!(w, http1(&cfg).serve_connection(io, service).with_upgrades());
-    } else if spec.tls {
+    } else {
         let certauth = cfg
             .certauth
             .as_ref()
@@ -151,7 +151,7 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
         let h2 = tls_stream
             .negotiated_alpn()
             .is_some_and(|p| p.as_ref() == b"h2");
-        if !h2 && own_h1 {
+        if !h2 {
             if let Some((tls_stream, read)) = super::h1::serve(&h1_cx, &cfg, tls_stream).await {
                 let io = super::hyperio::Prefixed::new(read, HyperStream::new_tls(tls_stream));
                 serve_until_drained!(w, http1(&cfg).serve_connection(io, service).with_upgrades());
@@ -167,10 +167,6 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
             serve_until_drained!(w, b.serve_connection(io, service));
             return;
         }
-        serve_until_drained!(w, http1(&cfg).serve_connection(io, service).with_upgrades());
-    } else {
-        // the connection may be upgraded (WebSocket), which needs a `Send` stream: cyper-core's
-        let io = HyperStream::new_plain(stream);
         serve_until_drained!(w, http1(&cfg).serve_connection(io, service).with_upgrades());
     }
 }

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use compio::net::TcpStream;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::client::conn::http1::SendRequest;
 
@@ -19,7 +18,7 @@ pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 pub struct Pool {
     idle: RefCell<HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
     /// Idle connections of the HTTP/1.1 path (`proxy/h1.rs`), newest last.
-    streams: RefCell<HashMap<SocketAddr, Vec<TcpStream>>>,
+    streams: RefCell<HashMap<SocketAddr, Vec<super::h1::Up>>>,
     /// Servers this worker could not reach, and when (nginx's `max_fails=1`).
     failed: RefCell<HashMap<SocketAddr, Instant>>,
 }
@@ -54,13 +53,13 @@ impl Pool {
 
     /// An idle connection of the HTTP/1.1 path to `server`, newest first (a server closes
     /// the oldest first).
-    pub fn take_stream(&self, server: SocketAddr) -> Option<TcpStream> {
+    pub(super) fn take_stream(&self, server: SocketAddr) -> Option<super::h1::Up> {
         self.streams.borrow_mut().get_mut(&server)?.pop()
     }
 
     /// Keep an idle connection of the HTTP/1.1 path (up to `max` per server; beyond that
     /// the oldest is closed).
-    pub fn put_stream(&self, server: SocketAddr, stream: TcpStream, max: usize) {
+    pub(super) fn put_stream(&self, server: SocketAddr, stream: super::h1::Up, max: usize) {
         let mut streams = self.streams.borrow_mut();
         let list = streams.entry(server).or_default();
         if list.len() >= max.max(1) {
