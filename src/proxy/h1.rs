@@ -1,4 +1,4 @@
-//! The web proxy's own HTTP/1.1 path (plaintext or TLS clients, plaintext mailbox servers):
+//! The web proxy's own HTTP/1.1 path (plaintext or TLS clients, plaintext or TLS mailbox servers):
 //! the heads are parsed with httparse and rewritten as bytes ([`crate::http::h1`]), bodies pass through
 //! unchanged (a chunked one stays chunked) through one buffer per direction, and idle
 //! connections to the servers are pooled per worker. hyper's general path parses every head
