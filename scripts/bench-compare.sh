@@ -12,6 +12,10 @@
 #              ringmail's [http] and behind nginx as a plain reverse proxy (keep-alive upstream,
 #              proxy_buffering off: both stream); scenarios http-small (keep-alive GETs on 20
 #              connections) and http-10m (8 connections).
+#   webtls     the same over TLS to the origin (Zimbra's default, zimbraReverseProxySSLToUpstreamEnabled):
+#              ringmail with http.upstream_tls, nginx with proxy_pass https:// (keep-alive, session
+#              reuse); neither verifies the origin's certificate (nginx's default). Not in the
+#              default BACKENDS.
 # Every scenario runs against both proxies in alternating order (A B, then B A, ...), ROUNDS
 # times, each proxy started fresh per round and warmed up; the medians and ratios are written
 # to $OUT/table.md.
@@ -184,6 +188,12 @@ start_synthetic() {
 
 # an nginx web origin standing in for a mailbox server's web port
 start_web() {
+  # a previous web backend's origin (web, then webtls)
+  if [ -f "$OUT/origin/nginx.pid" ]; then
+    kill "$(cat "$OUT/origin/nginx.pid")" 2>/dev/null || true
+    sleep 1
+  fi
+  UPSTREAM_TLS=
   mkdir -p "$OUT/origin/html"
   head -c 1024 /dev/zero | tr '\0' 'x' >"$OUT/origin/html/small.html"
   head -c 10485760 /dev/zero >"$OUT/origin/html/10m.bin"
@@ -196,12 +206,24 @@ http {
     access_log off;
     keepalive_requests 1000000;
     server { listen 127.0.0.1:10080; root $OUT/origin/html; }
+    server {
+        listen 127.0.0.1:10443 ssl;
+        ssl_certificate $OUT/cert.pem;
+        ssl_certificate_key $OUT/key.pem;
+        root $OUT/origin/html;
+    }
 }
 EOF
   nginx -c "$OUT/origin/nginx.conf" -p "$OUT/origin/"
   sleep 0.5
   ORIGIN=127.0.0.1:10080 IMAP_BACKEND=127.0.0.1:10080 POP3_BACKEND=127.0.0.1:10080 LOOKUP=127.0.0.1:7074
   BACKEND_PIDS() { pgrep -P "$(cat "$OUT/origin/nginx.pid")" | tr '\n' ' '; }
+}
+
+# the same origin, reached over TLS
+start_webtls() {
+  start_web
+  ORIGIN=127.0.0.1:10443 UPSTREAM_TLS=1 LOOKUP=127.0.0.1:7075
 }
 
 start_lookup() {
@@ -213,7 +235,8 @@ start_lookup() {
 # --- proxies ----------------------------------------------------------------------------
 
 write_proxy_configs() {
-  local pin_rm="" affinity="worker_cpu_affinity auto;"
+  local pin_rm="" affinity="worker_cpu_affinity auto;" up_tls=false scheme=http
+  [ -z "${UPSTREAM_TLS:-}" ] || { up_tls=true; scheme=https; }
   [ "$PIN" = on ] || { pin_rm="pin = false"; affinity=""; }
   cat >"$OUT/ringmail.toml" <<EOF
 [workers]
@@ -231,6 +254,9 @@ handlers = ["http://$LOOKUP/service/extension/nginx-lookup"]
 [http]
 listen = ["127.0.0.1:21080"]
 servers = ["${ORIGIN:-127.0.0.1:10080}"]
+upstream_tls = $up_tls
+[upstream]
+insecure_skip_verify = $up_tls
 [shutdown]
 grace = "0s"
 spread = "0s"
@@ -264,7 +290,7 @@ http {
     server {
         listen 127.0.0.1:22080;
         location / {
-            proxy_pass http://origin;
+            proxy_pass $scheme://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
@@ -345,7 +371,7 @@ fresh() {
 
 scenarios() { # scenarios <backend> <round> <target>
   local b=$1 r=$2 t=$3 u="--users $USERS"
-  if [ "$b" = web ]; then
+  if [ "$b" = web ] || [ "$b" = webtls ]; then
     $LT http --target 127.0.0.1:$HTTPPORT --path /small.html --count 2000 --concurrency 20 --json --max-errors 1 >/dev/null
     http_scenarios "$b" "$r" "$t" "$HTTPPORT"
     return
@@ -376,7 +402,9 @@ for backend in $BACKENDS; do
     done
     PIDARGS=$(BACKEND_PIDS | tr ' ' '\n' | { grep . || true; } | sed 's/^/--pid /' | tr '\n' ' ')
     PORT=${IMAP_BACKEND##*:}
-    if [ "$backend" = web ]; then
+    if [ "$backend" = web ] || [ "$backend" = webtls ]; then
+      # the origin's plaintext port: loadtest speaks plain HTTP
+      PORT=10080
       http_scenarios "$backend" "$round" backend "$PORT"
       continue
     fi

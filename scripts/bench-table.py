@@ -51,7 +51,7 @@ for b in backends:
     rounds = len({r["round"] for r in bro})
     pins = sorted({r.get("pin", "on") for r in bro})
     workers = sorted({r.get("workers", 2) for r in bro})
-    title = {"dovecot": "Real Dovecot backend (primary)", "synthetic": "`loadtest backend` (secondary)", "web": "HTTP proxy: nginx origin, ringmail `[http]` vs nginx reverse proxy"}.get(b, b)
+    title = {"dovecot": "Real Dovecot backend (primary)", "synthetic": "`loadtest backend` (secondary)", "web": "HTTP proxy: nginx origin, ringmail `[http]` vs nginx reverse proxy", "webtls": "HTTP proxy over TLS to the origin (`http.upstream_tls` vs nginx `proxy_pass https://`)"}.get(b, b)
     print(f"### {title}\n")
     print(f"Medians of {rounds} round(s); workers {workers}, pinned {pins}; ratio = ringmail / nginx.\n")
     print("| metric | ringmail | nginx | ratio | target | met? | backend direct |")
