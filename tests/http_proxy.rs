@@ -1396,3 +1396,28 @@ fn client_certificates_log_in_through_certauth_as_zimbras_sso_listener() {
         "{head}"
     );
 }
+
+#[test]
+fn parallel_requests_of_one_user_at_a_cold_cache_make_one_lookup() {
+    let a = NginxWeb::start("server-A");
+    let lookup = LookupHandler::start(Default::default());
+    let slow = Rule::Slow(Duration::from_millis(500), Box::new(route(a.addr)));
+    lookup.set("alice", slow);
+    let (rm, port) = ringmail("", &lookup, &[a.addr], None);
+    // a web client's first requests after its login, on separate connections (both workers)
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            let url = format!("http://127.0.0.1:{port}/home/alice/item{i}");
+            std::thread::spawn(move || curl(&[&url]))
+        })
+        .collect();
+    for (i, c) in clients.into_iter().enumerate() {
+        let (code, body, err) = c.join().unwrap();
+        assert_eq!(code, 200, "{err}\n{}", rm.log());
+        assert!(
+            body.starts_with(&format!("server-A GET /home/alice/item{i}")),
+            "{body}"
+        );
+    }
+    assert_eq!(lookup.requests(), 1, "one lookup for the six requests");
+}

@@ -33,10 +33,12 @@ pub enum Resolution {
 }
 
 /// In-flight lookups of the process, keyed by (protocol, client IP, login), with the sessions
+/// waiting for each; and the web's, keyed by everything a web lookup asks, with the requests
 /// waiting for each. Touched twice per cache miss; never on the relay path.
 #[derive(Default)]
 pub struct InFlight {
     waiting: Mutex<HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>>,
+    web: Mutex<HashMap<Vec<u8>, Vec<oneshot::Sender<super::webroute::WebRoute>>>>,
 }
 
 impl InFlight {
@@ -46,5 +48,12 @@ impl InFlight {
         // a panic while holding this lock cannot leave the map inconsistent (single inserts
         // and removes), so a poisoned lock is still usable
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn web_table(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<oneshot::Sender<super::webroute::WebRoute>>>>
+    {
+        self.web.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -77,6 +77,57 @@ impl Router {
             return WebRoute::Server(server);
         }
         self.metrics.cache(false, false);
+        // one lookup per user at a time in the process: a web client's parallel requests at a
+        // cold cache wait for the first one's answer
+        let mut merge = format!(
+            "{}\0{}\0{}\0{}\0",
+            ctx.protocol,
+            u8::from(ctx.admin),
+            u8::from(by_id),
+            ctx.client_ip
+        )
+        .into_bytes();
+        merge.extend_from_slice(ctx.host);
+        merge.push(0);
+        merge.extend_from_slice(name);
+        let rx = {
+            let mut table = self.inflight.web_table();
+            match table.get_mut(&merge) {
+                Some(waiters) => {
+                    let (tx, rx) = futures_channel::oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    table.insert(merge.clone(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = rx {
+            // the first request was dropped (its client went away): no route, the ip-hash
+            return rx.await.unwrap_or(WebRoute::Unknown);
+        }
+        let guard = WebInFlight {
+            inflight: &self.inflight,
+            key: Some(merge),
+        };
+        let route = self
+            .resolve_web_miss(key, name, by_id, alias_found, ctx)
+            .await;
+        guard.finish(route);
+        route
+    }
+
+    /// A process-cache miss: the memcached tier, then the handlers.
+    async fn resolve_web_miss(
+        &self,
+        key: Vec<u8>,
+        name: &[u8],
+        by_id: bool,
+        alias_found: bool,
+        ctx: &WebContext<'_>,
+    ) -> WebRoute {
         if let Some(mc) = &self.memcache {
             let hit = mc.get(&key).await.and_then(|v| {
                 std::str::from_utf8(&v)
@@ -85,7 +136,7 @@ impl Router {
             });
             self.metrics.cache(true, hit.is_some());
             if let Some(server) = hit {
-                self.routes.put_route(&key, server, now);
+                self.routes.put_route(&key, server, Instant::now());
                 return WebRoute::Server(server);
             }
         }
@@ -162,6 +213,32 @@ impl Router {
                 tracing::warn!(user = %Escaped(name), client = %ctx.client_ip, error = %e, "web route lookup failed; ip-hash fallback");
                 WebRoute::Unknown
             }
+        }
+    }
+}
+
+/// Removes a web lookup's in-flight entry whether it finishes (`finish` answers the waiters)
+/// or its future is dropped (the waiters see their channel closed: no route).
+struct WebInFlight<'a> {
+    inflight: &'a super::inflight::InFlight,
+    key: Option<Vec<u8>>,
+}
+
+impl WebInFlight<'_> {
+    fn finish(mut self, route: WebRoute) {
+        if let Some(key) = self.key.take() {
+            let waiters = self.inflight.web_table().remove(&key);
+            for tx in waiters.into_iter().flatten() {
+                let _ = tx.send(route);
+            }
+        }
+    }
+}
+
+impl Drop for WebInFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.inflight.web_table().remove(&key);
         }
     }
 }
