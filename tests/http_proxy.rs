@@ -1421,3 +1421,71 @@ fn parallel_requests_of_one_user_at_a_cold_cache_make_one_lookup() {
     }
     assert_eq!(lookup.requests(), 1, "one lookup for the six requests");
 }
+
+#[test]
+fn http_listeners_take_a_proxy_protocol_header_from_a_trusted_balancer() {
+    let a = NginxWeb::start("server-A");
+    let lookup = LookupHandler::start(Default::default());
+    let pki = Pki::new();
+    let (cert, key) = pki.issue("mail.example.com");
+    let (plain, tls) = (free_port(), free_port());
+    let rm = Ringmail::start(&format!(
+        "[lookup]\nhandlers = [\"{}\"]\n\n\
+         [tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n\n\
+         [proxy_protocol]\ntrusted = [\"127.0.0.1\"]\ntimeout = \"1s\"\n\n\
+         [http]\nservers = [\"{}\"]\n\
+         listen = [{{ address = \"127.0.0.1:{plain}\", proxy_protocol = true }}]\n\
+         listen_tls = [{{ address = \"127.0.0.1:{tls}\", proxy_protocol = true }}]\n",
+        lookup.url(),
+        cert.display(),
+        key.display(),
+        a.addr
+    ));
+    // the header and the request in one segment (v1), then a second request on the connection
+    let mut s = TcpStream::connect(("127.0.0.1", plain)).unwrap();
+    s.write_all(
+        b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 80\r\nGET /zimbra/ HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .unwrap();
+    let mut pending = Vec::new();
+    let (head, body) = read_response(&mut s, &mut pending);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{}", rm.log());
+    assert!(body.contains("xff=198.51.100.7 "), "{body}");
+    s.write_all(b"GET /zimbra/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    let (_, body) = read_response(&mut s, &mut pending);
+    assert!(body.contains("GET /zimbra/2 xff=198.51.100.7 "), "{body}");
+    // over TLS: the header (v2 here), then the handshake (python's ssl on the same socket)
+    let script = r#"
+import socket, ssl, struct, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+addr = socket.inet_aton("203.0.113.9") + socket.inet_aton("127.0.0.1") + struct.pack("!HH", 40001, 443)
+s.sendall(b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(addr)) + addr)
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s, server_hostname="mail.example.com")
+t.sendall(b"GET /zimbra/tls HTTP/1.1\r\nHost: mail.example.com\r\nConnection: close\r\n\r\n")
+out = b""
+while True:
+    d = t.recv(65536)
+    if not d:
+        break
+    out += d
+print(out.decode())
+"#;
+    let out = python(script, &[&tls.to_string()]);
+    assert!(
+        out.contains("GET /zimbra/tls xff=203.0.113.9 "),
+        "{out}\n{}",
+        rm.log()
+    );
+    // no header: closed without an answer
+    let mut s = TcpStream::connect(("127.0.0.1", plain)).unwrap();
+    s.write_all(b"GET /zimbra/ HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+}

@@ -19,13 +19,6 @@ pub fn validate(
     if http.is_empty() {
         return Ok(None);
     }
-    if let Some(l) = http.iter().find(|l| l.proxy_protocol) {
-        return Err(format!(
-            "{}: the PROXY protocol is not supported on HTTP listeners yet (a balancer's \
-             X-Forwarded-For is passed on)",
-            l.addr
-        ));
-    }
     let listed = |list: &[super::ListenFile]| -> Vec<SocketAddr> {
         list.iter()
             .filter_map(|l| l.parts().0.parse().ok())

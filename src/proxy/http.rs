@@ -79,6 +79,16 @@ macro_rules! serve_until_drained {
 pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: SocketAddr) {
     // TCP_NODELAY came from the listener
     let local = super::listen::local_addr(spec.addr, &stream);
+    let mut peer = peer;
+    if spec.proxy_protocol {
+        match proxy_header(&w, &stream, peer).await {
+            Some(client) => peer = client.unwrap_or(peer),
+            None => {
+                w.metrics.refused(super::metrics::Refused::ProxyProtocol);
+                return;
+            }
+        }
+    }
     let Some(cfg) = w.config.http.clone() else {
         return;
     };
@@ -168,6 +178,77 @@ pub async fn serve(w: Rc<Worker>, spec: ListenerSpec, stream: TcpStream, peer: S
             return;
         }
         serve_until_drained!(w, http1(&cfg).serve_connection(io, service).with_upgrades());
+    }
+}
+
+/// The PROXY protocol header a trusted load balancer sends first (`spec/proxy-protocol.md`),
+/// under `proxy_protocol.timeout`: the client it names (None for LOCAL / UNKNOWN: the socket's
+/// peer stands), or None to close (logged). Exactly the header's bytes are taken from the
+/// socket (peeked first, then read): what follows — a request, or a TLS handshake that
+/// compio's acceptor reads itself — stays there.
+async fn proxy_header(
+    w: &Worker,
+    stream: &TcpStream,
+    peer: SocketAddr,
+) -> Option<Option<SocketAddr>> {
+    use crate::proxyproto::{self, Header};
+    if !crate::cidr::any_contains(&w.config.proxy_trusted, peer.ip()) {
+        tracing::warn!(client = %peer, "connection to a PROXY protocol listener from outside proxy_protocol.trusted; closing");
+        return None;
+    }
+    let peek = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+    let read = async {
+        let mut buf = vec![0u8; proxyproto::MAX_HEADER];
+        let mut seen = 0;
+        loop {
+            super::splice::readable(stream)
+                .await
+                .map_err(|e| e.to_string())?;
+            let n = match rustix::net::recv(stream, &mut buf, peek) {
+                Ok((0, _)) => return Err("closed before the end of the PROXY header".to_string()),
+                Ok((n, _)) => n,
+                Err(rustix::io::Errno::AGAIN) => 0,
+                Err(e) => return Err(e.to_string()),
+            };
+            match proxyproto::parse(&buf[..n]) {
+                Ok(Some((header, used))) => {
+                    // the header's bytes are in the socket: take exactly them
+                    let flags = rustix::net::RecvFlags::DONTWAIT;
+                    let mut taken = 0;
+                    while taken < used {
+                        match rustix::net::recv(stream, &mut buf[taken..used], flags) {
+                            Ok((0, _)) => return Err("closed in the PROXY header".to_string()),
+                            Ok((m, _)) => taken += m,
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                    return Ok(header);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            // part of a header: the socket stays readable until more comes, so wait a
+            // little rather than spin (a balancer sends its header in one segment)
+            if n == seen {
+                compio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            seen = n;
+        }
+    };
+    match compio::time::timeout(w.config.proxy_timeout, read).await {
+        Ok(Ok(Header::Proxied { source, .. })) => {
+            tracing::debug!(client = %source, balancer = %peer, "PROXY protocol header");
+            Some(Some(source))
+        }
+        Ok(Ok(Header::Local)) => Some(None),
+        Ok(Err(e)) => {
+            tracing::info!(client = %peer, error = %e, "bad PROXY protocol header; closing");
+            None
+        }
+        Err(_) => {
+            tracing::info!(client = %peer, timeout = ?w.config.proxy_timeout, "no PROXY protocol header in time; closing");
+            None
+        }
     }
 }
 

@@ -147,7 +147,7 @@ fn release(pipe: &mut Option<Pipe>) {
 }
 
 /// Wait until `s` has bytes to read (a one-shot poll through the ring).
-async fn readable(s: &TcpStream) -> io::Result<()> {
+pub(super) async fn readable(s: &TcpStream) -> io::Result<()> {
     let op = PollOnce::new(s.to_shared_fd(), Interest::Readable);
     compio::runtime::submit(op).await.0.map(drop)
 }

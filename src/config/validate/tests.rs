@@ -168,11 +168,15 @@ fn http_table_is_checked() {
         .contains("needs an HTTPS listener"));
     assert!(err("listen = [\"127.0.0.1:8080\"]\nservers = [\"mbox1\"]").contains("http.servers"));
     assert!(err("listen = [\"127.0.0.1:8080\"]\nupstream_tls = true").contains("upstream.ca_file"));
-    assert!(err(
+    let c = check(
         "listen = [{ address = \"127.0.0.1:8080\", proxy_protocol = true }]\n\
-             [proxy_protocol]\ntrusted = [\"10.0.0.0/8\"]"
+             [proxy_protocol]\ntrusted = [\"10.0.0.0/8\"]",
     )
-    .contains("PROXY protocol is not supported"));
+    .unwrap();
+    assert!(c
+        .listeners
+        .iter()
+        .any(|l| l.proxy_protocol && l.proto == Proto::Http));
     assert!(err("listen = [\"127.0.0.1:8080\"]\nmax_header = \"100\"").contains("max_header"));
     // strict server names: lower case, without a trailing dot; not a name: refused
     let c = check("listen = [\"127.0.0.1:8080\"]\nserver_names = [\"Mail.Example.COM.\"]").unwrap();
