@@ -56,20 +56,7 @@ impl NginxWeb {
             d = dir.display()
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let nginx = if std::path::Path::new("/usr/sbin/nginx").exists() {
-            "/usr/sbin/nginx"
-        } else {
-            "nginx"
-        };
-        let child = Command::new(nginx)
-            .args(["-c", &dir.join("nginx.conf").display().to_string()])
-            .args(["-p", &dir.display().to_string()])
-            .args(["-e", &dir.join("error.log").display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx is not installed: run scripts/test.sh");
-        wait_port(port, "nginx");
+        let child = spawn_nginx(&dir, port);
         NginxWeb {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),

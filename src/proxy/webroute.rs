@@ -119,6 +119,41 @@ impl Router {
         route
     }
 
+    /// The web variant of the lookup (`spec/http-proxy.md` §5): by user name, account id
+    /// (`by_id`) or certificate subject (`certauth`: the master account). None when there is
+    /// no one to ask (no handlers, or the stock dialect, which has no web lookup).
+    async fn ask_web(
+        &self,
+        user: &[u8],
+        ctx: &WebContext<'_>,
+        by_id: bool,
+        certauth: Option<(&str, &Secret)>,
+    ) -> Option<Result<Answer, super::lookup::LookupFailure>> {
+        if !self.lookup.has_handlers() || self.lookup.dialect() != Dialect::Zimbra {
+            return None;
+        }
+        let password = Secret::from(&b""[..]);
+        let req = Request {
+            user,
+            password: &password,
+            protocol: ctx.protocol,
+            attempt: 0,
+            proxy_ip: ctx.proxy_ip,
+            client_ip: ctx.client_ip,
+            oauth: None,
+            web: Some(WebLookup {
+                by_id,
+                host: ctx.host,
+                admin: ctx.admin,
+                certauth,
+            }),
+        };
+        let started = Instant::now();
+        let answer = self.lookup.lookup(&req).await;
+        self.metrics.lookup.observe(started.elapsed());
+        Some(answer)
+    }
+
     /// A process-cache miss: the memcached tier, then the handlers.
     async fn resolve_web_miss(
         &self,
@@ -140,29 +175,9 @@ impl Router {
                 return WebRoute::Server(server);
             }
         }
-        // the web lookup is Zimbra's; the stock dialect has none
-        if !self.lookup.has_handlers() || self.lookup.dialect() != Dialect::Zimbra {
+        let Some(answer) = self.ask_web(name, ctx, by_id, None).await else {
             return WebRoute::Unknown;
-        }
-        let password = Secret::from(&b""[..]);
-        let req = Request {
-            user: name,
-            password: &password,
-            protocol: ctx.protocol,
-            attempt: 0,
-            proxy_ip: ctx.proxy_ip,
-            client_ip: ctx.client_ip,
-            oauth: None,
-            web: Some(WebLookup {
-                by_id,
-                host: ctx.host,
-                admin: ctx.admin,
-                certauth: None,
-            }),
         };
-        let started = Instant::now();
-        let answer = self.lookup.lookup(&req).await;
-        self.metrics.lookup.observe(started.elapsed());
         match answer {
             Ok(Answer::Route(route)) => {
                 let now = Instant::now();
@@ -263,28 +278,9 @@ impl Router {
         ctx: &WebContext<'_>,
         master: (&str, &Secret),
     ) -> CertAuthAnswer {
-        if !self.lookup.has_handlers() || self.lookup.dialect() != Dialect::Zimbra {
+        let Some(answer) = self.ask_web(dn.as_bytes(), ctx, false, Some(master)).await else {
             return CertAuthAnswer::Failed;
-        }
-        let password = Secret::from(&b""[..]);
-        let req = Request {
-            user: dn.as_bytes(),
-            password: &password,
-            protocol: ctx.protocol,
-            attempt: 0,
-            proxy_ip: ctx.proxy_ip,
-            client_ip: ctx.client_ip,
-            oauth: None,
-            web: Some(WebLookup {
-                by_id: false,
-                host: ctx.host,
-                admin: ctx.admin,
-                certauth: Some(master),
-            }),
         };
-        let started = Instant::now();
-        let answer = self.lookup.lookup(&req).await;
-        self.metrics.lookup.observe(started.elapsed());
         match answer {
             Ok(Answer::Route(route)) => match route.password {
                 // the token goes into a Set-Cookie header: visible ASCII only

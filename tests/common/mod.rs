@@ -94,111 +94,20 @@ impl Pki {
             "subjectAltName=DNS:{name},IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
              keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
         );
-        std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
-        let (key, csr, pem) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-        );
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-            &self.dir,
-        );
-        openssl(
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "30",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-            &self.dir,
-        );
-        (self.dir.join(pem), self.dir.join(key))
+        self.sign(name, &format!("/CN={name}"), &ext)
     }
-}
 
-impl Pki {
     /// A client certificate (`extendedKeyUsage=clientAuth`) with the subject `subj` in
-    /// openssl's `-subj` form (UTF-8), saved as `<file>.pem` / `<file>.key`. Returns (cert,
-    /// key) paths and the subject as OpenSSL writes it in RFC 2253 form (nginx's
-    /// `$ssl_client_s_dn`).
+    /// openssl's `-subj` form (UTF-8, `+` joins a multi-valued RDN), saved as `<file>.pem` /
+    /// `<file>.key`. Returns (cert, key) paths and the subject as OpenSSL writes it in RFC 2253
+    /// form (nginx's `$ssl_client_s_dn`).
     pub fn issue_client(&self, file: &str, subj: &str) -> (PathBuf, PathBuf, String) {
         let ext =
             "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n";
-        std::fs::write(self.dir.join(format!("{file}.ext")), ext).unwrap();
-        let (key, csr, pem) = (
-            format!("{file}.key"),
-            format!("{file}.csr"),
-            format!("{file}.pem"),
-        );
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-utf8",
-                "-multivalue-rdn",
-                "-subj",
-                subj,
-            ],
-            &self.dir,
-        );
-        openssl(
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "30",
-                "-extfile",
-                &format!("{file}.ext"),
-            ],
-            &self.dir,
-        );
+        let (pem, key) = self.sign(file, subj, ext);
         let out = Command::new("openssl")
-            .args([
-                "x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in", &pem,
-            ])
-            .current_dir(&self.dir)
+            .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+            .arg(&pem)
             .output()
             .unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
@@ -207,7 +116,55 @@ impl Pki {
             .strip_prefix("subject=")
             .unwrap()
             .to_string();
-        (self.dir.join(pem), self.dir.join(key), dn)
+        (pem, key, dn)
+    }
+
+    /// A key and a certificate for `subj` signed by the CA with the extensions `ext`, saved as
+    /// `<file>.pem` / `<file>.key`.
+    fn sign(&self, file: &str, subj: &str, ext: &str) -> (PathBuf, PathBuf) {
+        std::fs::write(self.dir.join(format!("{file}.ext")), ext).unwrap();
+        let (key, csr, pem) = (
+            format!("{file}.key"),
+            format!("{file}.csr"),
+            format!("{file}.pem"),
+        );
+        let new_key = [
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ];
+        openssl(
+            &[&new_key[..], &["-nodes", "-keyout", &key, "-out", &csr]]
+                .concat()
+                .into_iter()
+                .chain(["-utf8", "-multivalue-rdn", "-subj", subj])
+                .collect::<Vec<_>>(),
+            &self.dir,
+        );
+        let ext_file = format!("{file}.ext");
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "30",
+                "-extfile",
+                &ext_file,
+            ],
+            &self.dir,
+        );
+        (self.dir.join(pem), self.dir.join(key))
     }
 }
 
@@ -1221,22 +1178,28 @@ impl NginxTls {
             k = key.display(),
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let nginx = if Path::new("/usr/sbin/nginx").exists() {
-            "/usr/sbin/nginx"
-        } else {
-            "nginx"
-        };
-        let child = Command::new(nginx)
-            .args(["-c", &dir.join("nginx.conf").display().to_string()])
-            .args(["-p", &dir.display().to_string()])
-            .args(["-e", &dir.join("error.log").display().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx is not installed: run scripts/test.sh");
-        wait_port(port, "nginx (TLS)");
+        let child = spawn_nginx(&dir, port);
         NginxTls { child, port, dir }
     }
+}
+
+/// nginx on `dir/nginx.conf` (its prefix and error log in `dir`), once it listens on `port`.
+pub fn spawn_nginx(dir: &Path, port: u16) -> Child {
+    let nginx = if Path::new("/usr/sbin/nginx").exists() {
+        "/usr/sbin/nginx"
+    } else {
+        "nginx"
+    };
+    let child = Command::new(nginx)
+        .args(["-c", &dir.join("nginx.conf").display().to_string()])
+        .args(["-p", &dir.display().to_string()])
+        .args(["-e", &dir.join("error.log").display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx is not installed: run scripts/test.sh");
+    wait_port(port, "nginx");
+    child
 }
 
 impl Drop for NginxTls {
