@@ -32,28 +32,78 @@ pub enum Resolution {
     Failed(super::error::ProxyError),
 }
 
-/// In-flight lookups of the process, keyed by (protocol, client IP, login), with the sessions
-/// waiting for each; and the web's, keyed by everything a web lookup asks, with the requests
-/// waiting for each. Touched twice per cache miss; never on the relay path.
+/// In-flight lookups of the process: the mail logins', keyed by (protocol, client IP, login),
+/// and the web's, keyed by everything a web lookup asks. Touched twice per cache miss; never on
+/// the relay path.
 #[derive(Default)]
 pub struct InFlight {
-    waiting: Mutex<HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>>,
-    web: Mutex<HashMap<Vec<u8>, Vec<oneshot::Sender<super::webroute::WebRoute>>>>,
+    pub(super) mail: Table<Resolution>,
+    pub(super) web: Table<super::webroute::WebRoute>,
 }
 
-impl InFlight {
-    pub(super) fn table(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<oneshot::Sender<Resolution>>>> {
+/// Lookups in flight by key, with the callers waiting for each one's answer.
+pub(super) struct Table<T>(Mutex<HashMap<Vec<u8>, Vec<oneshot::Sender<T>>>>);
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table(Mutex::new(HashMap::new()))
+    }
+}
+
+/// What [`Table::join`] made of a caller.
+pub(super) enum Joined<'a, T: Clone> {
+    /// Another caller is asking: wait for its answer (a closed channel: it was dropped).
+    Wait(oneshot::Receiver<T>),
+    /// This caller asks; the guard answers the others (or, dropped, closes their channels).
+    Lead(Lead<'a, T>),
+}
+
+impl<T: Clone> Table<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<oneshot::Sender<T>>>> {
         // a panic while holding this lock cannot leave the map inconsistent (single inserts
         // and removes), so a poisoned lock is still usable
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn web_table(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Vec<oneshot::Sender<super::webroute::WebRoute>>>>
-    {
-        self.web.lock().unwrap_or_else(|e| e.into_inner())
+    /// Wait for the lookup of `key` in flight, or become it.
+    pub(super) fn join(&self, key: Vec<u8>) -> Joined<'_, T> {
+        let mut table = self.lock();
+        if let Some(waiters) = table.get_mut(&key) {
+            let (tx, rx) = oneshot::channel();
+            waiters.push(tx);
+            return Joined::Wait(rx);
+        }
+        table.insert(key.clone(), Vec::new());
+        Joined::Lead(Lead {
+            table: self,
+            key: Some(key),
+        })
+    }
+}
+
+/// The caller whose lookup the others wait for. Removes the entry whether the lookup finishes
+/// (`finish`, which answers the waiters) or its future is dropped (the waiters then see their
+/// channel closed).
+pub(super) struct Lead<'a, T: Clone> {
+    table: &'a Table<T>,
+    key: Option<Vec<u8>>,
+}
+
+impl<T: Clone> Lead<'_, T> {
+    pub(super) fn finish(mut self, answer: &T) {
+        if let Some(key) = self.key.take() {
+            let waiters = self.table.lock().remove(&key);
+            for tx in waiters.into_iter().flatten() {
+                let _ = tx.send(answer.clone());
+            }
+        }
+    }
+}
+
+impl<T: Clone> Drop for Lead<'_, T> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.table.lock().remove(&key);
+        }
     }
 }

@@ -8,12 +8,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use futures_channel::oneshot;
-
 use std::rc::Rc;
 use std::sync::Arc;
 
 use super::error::ProxyError;
+use super::inflight::Joined;
 pub use super::inflight::{InFlight, Resolution};
 use super::lookup::LookupClient;
 use super::memcache::Tier;
@@ -128,27 +127,15 @@ async fn resolve(w: &Router, ctx: &LoginContext<'_>) -> Resolution {
         // one request per login on this worker; later callers wait for its answer
         let mut key = format!("{}\0{}\0", ctx.protocol, ctx.client_ip).into_bytes();
         key.extend_from_slice(user);
-        let rx = {
-            let mut table = w.inflight.table();
-            match table.get_mut(&key) {
-                Some(waiters) => {
-                    let (tx, rx) = oneshot::channel();
-                    waiters.push(tx);
-                    Some(rx)
-                }
-                None => {
-                    table.insert(key.clone(), Vec::new());
-                    None
-                }
-            }
-        };
-        if let Some(rx) = rx {
-            return rx.await.unwrap_or_else(|_| {
-                Resolution::Failed(ProxyError::lookup("shared lookup was cancelled"))
-            });
-        }
         // If this future is dropped mid-lookup, the guard wakes the waiters with a failure.
-        let guard = InFlightGuard { w, key: Some(key) };
+        let guard = match w.inflight.mail.join(key) {
+            Joined::Wait(rx) => {
+                return rx.await.unwrap_or_else(|_| {
+                    Resolution::Failed(ProxyError::lookup("shared lookup was cancelled"))
+                })
+            }
+            Joined::Lead(guard) => guard,
+        };
         // the fleet's tier next, then the handlers
         let (found, alias_in_memcache) = match &w.memcache {
             Some(mc) => from_memcache(w, mc, ctx).await,
@@ -186,33 +173,6 @@ async fn resolve(w: &Router, ctx: &LoginContext<'_>) -> Resolution {
     } else {
         // stock dialect: the handler checks the password, so answers are not shared or cached
         ask(w, ctx, false).await
-    }
-}
-
-/// Removes the in-flight entry whether the lookup finishes (`finish`, which also answers the
-/// waiters) or its future is dropped (the waiters then see their channel closed: a failure).
-struct InFlightGuard<'a> {
-    w: &'a Router,
-    key: Option<Vec<u8>>,
-}
-
-impl InFlightGuard<'_> {
-    fn finish(mut self, res: &Resolution) {
-        let Some(key) = self.key.take() else {
-            return;
-        };
-        let waiters = self.w.inflight.table().remove(&key);
-        for tx in waiters.into_iter().flatten() {
-            let _ = tx.send(res.clone());
-        }
-    }
-}
-
-impl Drop for InFlightGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.w.inflight.table().remove(&key);
-        }
     }
 }
 

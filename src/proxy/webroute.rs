@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use super::inflight::Joined;
 use super::router::Router;
 use crate::http::route::Who;
 use crate::logsafe::Escaped;
@@ -90,32 +91,15 @@ impl Router {
         merge.extend_from_slice(ctx.host);
         merge.push(0);
         merge.extend_from_slice(name);
-        let rx = {
-            let mut table = self.inflight.web_table();
-            match table.get_mut(&merge) {
-                Some(waiters) => {
-                    let (tx, rx) = futures_channel::oneshot::channel();
-                    waiters.push(tx);
-                    Some(rx)
-                }
-                None => {
-                    table.insert(merge.clone(), Vec::new());
-                    None
-                }
-            }
-        };
-        if let Some(rx) = rx {
+        let guard = match self.inflight.web.join(merge) {
             // the first request was dropped (its client went away): no route, the ip-hash
-            return rx.await.unwrap_or(WebRoute::Unknown);
-        }
-        let guard = WebInFlight {
-            inflight: &self.inflight,
-            key: Some(merge),
+            Joined::Wait(rx) => return rx.await.unwrap_or(WebRoute::Unknown),
+            Joined::Lead(guard) => guard,
         };
         let route = self
             .resolve_web_miss(key, name, by_id, alias_found, ctx)
             .await;
-        guard.finish(route);
+        guard.finish(&route);
         route
     }
 
@@ -228,32 +212,6 @@ impl Router {
                 tracing::warn!(user = %Escaped(name), client = %ctx.client_ip, error = %e, "web route lookup failed; ip-hash fallback");
                 WebRoute::Unknown
             }
-        }
-    }
-}
-
-/// Removes a web lookup's in-flight entry whether it finishes (`finish` answers the waiters)
-/// or its future is dropped (the waiters see their channel closed: no route).
-struct WebInFlight<'a> {
-    inflight: &'a super::inflight::InFlight,
-    key: Option<Vec<u8>>,
-}
-
-impl WebInFlight<'_> {
-    fn finish(mut self, route: WebRoute) {
-        if let Some(key) = self.key.take() {
-            let waiters = self.inflight.web_table().remove(&key);
-            for tx in waiters.into_iter().flatten() {
-                let _ = tx.send(route);
-            }
-        }
-    }
-}
-
-impl Drop for WebInFlight<'_> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.inflight.web_table().remove(&key);
         }
     }
 }
