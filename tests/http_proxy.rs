@@ -484,6 +484,24 @@ fn http2_over_tls_with_alpn() {
         rm.log()
     );
     assert!(text.ends_with("version=2"), "{text}");
+    // the stub status over HTTP/2 (hyper's path): this request is the one being written
+    let status_url = format!("https://mail.example.com:{tls_port}/nginx_status");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-S",
+            "--http2",
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+        ])
+        .arg(&status_url)
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&out.stdout).into_owned();
+    let n = stub_status_numbers(&page);
+    assert_eq!(n[5], 1, "Writing: {page}");
     // HTTP/1.1 on the same listener when the client does not offer h2
     let out = Command::new("curl")
         .args([
@@ -1360,6 +1378,23 @@ fn client_certificates_log_in_through_certauth_as_zimbras_sso_listener() {
     // a certificate that does not chain to certauth_ca: no handshake
     let (code, _) = certauth_get(port, "/certauth", Some((&eve_cert, &eve_key)));
     assert_eq!(code, 0, "the handshake must fail");
+    // HTTP/1.0 (hyper's path) reads the same handshake's certificate
+    let out = Command::new("curl")
+        .args(["-s", "-k", "--http1.0", "-D", "-", "-o", "/dev/null"])
+        .args(["-H", "Host: mail.example.com"])
+        .arg("--cert")
+        .arg(&alice_cert)
+        .arg("--key")
+        .arg(&alice_key)
+        .arg(format!("https://127.0.0.1:{port}/certauth"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(head.contains(" 302 "), "{head}");
+    assert!(
+        head.contains("set-cookie: zm_auth_token=0_alice-token;path=/"),
+        "{head}"
+    );
     // neither the token nor the master password is logged
     let log = rm.log();
     assert!(
