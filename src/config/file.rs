@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// `workers.batch_wait`'s default, in microseconds (docs/benchmarks.md, session 9).
+pub const BATCH_WAIT_US: u64 = 1000;
+
 /// `[workers]`: per-core tuning.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -14,6 +17,8 @@ pub struct WorkersFile {
     pub buffers: u16,
     pub max_connections: usize,
     pub backlog: i32,
+    pub batch_wait: Dur,
+    pub batch_size: u32,
 }
 
 impl Default for WorkersFile {
@@ -27,6 +32,8 @@ impl Default for WorkersFile {
             buffers: 1024,
             max_connections: 10000,
             backlog: 1024,
+            batch_wait: Dur(Duration::from_micros(BATCH_WAIT_US)),
+            batch_size: 64,
         }
     }
 }

@@ -173,6 +173,10 @@ pub struct Workers {
     pub buffers: u16,
     pub max_connections: usize,
     pub backlog: i32,
+    /// A worker waiting for completions takes up to `batch_size` of them, or what has
+    /// arrived once `batch_wait` has passed since it began to wait (zero: one at a time).
+    pub batch_wait: Duration,
+    pub batch_size: u32,
 }
 
 /// `[upstream]`: how backends are reached.

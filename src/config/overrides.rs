@@ -35,6 +35,13 @@ pub struct Overrides {
     /// Listen backlog. Key: workers.backlog
     #[arg(long)]
     pub backlog: Option<i32>,
+    /// How long a busy worker gathers completions before handling them, e.g. 250us
+    /// (0: one at a time). Key: workers.batch_wait
+    #[arg(long, value_parser = parse_duration)]
+    pub batch_wait: Option<Duration>,
+    /// Most completions a worker waits for at once. Key: workers.batch_size
+    #[arg(long)]
+    pub batch_size: Option<u32>,
 }
 
 impl Overrides {
@@ -63,6 +70,12 @@ impl Overrides {
         }
         if let Some(v) = self.backlog {
             w.backlog = v;
+        }
+        if let Some(v) = self.batch_wait {
+            w.batch_wait = Dur(v);
+        }
+        if let Some(v) = self.batch_size {
+            w.batch_size = v;
         }
         if let Some(v) = self.route_cache_capacity {
             f.lookup.cache_capacity = v;

@@ -1,8 +1,8 @@
-//! Human units: durations (`15s`, `100ms`, `2m`, `1h`) and sizes (`16k`, `1m`), checked.
+//! Human units: durations (`15s`, `100ms`, `250us`, `2m`, `1h`) and sizes (`16k`, `1m`), checked.
 
 use super::*;
 
-/// A duration written as `15s`, `100ms`, `2m`, `1h` or a bare number of seconds.
+/// A duration written as `15s`, `100ms`, `250us`, `2m`, `1h` or a bare number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
 
@@ -19,11 +19,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(match unit {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
+        "us" => Duration::from_micros(n),
         "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(too_long)?),
         "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(too_long)?),
         _ => {
             return Err(format!(
-                "invalid duration unit in {s:?} (use ms, s, m or h)"
+                "invalid duration unit in {s:?} (use us, ms, s, m or h)"
             ))
         }
     })

@@ -203,6 +203,12 @@ impl FileConfig {
         if w.ring_entries < 16 || w.ring_entries > 32768 {
             return Err("workers.ring_entries must be 16..=32768".into());
         }
+        if w.batch_wait.0 > Duration::from_millis(10) {
+            return Err("workers.batch_wait must be at most 10ms (it delays answers)".into());
+        }
+        if w.batch_size == 0 || w.batch_size > w.ring_entries {
+            return Err("workers.batch_size must be 1..=workers.ring_entries".into());
+        }
         if w.max_connections == 0 {
             return Err("workers.max_connections must be at least 1".into());
         }
@@ -505,6 +511,8 @@ impl FileConfig {
                 buffers: w.buffers,
                 max_connections: w.max_connections,
                 backlog: w.backlog,
+                batch_wait: w.batch_wait.0,
+                batch_size: w.batch_size,
             },
             listeners,
             imap,

@@ -254,3 +254,37 @@ fn https_lookup_handlers_need_a_ca_or_the_explicit_skip() {
     assert!(c.lookup.handlers[0].tls);
     assert!(check("insecure_skip_verify = true").is_ok());
 }
+
+#[test]
+fn batch_wait_is_checked_and_takes_microseconds() {
+    let routes =
+        "[lookup]\nroutes = { \"*\" = { imap = \"127.0.0.1:1143\", pop3 = \"127.0.0.1:1110\" } }\n";
+    let validate = |toml: &str| {
+        FileConfig::from_toml(&format!("{routes}{toml}"))
+            .unwrap()
+            .validate()
+    };
+    let c = validate("[workers]\nbatch_wait = \"500us\"\nbatch_size = 8").unwrap();
+    assert_eq!(c.workers.batch_wait, Duration::from_micros(500));
+    assert_eq!(c.workers.batch_size, 8);
+    let d = validate("").unwrap();
+    assert_eq!(
+        d.workers.batch_wait,
+        Duration::from_micros(super::super::file::BATCH_WAIT_US)
+    );
+    // zero turns batching off; too long a wait or batch is refused
+    assert_eq!(
+        validate("[workers]\nbatch_wait = 0")
+            .unwrap()
+            .workers
+            .batch_wait,
+        Duration::ZERO
+    );
+    let e = validate("[workers]\nbatch_wait = \"20ms\"").unwrap_err();
+    assert!(e.contains("batch_wait"), "{e}");
+    let e = validate("[workers]\nbatch_size = 0").unwrap_err();
+    assert!(e.contains("batch_size"), "{e}");
+    let e = validate("[workers]\nring_entries = 64\nbatch_size = 65").unwrap_err();
+    assert!(e.contains("batch_size"), "{e}");
+    assert!(FileConfig::from_toml("[workers]\nbatch_wait = \"5ns\"").is_err());
+}
