@@ -1,5 +1,5 @@
-//! `ringmail import-nginx`: read a Zimbra-generated nginx configuration (the `mail`, `memcache`
-//! and `zm_lookup` parts and their includes) and write the equivalent ringmail TOML, with a
+//! `ringmail import-nginx`: read a Zimbra-generated nginx configuration (the `mail`, `http`,
+//! `memcache` and `zm_lookup` parts and their includes) and write the equivalent ringmail TOML, with a
 //! warning for everything that cannot be carried over. Pure: files are read through a callback,
 //! host names through another, so the translation is tested without a Zimbra host.
 #![forbid(unsafe_code)]
@@ -322,7 +322,8 @@ impl Translator<'_> {
                 (_, "memcache", Some(b)) => self.walk(b, "memcache"),
                 (_, "zm_lookup", Some(b)) => self.walk(b, "zm_lookup"),
                 ("mail", "server", Some(b)) => self.server(b),
-                (_, "http" | "stream" | "events", Some(_)) => {}
+                ("", "http", Some(b)) => self.http(b),
+                (_, "stream" | "events", Some(_)) => {}
                 ("", "worker_processes", None) => match d.args.first().map(String::as_str) {
                     Some("auto") => self.set("workers", "count", Value::Integer(0)),
                     _ => self.num("workers", "count", d),
@@ -601,6 +602,8 @@ pub fn import_file(path: &std::path::Path) -> Result<Imported, String> {
     };
     Ok(translate(&directives, &mut resolve))
 }
+
+mod http;
 
 #[cfg(test)]
 mod tests;
