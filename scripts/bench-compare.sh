@@ -27,6 +27,7 @@
 # to CPUs, ringmail by default and nginx with worker_cpu_affinity auto; off: neither), BACKENDS
 # ("dovecot synthetic web"), SCENARIOS ("login command fetch fetch-tls idle idle-tls http-small http-10m":
 # the http ones run on the web backend only, the others on the mail backends), OUT (target/bench).
+# BATCH_WAIT=1ms sets ringmail's workers.batch_wait (batched completion waits; off by default).
 # BASELINE=/path/to/ringmail runs that ringmail build in nginx's place (same ports, same
 # config): an A/B of two builds, interleaved; the "nginx" column of the table is then the
 # baseline build. Build it from another commit with `git worktree add` and CARGO_TARGET_DIR.
@@ -238,10 +239,13 @@ write_proxy_configs() {
   local pin_rm="" affinity="worker_cpu_affinity auto;" up_tls=false scheme=http
   [ -z "${UPSTREAM_TLS:-}" ] || { up_tls=true; scheme=https; }
   [ "$PIN" = on ] || { pin_rm="pin = false"; affinity=""; }
+  local batch=""
+  [ -z "${BATCH_WAIT:-}" ] || batch="batch_wait = \"$BATCH_WAIT\""
   cat >"$OUT/ringmail.toml" <<EOF
 [workers]
 count = $WORKERS
 $pin_rm
+$batch
 [imap]
 listen = ["127.0.0.1:21143"]
 listen_tls = ["127.0.0.1:21993"]

@@ -2,8 +2,10 @@
 
 use super::*;
 
-/// `workers.batch_wait`'s default, in microseconds (docs/benchmarks.md, session 9).
-pub const BATCH_WAIT_US: u64 = 1000;
+/// `workers.batch_wait`'s default, in microseconds: off (docs/benchmarks.md, "Batched
+/// completion waits": 1 ms saves CPU on busy mail sessions and costs the web proxy most of
+/// its small-request throughput).
+pub const BATCH_WAIT_US: u64 = 0;
 
 /// `[workers]`: per-core tuning.
 #[derive(Debug, Clone, Deserialize)]

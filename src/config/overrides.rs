@@ -35,8 +35,8 @@ pub struct Overrides {
     /// Listen backlog. Key: workers.backlog
     #[arg(long)]
     pub backlog: Option<i32>,
-    /// How long a busy worker gathers completions before handling them, e.g. 250us
-    /// (0: one at a time). Key: workers.batch_wait
+    /// How long a busy worker gathers completions before handling them, e.g. 1ms (0, the
+    /// default: one at a time; adds up to this much latency under load). Key: workers.batch_wait
     #[arg(long, value_parser = parse_duration)]
     pub batch_wait: Option<Duration>,
     /// Most completions a worker waits for at once. Key: workers.batch_size

@@ -34,8 +34,9 @@ pub fn build_runtime(config: &Config) -> std::io::Result<compio::runtime::Runtim
         .taskrun_flag(true)
         .buffer_pool_size(NonZero::new(config.workers.buffers).unwrap_or(NonZero::<u16>::MIN))
         .buffer_pool_buffer_len(config.workers.buffer_size);
-    // a busy worker handles its completions in batches: fewer wake-ups per request (compio
-    // patched in patches/compio-driver; a no-op before Linux 6.12)
+    // workers.batch_wait (off by default): a busy worker handles its completions in batches,
+    // fewer wake-ups per request but up to batch_wait more latency (compio patched in
+    // patches/compio-driver; a no-op before Linux 6.12 or with a zero wait)
     proactor.batch_wait(config.workers.batch_size, config.workers.batch_wait);
     let rt = compio::runtime::RuntimeBuilder::new()
         .with_proactor(proactor)
