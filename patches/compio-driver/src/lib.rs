@@ -756,11 +756,13 @@ impl ProactorBuilder {
     }
 
     /// Wait for completions in batches (ringmail's patch): a wait that would
-    /// sleep asks the kernel for up to `count` completions, and returns with
-    /// whatever has arrived once `min_wait` has passed since the first one
-    /// (`io_uring_getevents_arg.min_wait_usec`). Under load one wake-up then
-    /// handles several completions instead of one; an idle ring still sleeps
-    /// until its first completion or timer.
+    /// sleep, on a ring whose last wake-up found two or more completions, asks
+    /// the kernel for up to `count` completions and returns with whatever has
+    /// arrived once `min_wait` has passed since the wait began
+    /// (`io_uring_getevents_arg.min_wait_usec`); a completion that arrives
+    /// later ends the wait at once. Under load one wake-up then handles
+    /// several completions instead of one, and each can wait up to `min_wait`;
+    /// a ring that gets one completion at a time waits as before.
     ///
     /// # Notes
     ///
