@@ -30,7 +30,8 @@ fn a_zimbra_proxy_configuration_is_carried_over() {
              include {i}/nginx.conf.main;\n\
              include {i}/nginx.conf.memcache;\n\
              include {i}/nginx.conf.zmlookup;\n\
-             include {i}/nginx.conf.mail;\n",
+             include {i}/nginx.conf.mail;\n\
+             include {i}/nginx.conf.web;\n",
             d = dir.display()
         ),
     );
@@ -121,6 +122,67 @@ fn a_zimbra_proxy_configuration_is_carried_over() {
         &server("[::]:995 ipv6only=off ssl", "pop3", false),
     );
 
+    // the web proxy: the upstream groups in nginx.conf.web, one file per web server (plaintext
+    // upstreams, mail mode both, the client-certificate port)
+    write(
+        &inc,
+        "nginx.conf.web",
+        &format!(
+            "http\n{{\n    server_tokens off;\n    exact_version_check on;\n\
+             \x20   upstream zimbra_webclient\n    {{\n        server    127.0.0.1:8080 fail_timeout=10s version=10.1.0_GA_4633;\n        zmauth;\n    }}\n\
+             \x20   upstream zimbra\n    {{\n        server    127.0.0.1:8080 fail_timeout=10s version=10.1.0_GA_4633;\n        server    127.0.0.2:8080 fail_timeout=10s version=10.1.0_GA_4633;\n        zmauth;\n    }}\n\
+             \x20   upstream zimbra_ssl\n    {{\n        server    127.0.0.1:8443 fail_timeout=10s;\n        zmauth;\n    }}\n\
+             \x20   upstream zimbra_admin\n    {{\n        server    127.0.0.1:7071 fail_timeout=10s;\n        zmauth_admin;\n    }}\n\
+             \x20   log_format upstream '$remote_addr:$remote_port - $remote_user [$time_local]';\n\
+             \x20   access_log /opt/zimbra/log/nginx.access.log upstream;\n\
+             \x20   proxy_connect_timeout 15s;\n    proxy_read_timeout 60s;\n    proxy_send_timeout 60s;\n\
+             \x20   ssl_client_certificate {ca};\n    tcp_keepalive on;\n\
+             \x20   include {i}/nginx.conf.web.http.default;\n    include {i}/nginx.conf.web.https.default;\n\
+             \x20   include {i}/nginx.conf.web.sso.default;\n}}\n",
+            ca = pki.ca.display()
+        ),
+    );
+    let locations = |scheme: &str| {
+        format!(
+            "    location /\n    {{\n        set $mailhostport 8080;\n        set $relhost $host;\n\
+             \x20       if ($mailhostport != 80) {{\n            set $relhost $host:$mailhostport;\n        }}\n\
+             \x20       proxy_pass {scheme}://zimbra_webclient;\n        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+             \x20       proxy_redirect http://$relhost/ http://$http_host/;\n    }}\n\
+             \x20   location ^~ /Microsoft-Server-ActiveSync\n    {{\n        proxy_pass {scheme}://zimbra;\n\
+             \x20       proxy_read_timeout 3600s;\n        proxy_buffering    off;\n    }}\n\
+             \x20   location ^~ /service/soap/NoOpRequest {{\n        proxy_pass {scheme}://zimbra;\n        proxy_read_timeout 1220s;\n    }}\n\
+             \x20   location ^~ /nginx_status {{\n        stub_status on;\n        allow 127.0.0.1;\n        deny all;\n    }}\n\
+             \x20   location ~* /(service|principals|dav|home)/\n    {{\n        proxy_pass {scheme}://zimbra;\n    }}\n"
+        )
+    };
+    write(
+        &inc,
+        "nginx.conf.web.http.default",
+        &format!(
+            "server\n{{\n    listen    [::]:80 default;\n    server_name mail.example.test.default;\n\
+             \x20   client_max_body_size 0;\n{}}}\n",
+            locations("http")
+        ),
+    );
+    write(
+        &inc,
+        "nginx.conf.web.https.default",
+        &format!(
+            "server\n{{\n    listen    [::]:443 default ssl http2;\n    server_name mail.example.test.default;\n\
+             \x20   client_max_body_size 0;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n{}}}\n",
+            locations("http"),
+            c = cert.display(),
+            k = key.display()
+        ),
+    );
+    write(
+        &inc,
+        "nginx.conf.web.sso.default",
+        "server\n{\n    listen    [::]:3443 default ssl;\n    ssl_verify_client on;\n\
+         \x20   location /certauth {\n        proxy_pass http://zimbra;\n    }\n\
+         \x20   location / {\n        return 403;\n    }\n}\n",
+    );
+
     let out = Command::new(env!("CARGO_BIN_EXE_ringmail"))
         .arg("import-nginx")
         .arg(dir.join("nginx.conf"))
@@ -170,6 +232,21 @@ fn a_zimbra_proxy_configuration_is_carried_over() {
         "tls = \"off\"",
         "[workers]",
         "count = 4",
+        "[http]",
+        "listen = [\"[::]:80\"]",
+        "listen_tls = [\"[::]:443\"]",
+        "certauth_listen = [\"[::]:3443\"]",
+        "certauth_mode = \"on\"",
+        "mode = \"both\"",
+        "servers = [\"127.0.0.1:8080\", \"127.0.0.2:8080\"]",
+        "webclient_servers = [\"127.0.0.1:8080\"]",
+        "admin_servers = [\"127.0.0.1:7071\"]",
+        "fail_timeout = \"10s\"",
+        "polling_timeout = \"3600s\"",
+        "noop_timeout = \"1220s\"",
+        "read_timeout = \"60s\"",
+        "max_body = 0",
+        "\"127.0.0.2:8080\" = \"10.1.0_GA_4633\"",
     ] {
         assert!(toml.contains(expected), "{expected:?} missing in\n{toml}");
     }
@@ -189,6 +266,20 @@ fn a_zimbra_proxy_configuration_is_carried_over() {
         assert!(warnings.contains(w), "{w:?} not warned:\n{warnings}");
     }
     assert!(toml.contains("# warning: "), "warnings also in the output");
+    // the web proxy's nginx-only directives are passed over quietly
+    for quiet in [
+        "log_format",
+        "proxy_redirect",
+        "directive if",
+        "stub_status",
+        "zimbra_ssl",
+    ] {
+        assert!(!warnings.contains(quiet), "{quiet:?} warned:\n{warnings}");
+    }
+    assert!(
+        !toml.contains("8443"),
+        "the TLS groups are not used:\n{toml}"
+    );
 
     // the result is a configuration ringmail starts with
     std::fs::write(dir.join("ringmail.toml"), &toml).unwrap();
