@@ -529,6 +529,28 @@ impl Translator<'_> {
         }
     }
 
+    /// A `listen` directive (mail or web server): the address as ringmail writes it (a bare
+    /// port binds every IPv4 address) and whether it has `ssl`; a warning for what is lost.
+    fn listen(&mut self, d: &Directive) -> Option<(String, bool)> {
+        let addr = d.args.first()?;
+        let ssl = d.args.iter().any(|a| a == "ssl");
+        let addr = if let Ok(port) = addr.parse::<u16>() {
+            format!("0.0.0.0:{port}")
+        } else {
+            addr.clone()
+        };
+        if d.args.iter().any(|a| a == "proxy_protocol") {
+            self.warn(format!("listen {addr} proxy_protocol: set proxy_protocol = true on the listener and list the balancers in [proxy_protocol] trusted"));
+        }
+        match addr.parse::<SocketAddr>() {
+            Ok(a) => Some((a.to_string(), ssl)),
+            Err(_) => {
+                self.warn(format!("listen {addr}: not an address ringmail can bind"));
+                None
+            }
+        }
+    }
+
     fn server(&mut self, block: &[Directive]) {
         let protocol = block
             .iter()
@@ -548,24 +570,9 @@ impl Translator<'_> {
         for d in block {
             match d.name.as_str() {
                 "listen" => {
-                    let Some(addr) = d.args.first() else { continue };
-                    let ssl = d.args.iter().any(|a| a == "ssl");
-                    let addr = if let Ok(port) = addr.parse::<u16>() {
-                        format!("0.0.0.0:{port}")
-                    } else {
-                        addr.clone()
-                    };
-                    if d.args.iter().any(|a| a == "proxy_protocol") {
-                        self.warn(format!("listen {addr} proxy_protocol: set proxy_protocol = true on the listener and list the balancers in [proxy_protocol] trusted"));
-                    }
-                    match addr.parse::<SocketAddr>() {
-                        Ok(a) => {
-                            let key = if ssl { "listen_tls" } else { "listen" };
-                            self.push(proto, key, Value::String(a.to_string()));
-                        }
-                        Err(_) => {
-                            self.warn(format!("listen {addr}: not an address ringmail can bind"))
-                        }
+                    if let Some((addr, ssl)) = self.listen(d) {
+                        let key = if ssl { "listen_tls" } else { "listen" };
+                        self.push(proto, key, Value::String(addr));
                     }
                 }
                 "starttls" => {

@@ -218,19 +218,8 @@ impl Translator<'_> {
             .any(|d| d.name == "ssl" && d.args.first().map(String::as_str) == Some("on"));
         let mut listeners = Vec::new();
         for d in block.iter().filter(|d| d.name == "listen") {
-            let Some(addr) = d.args.first() else { continue };
-            let ssl = ssl_on || d.args.iter().any(|a| a == "ssl");
-            let addr = if let Ok(port) = addr.parse::<u16>() {
-                format!("0.0.0.0:{port}")
-            } else {
-                addr.clone()
-            };
-            match addr.parse::<SocketAddr>() {
-                Ok(a) => listeners.push((a.to_string(), ssl)),
-                Err(_) => self.warn(format!("listen {addr}: not an address ringmail can bind")),
-            }
-            if d.args.iter().any(|a| a == "proxy_protocol") {
-                self.warn(format!("listen {addr} proxy_protocol: write the listener as {{ address = \"...\", proxy_protocol = true }} and list the balancers in [proxy_protocol] trusted"));
+            if let Some((addr, ssl)) = self.listen(d) {
+                listeners.push((addr, ssl || ssl_on));
             }
         }
         let key = if let Some(v) = verify {
@@ -373,19 +362,20 @@ impl Translator<'_> {
             };
             for m in members {
                 self.push("http", key, Value::String(m.addr.clone()));
-                if let Some(t) = m.fail_timeout.as_ref().filter(|_| *key == "servers") {
+                if *key != "servers" {
+                    continue;
+                }
+                if let Some(t) = &m.fail_timeout {
                     // zimbraMailProxyReconnectTimeout: the same on every member
                     self.set("http", "fail_timeout", Value::String(t.clone()));
                 }
-                if *key == "servers" {
-                    if let Some(v) = &m.version {
-                        let table = self.out.entry("http".into()).or_default();
-                        let versions = table
-                            .entry("server_versions")
-                            .or_insert_with(|| Value::Table(Table::new()));
-                        if let Value::Table(t) = versions {
-                            t.insert(m.addr.clone(), Value::String(v.clone()));
-                        }
+                if let Some(v) = &m.version {
+                    let table = self.out.entry("http".into()).or_default();
+                    let versions = table
+                        .entry("server_versions")
+                        .or_insert_with(|| Value::Table(Table::new()));
+                    if let Value::Table(t) = versions {
+                        t.insert(m.addr.clone(), Value::String(v.clone()));
                     }
                 }
             }
