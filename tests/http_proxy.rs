@@ -824,6 +824,61 @@ fn a_server_that_cannot_be_reached_is_passed_over_and_skipped_for_fail_timeout()
 }
 
 #[test]
+fn a_request_whose_server_does_not_answer_goes_to_the_next_member() {
+    let a = NginxWeb::start("server-A");
+    // a server that takes connections (the kernel's backlog) and never answers
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck = stalled.local_addr().unwrap();
+    let lookup = LookupHandler::start(Default::default());
+    lookup.set("alice", route(stuck));
+    // the ip-hash of 127.0.0.1 picks the stalled member first
+    let mut servers = [a.addr, stuck];
+    if zimbra_ip_hash("127.0.0.1".parse().unwrap(), 2) == 0 {
+        servers.swap(0, 1);
+    }
+    let port = free_port();
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    let rm = Ringmail::start_with_args(
+        &format!(
+            "[lookup]\nhandlers = [\"{}\"]\n\n[http]\nlisten = [\"127.0.0.1:{port}\"]\nservers = [{}]\n\
+             read_timeout = \"1s\"\nfail_timeout = \"2s\"\n",
+            lookup.url(),
+            list.join(", ")
+        ),
+        &["--workers", "1"],
+    );
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let moved = "the request goes to the next member";
+    // a body has left for the stalled server and cannot be sent twice: 504
+    let (code, _, _) = curl(&["--data", "x=1", &url("/zimbra/")]);
+    assert_eq!(code, 504, "{}", rm.log());
+    // a user's own server has no stand-in: 504
+    let (code, _, _) = curl(&[&url("/home/alice/inbox")]);
+    assert_eq!(code, 504, "{}", rm.log());
+    assert_eq!(rm.log().matches(moved).count(), 0, "{}", rm.log());
+    // a request without a body is sent again to the next member (nginx's proxy_next_upstream
+    // timeout), on hyper's path (HTTP/1.0) and on the own one, and the stalled server is
+    // skipped for fail_timeout
+    for (version, moves) in [("--http1.0", 1), ("--http1.1", 2)] {
+        let (code, body, _) = curl(&[version, &url("/zimbra/")]);
+        assert_eq!(code, 200, "{version}: {body}\n{}", rm.log());
+        assert!(body.starts_with("server-A GET /zimbra/"), "{body}");
+        assert_eq!(rm.log().matches(moved).count(), moves, "{}", rm.log());
+        let started = Instant::now();
+        let (code, body, _) = curl(&[version, &url("/zimbra/")]);
+        assert_eq!(code, 200, "{version}: {body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "went to the stalled server again"
+        );
+        assert_eq!(rm.log().matches(moved).count(), moves, "{}", rm.log());
+        // past fail_timeout the stalled server is tried again
+        std::thread::sleep(Duration::from_millis(2200));
+    }
+    drop(stalled);
+}
+
+#[test]
 fn https_to_the_mailbox_servers_asks_for_httpssl() {
     let pki = Pki::new();
     let a = NginxWeb::start_opts("server-A", Some(&pki));

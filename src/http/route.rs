@@ -407,13 +407,15 @@ fn hash_round(h: &mut u32, client: IpAddr) {
 }
 
 /// The ip-hash over the members `usable` allows (§7): the hash goes on over the address bytes
-/// again past a member already tried or not usable, up to 20 tries; then the first usable
-/// member (nginx's "fair" balancer would take the least busy one; ringmail does not count
-/// load). None when no member is usable.
+/// again past a member already tried or not usable, up to 20 tries; then the "fair" balancer:
+/// the usable member with the fewest requests in flight (`busy`), ties going to the first one
+/// at or after the hash's last position (so a client keeps its member while the group is
+/// quiet). None when no member is usable.
 pub fn ip_hash_usable(
     client: IpAddr,
     group: &[SocketAddr],
     usable: impl Fn(SocketAddr) -> bool,
+    busy: impl Fn(SocketAddr) -> u32,
 ) -> Option<SocketAddr> {
     if group.is_empty() {
         return None;
@@ -426,7 +428,23 @@ pub fn ip_hash_usable(
             return Some(candidate);
         }
     }
-    group.iter().copied().find(|&s| usable(s))
+    least_busy(group, h as usize % group.len(), usable, busy)
+}
+
+/// nginx's "fair" balancer (Zimbra's `upstream_fair`): the usable member with the fewest
+/// requests in flight; among equals the first at or after `start`, in the group's order.
+pub fn least_busy(
+    group: &[SocketAddr],
+    start: usize,
+    usable: impl Fn(SocketAddr) -> bool,
+    busy: impl Fn(SocketAddr) -> u32,
+) -> Option<SocketAddr> {
+    let n = group.len();
+    (0..n)
+        .map(|i| group[(start + i) % n])
+        .filter(|&s| usable(s))
+        // min_by_key keeps the first of equals
+        .min_by_key(|&s| busy(s))
 }
 
 /// Whether a server of `version` may serve a token of `wanted` (§7, Zimbra's
@@ -618,7 +636,7 @@ pub fn choose(
     group: &[SocketAddr],
     client: IpAddr,
 ) -> Option<SocketAddr> {
-    choose_usable(route, group, client, |_| true, |_| true)
+    choose_usable(route, group, client, |_| true, |_| true, |_| 0)
         .ok()
         .flatten()
 }
@@ -626,13 +644,14 @@ pub fn choose(
 /// [`choose`] when members can be unusable: a route to a member of the group is used if the
 /// member is `live` (has not failed lately) and is `Err` ("no live upstream": 502) if not;
 /// otherwise the ip-hash over the members that are `live` and `fit` (the token's version),
-/// None when none is.
+/// then the least `busy` of them ([`ip_hash_usable`]), None when none is.
 pub fn choose_usable(
     route: Option<SocketAddr>,
     group: &[SocketAddr],
     client: IpAddr,
     live: impl Fn(SocketAddr) -> bool,
     fits: impl Fn(SocketAddr) -> bool,
+    busy: impl Fn(SocketAddr) -> u32,
 ) -> Result<Option<SocketAddr>, ()> {
     match route {
         Some(r) if group.is_empty() || group.contains(&r) => {
@@ -642,7 +661,7 @@ pub fn choose_usable(
                 Err(())
             }
         }
-        _ => Ok(ip_hash_usable(client, group, |s| live(s) && fits(s))),
+        _ => Ok(ip_hash_usable(client, group, |s| live(s) && fits(s), busy)),
     }
 }
 

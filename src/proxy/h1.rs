@@ -564,11 +564,15 @@ async fn forward(
         return Next::Close;
     }
     // a connection the server closed while it sat in the pool: a request without a body goes
-    // again on a new one (as nginx does); one with a body cannot be sent twice
+    // again on a new one (as nginx does); one with a body cannot be sent twice. The same for
+    // one the ip-hash placed whose server does not answer in time: the next member.
+    let resendable = head.body == Framing::Empty && req.elsewhere.by_hash;
     let mut tries = 0;
     let mut members = 0;
+    let mut _in_flight;
     let (mut up, mut resp_in, resp) = loop {
         tries += 1;
+        _in_flight = w.http_pool.in_flight(req.server);
         let (mut up, reused) = match backend(cx, req.server, head.body != Framing::Empty).await {
             Ok(c) => c,
             Err(e) => {
@@ -600,7 +604,7 @@ async fn forward(
             inbox,
             &mut up,
             // kept for a second try only when there can be one
-            if again {
+            if again || resendable {
                 req.up_head.clone()
             } else {
                 std::mem::take(&mut req.up_head)
@@ -634,6 +638,7 @@ async fn forward(
             Err(Fail::From(_)) => return Next::Close,
         }
         let mut resp_in = Inbox::new(HEAD_READ);
+        let mut interim = false;
         let answered = response_head(
             client,
             &mut up,
@@ -641,10 +646,25 @@ async fn forward(
             head.head,
             req.timeout,
             write_wait,
+            &mut interim,
         );
         match answered.await {
             Ok(r) => break (up, resp_in, r),
             Err(Fail::From(e)) if again && e.kind() != io::ErrorKind::TimedOut => continue,
+            Err(Fail::From(e))
+                if resendable
+                    && !interim
+                    && e.kind() == io::ErrorKind::TimedOut
+                    && members + 1 < MAX_MEMBERS =>
+            {
+                members += 1;
+                if let Some(next) = cx.timed_out(cfg, req.server, &req.elsewhere) {
+                    req.server = next;
+                    tries = 0;
+                    continue;
+                }
+                return give_up(cx, cfg, client, req.server, 504).await;
+            }
             Err(Fail::From(e)) if e.kind() == io::ErrorKind::TimedOut => {
                 tracing::warn!(client = %cx.peer, backend = %req.server, timeout = ?req.timeout, "mailbox server did not answer in time");
                 return give_up(cx, cfg, client, req.server, 504).await;
@@ -706,7 +726,8 @@ async fn forward(
 }
 
 /// Read the server's final response head; interim (1xx) ones are passed to the client on the
-/// way. `Fail::From` with `UnexpectedEof` when the server closed before answering.
+/// way (`interim` says one was). `Fail::From` with `UnexpectedEof` when the server closed
+/// before answering.
 async fn response_head(
     client: &mut impl Io,
     up: &mut Up,
@@ -714,6 +735,7 @@ async fn response_head(
     to_head: bool,
     timeout: Duration,
     write_wait: Duration,
+    interim: &mut bool,
 ) -> Result<ResponseHead, Fail> {
     loop {
         match h1::parse_response(resp_in.pending(), to_head) {
@@ -722,6 +744,7 @@ async fn response_head(
                 let mut out = Vec::with_capacity(r.len);
                 h1::client_response(resp_in.pending(), &r, None, false, &mut out);
                 resp_in.take(r.len);
+                *interim = true;
                 send(client, out, write_wait).await.map_err(Fail::To)?;
                 continue;
             }

@@ -482,11 +482,12 @@ pub(super) enum Decision {
     },
 }
 
-/// Where a request the ip-hash placed goes when its server cannot be reached (nginx's
-/// `proxy_next_upstream error`): the next live member of its group (of the token's version).
-/// A request that went by its user's route has nowhere else to go.
+/// Where a request the ip-hash placed goes when its server cannot be reached, or (a request
+/// without a body) does not answer in time (nginx's `proxy_next_upstream error timeout`): the
+/// next live member of its group (of the token's version). A request that went by its user's
+/// route has nowhere else to go.
 pub(super) struct Elsewhere {
-    by_hash: bool,
+    pub by_hash: bool,
     /// The request's group (None: the admin console's).
     group: Option<route::Group>,
     /// The token's version, when server versions are configured.
@@ -522,9 +523,27 @@ impl Cx {
             Some(g) => cfg.group(g),
             None => &cfg.admin_servers[..],
         };
-        route::ip_hash_usable(self.peer.ip(), group, |s| {
-            self.w.http_pool.live(s, cfg.fail_timeout) && fits(cfg, next.version.as_deref(), s)
-        })
+        route::ip_hash_usable(
+            self.peer.ip(),
+            group,
+            |s| self.w.http_pool.live(s, cfg.fail_timeout) && fits(cfg, next.version.as_deref(), s),
+            |s| self.w.http_pool.busy(s),
+        )
+    }
+
+    /// `server`, which the ip-hash chose, did not answer a request in time: it is skipped for
+    /// `http.fail_timeout` (nginx counts a timeout as a failure) and the request, which has no
+    /// body and can go again, goes to the next member if there is one.
+    pub(super) fn timed_out(
+        &self,
+        cfg: &HttpConfig,
+        server: SocketAddr,
+        next: &Elsewhere,
+    ) -> Option<SocketAddr> {
+        self.w.http_pool.failed(server, std::time::Instant::now());
+        let member = self.next_member(cfg, next);
+        tracing::warn!(client = %self.peer, backend = %server, next = ?member, "mailbox server did not answer in time; the request goes to the next member");
+        member
     }
 }
 
@@ -702,7 +721,9 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
             server,
         ))
     };
-    let Ok(server) = route::choose_usable(route, group, cx.peer.ip(), live, of_version) else {
+    let busy = |s| w.http_pool.busy(s);
+    let Ok(server) = route::choose_usable(route, group, cx.peer.ip(), live, of_version, busy)
+    else {
         return no_live(route.unwrap_or(cx.local));
     };
     let by_route = route.is_some() && server == route;
@@ -779,74 +800,116 @@ async fn forward(
         None => hyper::Uri::from_static("/"),
     };
     parts.version = hyper::Version::HTTP_11;
-    let upstream_req = Request::from_parts(parts, body.boxed_unsync());
+    // a request without a body that the ip-hash placed can be sent again, to the next member,
+    // when its server does not answer in time (bodies stream, so one that has left is gone)
+    let resend = (elsewhere.by_hash
+        && upgrade.is_none()
+        && hyper::body::Body::is_end_stream(&body))
+    .then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
+    let mut upstream_req = Some(Request::from_parts(parts, body.boxed_unsync()));
 
     let w = &cx.w;
-    // an upgrade gets a connection of its own (pooled ones cannot be handed over)
-    let pooled = if upgrade.is_some() {
-        None
-    } else {
-        w.http_pool.take(server)
-    };
-    let reused = pooled.is_some();
-    let mut sender = match pooled {
-        Some(s) => s,
-        // a server that cannot be reached: the next member, for a request the ip-hash placed
-        None => {
-            let mut members = 0;
-            loop {
-                match connect(w, server, upgrade.is_some()).await {
-                    Ok(s) => break s,
-                    Err(e) => {
-                        let failed = unreachable(cx, cfg, server, &e);
-                        members += 1;
-                        match cx
-                            .next_member(cfg, &elsewhere)
-                            .filter(|_| members < super::h1::MAX_MEMBERS)
-                        {
-                            Some(next) => server = next,
-                            None => return failed,
+    let mut members = 0;
+    let mut in_flight;
+    let (mut resp, sender) = loop {
+        in_flight = w.http_pool.in_flight(server);
+        // an upgrade gets a connection of its own (pooled ones cannot be handed over)
+        let pooled = if upgrade.is_some() {
+            None
+        } else {
+            w.http_pool.take(server)
+        };
+        let reused = pooled.is_some();
+        let mut sender = match pooled {
+            Some(s) => s,
+            None => match connect(w, server, upgrade.is_some()).await {
+                Ok(s) => s,
+                // a server that cannot be reached: the next member, for a request the ip-hash
+                // placed
+                Err(e) => {
+                    let failed = unreachable(cx, cfg, server, &e);
+                    members += 1;
+                    match cx
+                        .next_member(cfg, &elsewhere)
+                        .filter(|_| members < super::h1::MAX_MEMBERS)
+                    {
+                        Some(next) => {
+                            server = next;
+                            continue;
                         }
+                        None => return failed,
                     }
                 }
-            }
-        }
-    };
-    let mut sent = compio::time::timeout(timeout, sender.try_send_request(upstream_req)).await;
-    // a pooled connection the server closed while it was idle: the request never left, so it
-    // goes again on a new connection (as nginx does)
-    let again = match &mut sent {
-        Ok(Err(e)) if reused => e.take_message(),
-        _ => None,
-    };
-    if let Some(req) = again {
-        sender = match connect(w, server, false).await {
-            Ok(s) => s,
-            Err(e) => return unreachable(cx, cfg, server, &e),
+            },
         };
-        sent = compio::time::timeout(timeout, sender.try_send_request(req)).await;
-    }
-    let mut resp = match sent {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::warn!(client = %cx.peer, backend = %server, error = %e.error(), "mailbox server request failed");
-            return Reply::upstream_error(
-                cfg,
-                StatusCode::BAD_GATEWAY,
-                "502 mailbox server failed\n",
-                server,
-            )
-            .response();
+        let req = match upstream_req.take() {
+            Some(r) => r,
+            // only a request that can go again comes back here after it was sent
+            None => match &resend {
+                Some((method, uri, headers)) => {
+                    let mut r =
+                        Request::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+                    *r.method_mut() = method.clone();
+                    *r.uri_mut() = uri.clone();
+                    *r.headers_mut() = headers.clone();
+                    r
+                }
+                None => return full(StatusCode::INTERNAL_SERVER_ERROR, "no request to send\n"),
+            },
+        };
+        let mut sent = compio::time::timeout(timeout, sender.try_send_request(req)).await;
+        // a pooled connection the server closed while it was idle: the request never left, so
+        // it goes again on a new connection (as nginx does)
+        let again = match &mut sent {
+            Ok(Err(e)) if reused => e.take_message(),
+            _ => None,
+        };
+        if let Some(req) = again {
+            sender = match connect(w, server, false).await {
+                Ok(s) => s,
+                Err(e) => return unreachable(cx, cfg, server, &e),
+            };
+            sent = compio::time::timeout(timeout, sender.try_send_request(req)).await;
         }
-        Err(_) => {
-            tracing::warn!(client = %cx.peer, backend = %server, ?timeout, "mailbox server did not answer in time");
-            return Reply::upstream_error(
-                cfg,
-                StatusCode::GATEWAY_TIMEOUT,
-                "504 mailbox server timed out\n",
-                server,
-            )
-            .response();
+        match sent {
+            Ok(Ok(r)) => break (r, sender),
+            Ok(Err(e)) => {
+                tracing::warn!(client = %cx.peer, backend = %server, error = %e.error(), "mailbox server request failed");
+                return Reply::upstream_error(
+                    cfg,
+                    StatusCode::BAD_GATEWAY,
+                    "502 mailbox server failed\n",
+                    server,
+                )
+                .response();
+            }
+            Err(_) => {
+                members += 1;
+                let next = match &resend {
+                    Some(_) if members < super::h1::MAX_MEMBERS => {
+                        cx.timed_out(cfg, server, &elsewhere)
+                    }
+                    _ => None,
+                };
+                if let Some(next) = next {
+                    server = next;
+                    continue;
+                }
+                tracing::warn!(client = %cx.peer, backend = %server, ?timeout, "mailbox server did not answer in time");
+                return Reply::upstream_error(
+                    cfg,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "504 mailbox server timed out\n",
+                    server,
+                )
+                .response();
+            }
         }
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -879,6 +942,11 @@ async fn forward(
             parts.headers.insert(header::LOCATION, v);
         }
     }
+    // the request counts as in flight at its server until its answer has been passed on
+    let body = body.map_frame(move |frame| {
+        let _held = &in_flight;
+        frame
+    });
     Response::from_parts(parts, body.boxed_unsync())
 }
 

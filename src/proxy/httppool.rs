@@ -3,6 +3,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +23,19 @@ pub struct Pool {
     streams: RefCell<HashMap<SocketAddr, Vec<super::h1::Up>>>,
     /// Servers this worker could not reach, and when (nginx's `max_fails=1`).
     failed: RefCell<HashMap<SocketAddr, Instant>>,
+    /// Requests this worker has in flight, by server (the "fair" balancer's measure; one
+    /// entry per server ever used). An atomic only because hyper wants response bodies,
+    /// which hold the count, to be `Send`; it never leaves the worker.
+    busy: RefCell<HashMap<SocketAddr, Arc<AtomicU32>>>,
+}
+
+/// A request in flight at a server: counted in [`Pool::busy`] until dropped.
+pub struct InFlight(Arc<AtomicU32>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Pool {
@@ -36,6 +51,19 @@ impl Pool {
     /// `server` could not be reached at `now`: it is skipped for `fail_timeout`.
     pub fn failed(&self, server: SocketAddr, now: Instant) {
         self.failed.borrow_mut().insert(server, now);
+    }
+
+    /// A request goes to `server`: it counts as busy there until the guard is dropped.
+    pub fn in_flight(&self, server: SocketAddr) -> InFlight {
+        let count = self.busy.borrow_mut().entry(server).or_default().clone();
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count)
+    }
+
+    /// How many requests this worker has in flight at `server`.
+    pub fn busy(&self, server: SocketAddr) -> u32 {
+        let busy = self.busy.borrow();
+        busy.get(&server).map_or(0, |n| n.load(Ordering::Relaxed))
     }
 
     /// Whether `server` may be used now (it has not failed within `fail_timeout`).
@@ -79,5 +107,30 @@ impl Pool {
         if list.len() < max {
             list.push(sender);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_in_flight_are_counted_until_their_guard_goes() {
+        let pool = Pool::default();
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:80".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+        );
+        let one = pool.in_flight(a);
+        let two = pool.in_flight(a);
+        let three = pool.in_flight(b);
+        assert_eq!((pool.busy(a), pool.busy(b)), (2, 1));
+        drop(two);
+        drop(three);
+        assert_eq!((pool.busy(a), pool.busy(b)), (1, 0));
+        // the count a response body holds goes with the body
+        let body = std::thread::spawn(move || drop(one));
+        body.join().unwrap();
+        assert_eq!(pool.busy(a), 0);
     }
 }

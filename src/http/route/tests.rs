@@ -482,29 +482,77 @@ fn the_fallback_skips_failed_members_and_other_versions() {
     let ip: IpAddr = "198.51.100.7".parse().unwrap();
     // every member usable: the plain ip-hash
     let first = group[ip_hash(ip, 4)];
-    assert_eq!(ip_hash_usable(ip, &group, |_| true), Some(first));
+    assert_eq!(ip_hash_usable(ip, &group, |_| true, |_| 0), Some(first));
     // that one down: another, the same every time
-    let next = ip_hash_usable(ip, &group, |s| s != first).unwrap();
+    let next = ip_hash_usable(ip, &group, |s| s != first, |_| 0).unwrap();
     assert_ne!(next, first);
-    assert_eq!(ip_hash_usable(ip, &group, |s| s != first), Some(next));
+    assert_eq!(
+        ip_hash_usable(ip, &group, |s| s != first, |_| 0),
+        Some(next)
+    );
     // only one left: found even if the hash never lands on it
     let last = group[3];
-    assert_eq!(ip_hash_usable(ip, &group, |s| s == last), Some(last));
-    assert_eq!(ip_hash_usable(ip, &group, |_| false), None);
+    assert_eq!(ip_hash_usable(ip, &group, |s| s == last, |_| 0), Some(last));
+    assert_eq!(ip_hash_usable(ip, &group, |_| false, |_| 0), None);
     // a route to a failed member is "no live upstream"; to a live one it is used whatever
     // its version
     assert_eq!(
-        choose_usable(Some(first), &group, ip, |s| s != first, |_| true),
+        choose_usable(Some(first), &group, ip, |s| s != first, |_| true, |_| 0),
         Err(())
     );
     assert_eq!(
-        choose_usable(Some(first), &group, ip, |_| true, |_| false),
+        choose_usable(Some(first), &group, ip, |_| true, |_| false, |_| 0),
         Ok(Some(first))
     );
     assert_eq!(
-        choose_usable(None, &group, ip, |_| true, |s| s == last),
+        choose_usable(None, &group, ip, |_| true, |s| s == last, |_| 0),
         Ok(Some(last))
     );
+}
+
+#[test]
+fn after_20_hash_tries_the_least_busy_member_is_taken() {
+    // 64 members: 20 rounds of the hash land on at most 20 of them
+    let group: Vec<SocketAddr> = (1..=64)
+        .map(|i| SocketAddr::from(([10, 0, 1, i], 8080)))
+        .collect();
+    let ip: IpAddr = "198.51.100.7".parse().unwrap();
+    let mut h = 89u32;
+    let mut hashed = Vec::new();
+    for _ in 0..20 {
+        for b in [198u32, 51, 100, 7] {
+            h = (h * 113 + b) % 6271;
+        }
+        hashed.push(group[h as usize % 64]);
+    }
+    let last = h as usize % 64;
+    let usable = |s: SocketAddr| !hashed.contains(&s);
+    let others: Vec<SocketAddr> = group.iter().copied().filter(|&s| usable(s)).collect();
+    assert!(others.len() >= 44);
+    // every member the hash tried is down: the least busy of the rest
+    let quiet = others[others.len() / 2];
+    let busy = |s: SocketAddr| if s == quiet { 1 } else { 5 };
+    assert_eq!(ip_hash_usable(ip, &group, usable, busy), Some(quiet));
+    // equals: the first usable one at or after the hash's last position
+    let after = (0..64)
+        .map(|i| group[(last + i) % 64])
+        .find(|&s| usable(s))
+        .unwrap();
+    assert_eq!(ip_hash_usable(ip, &group, usable, |_| 3), Some(after));
+    // a busy member the hash lands on is still taken (the hash comes first)
+    assert_eq!(
+        ip_hash_usable(ip, &group, |_| true, |s| u32::from(s == hashed[0])),
+        Some(hashed[0])
+    );
+    assert_eq!(
+        least_busy(&group, 0, |s| s == group[9] || s == group[3], |_| 0),
+        Some(group[3])
+    );
+    assert_eq!(
+        least_busy(&group, 5, |s| s == group[9] || s == group[3], |_| 0),
+        Some(group[9])
+    );
+    assert_eq!(least_busy(&[], 0, |_| true, |_| 0), None);
 }
 
 #[test]
