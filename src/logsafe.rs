@@ -15,17 +15,29 @@ pub struct Escaped<'a>(pub &'a [u8]);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
         let shown = &self.0[..self.0.len().min(MAX_LOGGED)];
-        for &b in shown {
+        let mut rest = shown;
+        while !rest.is_empty() {
+            // a run of bytes printed as they are, in one piece
+            let plain = rest
+                .iter()
+                .position(|&b| !matches!(b, 0x20..=0x7e) || b == b'\\')
+                .unwrap_or(rest.len());
+            if plain > 0 {
+                // printable ASCII is UTF-8
+                f.write_str(std::str::from_utf8(&rest[..plain]).map_err(|_| fmt::Error)?)?;
+            }
+            let Some(&b) = rest.get(plain) else {
+                break;
+            };
             match b {
                 b'\\' => f.write_str("\\\\")?,
                 b'\n' => f.write_str("\\n")?,
                 b'\r' => f.write_str("\\r")?,
                 b'\t' => f.write_str("\\t")?,
-                0x20..=0x7e => f.write_char(char::from(b))?,
                 _ => write!(f, "\\x{b:02x}")?,
             }
+            rest = &rest[plain + 1..];
         }
         if self.0.len() > shown.len() {
             write!(f, "…(+{} bytes)", self.0.len() - shown.len())?;
@@ -42,7 +54,10 @@ impl fmt::Debug for Escaped<'_> {
 
 /// The escaped text as an owned string (for a value logged several times).
 pub fn escaped(bytes: &[u8]) -> String {
-    Escaped(bytes).to_string()
+    use fmt::Write;
+    let mut s = String::with_capacity(bytes.len().min(MAX_LOGGED) + 2);
+    let _ = write!(s, "{}", Escaped(bytes));
+    s
 }
 
 #[cfg(test)]

@@ -51,23 +51,29 @@ pub struct RouteCache {
 
 /// `alias:user=<login>;ip=<client ip>`.
 pub fn alias_key(login_escaped: &[u8], client_ip: IpAddr) -> Vec<u8> {
-    let mut k = b"alias:user=".to_vec();
+    use std::io::Write;
+    let mut k = Vec::with_capacity(16 + login_escaped.len() + 46);
+    k.extend_from_slice(b"alias:user=");
     k.extend_from_slice(login_escaped);
-    k.extend_from_slice(format!(";ip={client_ip}").as_bytes());
+    let _ = write!(k, ";ip={client_ip}");
     k
 }
 
 /// `route:proto=<p>;user=<name>`, qualified with `@<client ip>` when the name has no `@`
 /// before its last byte (Zimbra's rule for unqualified logins).
 pub fn route_key(proto: &str, name_escaped: &[u8], client_ip: IpAddr) -> Vec<u8> {
-    let mut k = format!("route:proto={proto};user=").into_bytes();
+    use std::io::Write;
+    let mut k = Vec::with_capacity(24 + proto.len() + name_escaped.len() + 46);
+    k.extend_from_slice(b"route:proto=");
+    k.extend_from_slice(proto.as_bytes());
+    k.extend_from_slice(b";user=");
     k.extend_from_slice(name_escaped);
     let qualified = name_escaped
         .iter()
         .position(|&b| b == b'@')
         .is_some_and(|p| p + 1 < name_escaped.len());
     if !qualified {
-        k.extend_from_slice(format!("@{client_ip}").as_bytes());
+        let _ = write!(k, "@{client_ip}");
     }
     k
 }
@@ -189,7 +195,7 @@ impl RouteCache {
         now: Instant,
         stale: bool,
     ) -> (Option<Cached>, SessionKeys) {
-        let mut login_esc = Vec::new();
+        let mut login_esc = Vec::with_capacity(login.len() + 8);
         escape(&mut login_esc, login);
         let alias = alias_key(&login_esc, client_ip);
         let candidate = match self.get(&alias, now, stale) {
@@ -217,7 +223,7 @@ impl RouteCache {
         now: Instant,
     ) -> SessionKeys {
         let expires = now + self.ttl;
-        let mut login_esc = Vec::new();
+        let mut login_esc = Vec::with_capacity(login.len() + 8);
         escape(&mut login_esc, login);
         let account = route
             .account_raw

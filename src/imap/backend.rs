@@ -75,13 +75,18 @@ pub struct ImapLogin {
 
 fn quote(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
+    quote_inner(out, s);
+    out.push(b'"');
+}
+
+/// The inside of a quoted string: `"` and `\` escaped.
+fn quote_inner(out: &mut Vec<u8>, s: &[u8]) {
     for &b in s {
         if b == b'"' || b == b'\\' {
             out.push(b'\\');
         }
         out.push(b);
     }
-    out.push(b'"');
 }
 
 /// `x-proxy-ttl`: how many more proxies the login may pass (Dovecot's default budget).
@@ -102,39 +107,45 @@ impl ImapLogin {
         user.extend_from_slice(creds.suffix);
 
         let id_cmd = c.send_client_ip.then(|| {
-            let mut via = Vec::new();
-            if let Some(name) = r.client_name {
-                via.extend_from_slice(name);
-                if let Some(v) = r.client_version {
-                    via.push(b'/');
-                    via.extend_from_slice(v);
-                }
-                via.push(b',');
-            }
-            via.extend_from_slice(
-                format!("{}(ringmail/{})", c.proxy_ip, env!("CARGO_PKG_VERSION")).as_bytes(),
+            use std::io::Write;
+            // one buffer, no text built on the way (this runs for every login); writes to a
+            // Vec cannot fail. Addresses and numbers never need quoting.
+            let via_len = r.client_name.map_or(0, |n| n.len() + 1)
+                + r.client_version.map_or(0, |v| v.len() + 1);
+            let mut cmd = Vec::with_capacity(
+                tag.len() + 320 + via_len + r.own_name.len() + r.own_version.len(),
             );
-            let mut cmd = tag.clone();
-            cmd.extend_from_slice(b"-ID ID (\"X-ORIGINATING-IP\" ");
-            quote(&mut cmd, c.client_ip.to_string().as_bytes());
+            cmd.extend_from_slice(&tag);
+            let _ = write!(cmd, "-ID ID (\"X-ORIGINATING-IP\" \"{}\"", c.client_ip);
             cmd.extend_from_slice(b" \"name\" ");
             quote(&mut cmd, r.own_name.as_bytes());
             cmd.extend_from_slice(b" \"version\" ");
             quote(&mut cmd, r.own_version.as_bytes());
-            cmd.extend_from_slice(b" \"X-VIA\" ");
-            quote(&mut cmd, &via);
+            cmd.extend_from_slice(b" \"X-VIA\" \"");
+            if let Some(name) = r.client_name {
+                quote_inner(&mut cmd, name);
+                if let Some(v) = r.client_version {
+                    cmd.push(b'/');
+                    quote_inner(&mut cmd, v);
+                }
+                cmd.push(b',');
+            }
+            let _ = write!(
+                cmd,
+                "{}(ringmail/{})\"",
+                c.proxy_ip,
+                env!("CARGO_PKG_VERSION")
+            );
             // Dovecot's forwarding fields (honoured from its login_trusted_networks; the
             // Zimbra mailbox server ignores them)
-            for (key, value) in [
-                ("x-originating-port", c.client_port.to_string()),
-                ("x-connected-ip", c.proxy_ip.to_string()),
-                ("x-connected-port", c.proxy_port.to_string()),
-                ("x-proxy-ttl", PROXY_TTL.to_string()),
-                ("x-session-id", c.session_id.to_string()),
-            ] {
-                cmd.extend_from_slice(format!(" \"{key}\" ").as_bytes());
-                quote(&mut cmd, value.as_bytes());
-            }
+            let _ = write!(
+                cmd,
+                " \"x-originating-port\" \"{}\" \"x-connected-ip\" \"{}\" \
+                 \"x-connected-port\" \"{}\" \"x-proxy-ttl\" \"{PROXY_TTL}\" \
+                 \"x-session-id\" ",
+                c.client_port, c.proxy_ip, c.proxy_port,
+            );
+            quote(&mut cmd, c.session_id.as_bytes());
             cmd.extend_from_slice(b")\r\n");
             cmd
         });

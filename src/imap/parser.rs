@@ -168,7 +168,12 @@ impl<'a> Cursor<'a> {
     fn quoted(&mut self, unescape: bool) -> Result<Vec<u8>, Stop> {
         // at '"'
         self.pos += 1;
-        let mut out = Vec::new();
+        // sized up to the next quote: the whole string unless it holds an escaped quote
+        let until_quote = self.buf[self.pos.min(self.buf.len())..]
+            .iter()
+            .position(|&b| b == b'"')
+            .unwrap_or(0);
+        let mut out = Vec::with_capacity(until_quote);
         loop {
             let b = self.peek()?;
             match b {

@@ -85,7 +85,7 @@ pub(super) async fn login(
     // what only the replay needs is dropped before the relay, so an idle session keeps none
     let outcome = {
         let starttls = w.upstream.starttls(server);
-        let session_id = sid.to_string();
+        let session_id = sid.text();
         let params = ReplayParams {
             send_client_ip: w.config.session(proto).send_client_ip,
             literal_auth: w.config.literal_auth,
@@ -94,7 +94,7 @@ pub(super) async fn login(
             proxy_ip: ctx.proxy_ip,
             client_port: ctx.client.port(),
             proxy_port: ctx.local.port(),
-            session_id: &session_id,
+            session_id: session_id.as_str(),
             account: &account,
             password: password.as_ref(),
         };

@@ -233,14 +233,26 @@ fn audit(
     started: std::time::Instant,
     o: &Outcome,
 ) {
-    let backend = o.backend.map(|b| b.to_string());
+    // the backend's address as text, on the stack (the longest, an IPv6 one with a scope id
+    // and a port, is under 64 bytes)
+    let mut text = [0u8; 64];
+    let backend = match o.backend {
+        Some(b) => {
+            use std::io::Write;
+            let mut at = std::io::Cursor::new(&mut text[..]);
+            let _ = write!(at, "{b}");
+            let n = usize::try_from(at.position()).unwrap_or(0);
+            std::str::from_utf8(&text[..n]).unwrap_or("-")
+        }
+        None => "-",
+    };
     tracing::info!(
         session = %sid,
         client = %client,
         user = o.user.as_deref().unwrap_or("-"),
         protocol = proto.name(),
         tls = o.tls,
-        backend = backend.as_deref().unwrap_or("-"),
+        backend,
         duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         bytes_in = o.counts.client_to_backend,
         bytes_out = o.counts.backend_to_client,
@@ -305,7 +317,8 @@ async fn run(
         let mut client = w.frontend(spec.proto).client(spec.tls, spec.starttls);
         let times = *w.config.session(spec.proto);
         let max = client.max_command();
-        let mut out = Vec::new();
+        // the greeting and the usual answers fit without growing it
+        let mut out = Vec::with_capacity(256);
         // Zimbra's per-IP throttle counts every session that gets this far
         if w.config.throttle.ip_limit(spec.proto).is_some()
             && !Box::pin(super::throttle::ip_allowed(w, spec.proto, peer.ip())).await
