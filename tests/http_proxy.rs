@@ -776,15 +776,16 @@ fn a_failed_mailbox_server_sends_clients_to_the_error_handler_url() {
     }
 }
 
-#[test]
-fn a_server_that_cannot_be_reached_is_passed_over_and_skipped_for_fail_timeout() {
-    let a = NginxWeb::start("server-A");
-    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let lookup = LookupHandler::start(Default::default());
-    lookup.set("alice", route(dead));
-    // the ip-hash of 127.0.0.1 picks the dead member first; one worker, whose memory of the
-    // failure is what is tested
-    let mut servers = [a.addr, dead];
+/// Ringmail with one worker (whose memory of failed members is what is tested) in front of
+/// `good` and `bad`, ordered so that the ip-hash of 127.0.0.1 picks `bad` first; `http` is
+/// added to its `[http]` section.
+fn bad_member_first(
+    lookup: &LookupHandler,
+    good: SocketAddr,
+    bad: SocketAddr,
+    http: &str,
+) -> (Ringmail, u16) {
+    let mut servers = [good, bad];
     if zimbra_ip_hash("127.0.0.1".parse().unwrap(), 2) == 0 {
         servers.swap(0, 1);
     }
@@ -792,12 +793,22 @@ fn a_server_that_cannot_be_reached_is_passed_over_and_skipped_for_fail_timeout()
     let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
     let rm = Ringmail::start_with_args(
         &format!(
-            "[lookup]\nhandlers = [\"{}\"]\n\n[http]\nlisten = [\"127.0.0.1:{port}\"]\nservers = [{}]\nfail_timeout = \"30s\"\n",
+            "[lookup]\nhandlers = [\"{}\"]\n\n[http]\nlisten = [\"127.0.0.1:{port}\"]\nservers = [{}]\n{http}\n",
             lookup.url(),
             list.join(", ")
         ),
         &["--workers", "1"],
     );
+    (rm, port)
+}
+
+#[test]
+fn a_server_that_cannot_be_reached_is_passed_over_and_skipped_for_fail_timeout() {
+    let a = NginxWeb::start("server-A");
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let lookup = LookupHandler::start(Default::default());
+    lookup.set("alice", route(dead));
+    let (rm, port) = bad_member_first(&lookup, a.addr, dead, "fail_timeout = \"30s\"");
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     // the ip-hash's first choice cannot be reached: the request goes on to the next member
     // (nginx's proxy_next_upstream error)
@@ -831,22 +842,8 @@ fn a_request_whose_server_does_not_answer_goes_to_the_next_member() {
     let stuck = stalled.local_addr().unwrap();
     let lookup = LookupHandler::start(Default::default());
     lookup.set("alice", route(stuck));
-    // the ip-hash of 127.0.0.1 picks the stalled member first
-    let mut servers = [a.addr, stuck];
-    if zimbra_ip_hash("127.0.0.1".parse().unwrap(), 2) == 0 {
-        servers.swap(0, 1);
-    }
-    let port = free_port();
-    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
-    let rm = Ringmail::start_with_args(
-        &format!(
-            "[lookup]\nhandlers = [\"{}\"]\n\n[http]\nlisten = [\"127.0.0.1:{port}\"]\nservers = [{}]\n\
-             read_timeout = \"1s\"\nfail_timeout = \"2s\"\n",
-            lookup.url(),
-            list.join(", ")
-        ),
-        &["--workers", "1"],
-    );
+    let settings = "read_timeout = \"1s\"\nfail_timeout = \"2s\"";
+    let (rm, port) = bad_member_first(&lookup, a.addr, stuck, settings);
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let moved = "the request goes to the next member";
     // a body has left for the stalled server and cannot be sent twice: 504

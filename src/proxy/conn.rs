@@ -321,29 +321,8 @@ impl Conn {
         }
     }
 
-    /// Write what the socket takes right now, without waiting: a non-blocking send(2), no ring
-    /// operation, so no completion to wait for (a command, an answer or a login line usually
-    /// leaves whole this way). How many bytes went.
-    fn send_now(&self, bytes: &[u8]) -> io::Result<usize> {
-        use rustix::net::SendFlags;
-        let mut sent = 0;
-        while sent < bytes.len() {
-            match rustix::net::send(
-                &self.stream,
-                &bytes[sent..],
-                SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
-            ) {
-                Ok(n) => sent += n,
-                Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::AGAIN) => break,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(sent)
-    }
-
     /// Write `buf` on the socket. `direct` (the writes of the pre-login and login phases):
-    /// what the socket takes at once by [`Conn::send_now`], the rest through the ring.
+    /// what the socket takes at once by [`send_now`], the rest through the ring.
     /// Otherwise (the relay) all of it through the ring: under load a worker's relay writes
     /// leave together in one `io_uring_enter`, where a send(2) each cost more (measured: a
     /// NOOP 15 % dearer with direct sends against Dovecot at 1 000 sessions, a login 8 %
@@ -356,7 +335,7 @@ impl Conn {
     ) -> (io::Result<()>, B) {
         use compio::buf::IoBuf;
         let sent = if direct {
-            match self.send_now(IoBuf::as_init(&buf)) {
+            match send_now(&self.stream, IoBuf::as_init(&buf)) {
                 Ok(n) => n,
                 Err(e) => return (Err(e), buf),
             }
@@ -440,6 +419,27 @@ impl Conn {
         let mut w = &self.stream;
         let _ = w.shutdown().await;
     }
+}
+
+/// Write what a socket takes right now, without waiting: a non-blocking send(2), no ring
+/// operation, so no completion to wait for (a command, an answer, a login line or a small
+/// HTTP head usually leaves whole this way). How many bytes went.
+pub(super) fn send_now(to: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    use rustix::net::SendFlags;
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match rustix::net::send(
+            to,
+            &bytes[sent..],
+            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        ) {
+            Ok(n) => sent += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(sent)
 }
 
 impl Tls {

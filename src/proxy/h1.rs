@@ -18,6 +18,7 @@ use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures_util::future::{select, Either};
 
+use super::conn::send_now;
 use super::http::{decide, Ask, Cx, Decision, Reply};
 use super::metrics::HttpState;
 use crate::config::HttpConfig;
@@ -195,27 +196,6 @@ async fn within<T>(
         Ok(r) => r,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
-}
-
-/// Write what the socket takes right now (a non-blocking send(2), no ring operation: a head
-/// or a small answer usually leaves whole this way, with no completion to wait for and no
-/// timer). How many bytes went.
-fn send_now(to: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
-    use rustix::net::SendFlags;
-    let mut sent = 0;
-    while sent < bytes.len() {
-        match rustix::net::send(
-            to,
-            &bytes[sent..],
-            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
-        ) {
-            Ok(n) => sent += n,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(rustix::io::Errno::AGAIN) => break,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(sent)
 }
 
 /// Write `bytes` as [`Inbox::pass`] does: at once when the connection takes them, else the
