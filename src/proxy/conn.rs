@@ -334,19 +334,19 @@ impl Conn {
         direct: bool,
     ) -> (io::Result<()>, B) {
         use compio::buf::IoBuf;
-        let sent = if direct {
-            match send_now(&self.stream, IoBuf::as_init(&buf)) {
-                Ok(n) => n,
-                Err(e) => return (Err(e), buf),
-            }
-        } else {
-            0
+        let mut w = &self.stream;
+        if !direct {
+            return w.write_all(buf).await.into();
+        }
+        let sent = match send_now(&self.stream, IoBuf::as_init(&buf)) {
+            Ok(n) => n,
+            Err(e) => return (Err(e), buf),
         };
         if sent == IoBuf::buf_len(&buf) {
             return (Ok(()), buf);
         }
-        // boxed: the future of a write that waits is kept out of every write's future
-        let mut w = &self.stream;
+        // the rest, when the socket did not take it all (rare for these writes): boxed, so the
+        // future of every write does not keep room for a second ring write
         let BufResult(r, rest) = Box::pin(w.write_all(IoBuf::slice(buf, sent..))).await;
         (r, rest.into_inner())
     }
