@@ -842,7 +842,7 @@ fn a_request_whose_server_does_not_answer_goes_to_the_next_member() {
     let stuck = stalled.local_addr().unwrap();
     let lookup = LookupHandler::start(Default::default());
     lookup.set("alice", route(stuck));
-    let settings = "read_timeout = \"1s\"\nfail_timeout = \"2s\"";
+    let settings = "read_timeout = \"1s\"\nnoop_timeout = \"1s\"\nfail_timeout = \"2s\"";
     let (rm, port) = bad_member_first(&lookup, a.addr, stuck, settings);
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let moved = "the request goes to the next member";
@@ -851,6 +851,9 @@ fn a_request_whose_server_does_not_answer_goes_to_the_next_member() {
     assert_eq!(code, 504, "{}", rm.log());
     // a user's own server has no stand-in: 504
     let (code, _, _) = curl(&[&url("/home/alice/inbox")]);
+    assert_eq!(code, 504, "{}", rm.log());
+    // a long poll's silence is how it ends, not a failure: 504, the server not marked
+    let (code, _, _) = curl(&[&url("/service/soap/NoOpRequest")]);
     assert_eq!(code, 504, "{}", rm.log());
     assert_eq!(rm.log().matches(moved).count(), 0, "{}", rm.log());
     // a request without a body is sent again to the next member (nginx's proxy_next_upstream

@@ -57,6 +57,12 @@ impl Class {
             Class::Web | Class::Service => t.read,
         }
     }
+
+    /// Whether a server's silence past the read timeout is its failure: not for the long-poll
+    /// locations (ActiveSync, EWS, NoOp, WaitSet, drive), where it is how a poll ends.
+    pub fn silence_fails(self) -> bool {
+        matches!(self, Class::Web | Class::Service)
+    }
 }
 
 /// The location class of a (decoded, normalised) path.

@@ -252,7 +252,11 @@ async fn pass_message(
         if limit.is_some_and(|l| chunked.data > l) {
             return Err(Fail::TooLarge);
         }
-        left -= n as u64;
+        // only a length-framed body counts down (a debug build would stop at the underflow a
+        // chunked or close-framed one made; release wrapped it unseen)
+        if let Framing::Length(_) = framing {
+            left -= n as u64;
+        }
         if !head.is_empty() {
             let with = if n <= WITH_HEAD { n } else { 0 };
             head.extend_from_slice(&inbox.pending()[..with]);
@@ -546,7 +550,7 @@ async fn forward(
     // a connection the server closed while it sat in the pool: a request without a body goes
     // again on a new one (as nginx does); one with a body cannot be sent twice. The same for
     // one the ip-hash placed whose server does not answer in time: the next member.
-    let resendable = head.body == Framing::Empty && req.elsewhere.by_hash;
+    let resendable = head.body == Framing::Empty && req.elsewhere.resend_on_timeout;
     let mut tries = 0;
     let mut members = 0;
     let mut _in_flight;

@@ -488,6 +488,9 @@ pub(super) enum Decision {
 /// route has nowhere else to go.
 pub(super) struct Elsewhere {
     pub by_hash: bool,
+    /// A timeout is the server's failure (not a long poll's end): the request, if it has no
+    /// body, goes to the next member and the server is marked.
+    pub resend_on_timeout: bool,
     /// The request's group (None: the admin console's).
     group: Option<route::Group>,
     /// The token's version, when server versions are configured.
@@ -531,7 +534,8 @@ impl Cx {
         )
     }
 
-    /// `server`, which the ip-hash chose, did not answer a request in time: it is skipped for
+    /// `server`, which the ip-hash chose, did not answer an ordinary (not long-poll) request in
+    /// time: it is skipped for
     /// `http.fail_timeout` (nginx counts a timeout as a failure) and the request, which has no
     /// body and can go again, goes to the next member if there is one.
     pub(super) fn timed_out(
@@ -742,6 +746,7 @@ pub(super) async fn decide(cx: &Cx, cfg: &HttpConfig, ask: &Ask<'_>) -> Decision
         timeout: class.read_timeout(&cfg.timeouts),
         elsewhere: Elsewhere {
             by_hash: !by_route,
+            resend_on_timeout: !by_route && class.silence_fails(),
             group: group_name,
             version,
         },
@@ -800,9 +805,10 @@ async fn forward(
         None => hyper::Uri::from_static("/"),
     };
     parts.version = hyper::Version::HTTP_11;
-    // a request without a body that the ip-hash placed can be sent again, to the next member,
-    // when its server does not answer in time (bodies stream, so one that has left is gone)
-    let resend = (elsewhere.by_hash
+    // a request without a body that the ip-hash placed (not a long poll) can be sent again, to
+    // the next member, when its server does not answer in time (bodies stream, so one that
+    // has left is gone)
+    let resend = (elsewhere.resend_on_timeout
         && upgrade.is_none()
         && hyper::body::Body::is_end_stream(&body))
     .then(|| {
