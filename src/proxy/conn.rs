@@ -355,10 +355,14 @@ impl Conn {
     /// ring afterwards), TLS encrypts it first.
     pub async fn write_chunk(&self, chunk: Chunk) -> io::Result<()> {
         match &self.tls {
-            None => match chunk {
-                Chunk::Ring(b) => self.send(b, false).await.0,
-                Chunk::Owned(v) => self.send(v, false).await.0,
-            },
+            // the relay's writes: straight to the ring (see `send`)
+            None => {
+                let mut w = &self.stream;
+                match chunk {
+                    Chunk::Ring(b) => w.write_all(b).await.0,
+                    Chunk::Owned(v) => w.write_all(v).await.0,
+                }
+            }
             Some(tls) => {
                 let encrypted = tls.engine.borrow_mut().encrypt(&chunk);
                 encrypted?;
