@@ -323,10 +323,9 @@ impl Conn {
 
     /// Write `buf` on the socket. `direct` (the writes of the pre-login and login phases):
     /// what the socket takes at once by [`send_now`], the rest through the ring.
-    /// Otherwise (the relay) all of it through the ring: under load a worker's relay writes
-    /// leave together in one `io_uring_enter`, where a send(2) each cost more (measured: a
-    /// NOOP 15 % dearer with direct sends against Dovecot at 1 000 sessions, a login 8 %
-    /// cheaper; docs/benchmarks.md). Gives the buffer back.
+    /// Otherwise (the relay's TLS records) all of it through the ring: under load a worker's
+    /// relay writes leave together in one `io_uring_enter` (the measurements are in
+    /// docs/decisions.md, "Writes"). Gives the buffer back.
     /// (The trait is named, not imported: its methods would shadow `Vec`'s.)
     async fn send<B: compio::buf::IoBuf + 'static>(
         &self,

@@ -487,7 +487,7 @@ pub(super) enum Decision {
 /// next live member of its group (of the token's version). A request that went by its user's
 /// route has nowhere else to go.
 pub(super) struct Elsewhere {
-    pub by_hash: bool,
+    by_hash: bool,
     /// A timeout is the server's failure (not a long poll's end): the request, if it has no
     /// body, goes to the next member and the server is marked.
     pub resend_on_timeout: bool,
