@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use super::splice::{self, Burst};
 use compio::buf::{BufResult, IntoInner};
-use compio::driver::BufferRef;
+use compio::driver::op::RecvManaged;
+use compio::driver::{BufferRef, SharedFd};
 use compio::io::{AsyncRead, AsyncReadManaged, AsyncWrite, AsyncWriteExt};
 use compio::net::TcpStream;
 use rustls::client::UnbufferedClientConnection;
@@ -213,6 +214,22 @@ impl Conn {
             // rare: boxed so that idle reads stay small
             None => Box::pin(self.read_owned(len)).await,
         }
+    }
+
+    /// A socket read into a buffer of the worker's ring, as an operation to poll: the
+    /// smallest state a waiting read can have (the operation and the runtime's handle, ~80
+    /// bytes; compio's `read_managed` future, its `async fn` layers around the same
+    /// operation, is 248). What it yields goes through [`ring_read`].
+    pub fn ring_read(&self, len: usize) -> io::Result<RingRead> {
+        use compio::driver::ToSharedFd;
+        let pool = compio::runtime::Runtime::with_current(|rt| rt.buffer_pool())?;
+        let op = RecvManaged::new(
+            self.stream.to_shared_fd(),
+            &pool,
+            len.max(1),
+            compio::driver::op::RecvFlags::empty(),
+        )?;
+        Ok(compio::runtime::submit(op))
     }
 
     /// Read into a one-off buffer (the ring was empty). None is EOF.
@@ -679,6 +696,29 @@ fn encode_alert<Data>(status: UnbufferedStatus<'_, '_, Data>, outgoing: &mut Vec
 /// outside) an empty ring, when the caller reads with [`Conn::read_owned`] instead. The relay
 /// awaits the socket's `read_managed` itself and calls this (its pending read is then only
 /// compio's own future: an idle session's footprint).
+/// A pending [`Conn::ring_read`].
+pub type RingRead = compio::runtime::Submit<RecvManaged<SharedFd<socket2::Socket>>>;
+
+/// What a [`RingRead`] read, as [`ring_chunk`] says. The buffer comes out filled to the
+/// length the kernel reported (set by the operation itself: patches/README.md).
+pub fn ring_read(
+    done: BufResult<usize, RecvManaged<SharedFd<socket2::Socket>>>,
+) -> Option<io::Result<Option<Chunk>>> {
+    use compio::driver::TakeBuffer;
+    let BufResult(res, op) = done;
+    ring_chunk(match res {
+        Ok(0) => Ok(None),
+        Ok(_) => match op.take_buffer() {
+            Some(buf) => Ok(Some(buf)),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a read without a buffer from the ring",
+            )),
+        },
+        Err(e) => Err(e),
+    })
+}
+
 pub fn ring_chunk(read: io::Result<Option<BufferRef>>) -> Option<io::Result<Option<Chunk>>> {
     match read {
         Ok(Some(buf)) if !buf.is_empty() => Some(Ok(Some(Chunk::Ring(buf)))),

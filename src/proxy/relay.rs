@@ -16,17 +16,16 @@
 //! feed what arrived to rustls and take the decrypted bytes in place), writes are boxed.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_util::future::{select, Either};
-
-use compio::io::AsyncReadManaged;
-
-use super::conn::{ring_chunk, Chunk, Conn, Decrypted};
+use super::conn::{ring_read, Chunk, Conn, Decrypted, RingRead};
 use super::metrics::Metrics;
 use super::splice::Burst;
-use super::sweep::Entered;
+use super::sweep::{Ended, Entered};
 
 /// How a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +47,9 @@ pub struct Counts {
     pub backend_to_client: u64,
 }
 
-/// What both directions share (one reference each, not seven).
-struct Sides<'a> {
+/// What both directions share: the two connections, the session's sweep entry, the worker's
+/// metrics and the bytes moved. The caller keeps it (the relay and its boxed steps borrow it).
+pub struct Sides<'a> {
     client: &'a Conn,
     backend: &'a Conn,
     entered: &'a Entered<'a>,
@@ -59,6 +59,30 @@ struct Sides<'a> {
 }
 
 impl<'a> Sides<'a> {
+    pub fn new(
+        client: &'a Conn,
+        backend: &'a Conn,
+        entered: &'a Entered<'a>,
+        metrics: &'a Metrics,
+    ) -> Sides<'a> {
+        Sides {
+            client,
+            backend,
+            entered,
+            metrics,
+            up: Cell::new(0),
+            down: Cell::new(0),
+        }
+    }
+
+    /// The bytes moved so far.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            client_to_backend: self.up.get(),
+            backend_to_client: self.down.get(),
+        }
+    }
+
     /// The side read and the side written: `up` from the client to the backend.
     fn ends(&self, up: bool) -> (&'a Conn, &'a Conn) {
         if up {
@@ -77,98 +101,188 @@ impl<'a> Sides<'a> {
     }
 }
 
-/// Relay between `client` and `backend` until done, or until the sweep ends the session
-/// (idle, or its moment of a drain).
-pub async fn relay(
-    client: &Conn,
-    backend: &Conn,
-    entered: &Entered<'_>,
-    metrics: &Metrics,
-) -> (End, Counts) {
-    let sides = Sides {
-        client,
-        backend,
-        entered,
-        metrics,
-        up: Cell::new(0),
-        down: Cell::new(0),
-    };
-    let both = async {
-        let a = std::pin::pin!(pump(&sides, true));
-        let b = std::pin::pin!(pump(&sides, false));
-        match select(a, b).await {
-            Either::Left((Ok(()), down)) => match down.await {
-                Ok(()) => End::Closed,
-                Err(_) => End::Error,
-            },
-            Either::Right((Ok(()), _)) => End::Closed,
-            Either::Left((Err(_), _)) | Either::Right((Err(_), _)) => End::Error,
+/// Relay between the two sides until done, or until the sweep ends the session (idle, or its
+/// moment of a drain).
+pub fn relay<'a>(sides: &'a Sides<'a>) -> Relay<'a> {
+    let start = |up: bool| {
+        if sides.ends(up).0.is_tls() {
+            // rustls may hold decrypted bytes already (pipelined behind the login)
+            Dir::Step(Box::pin(after_read(sides, up, Read::None)))
+        } else {
+            Dir::Start
         }
     };
-    let end = match select(std::pin::pin!(both), entered.ended()).await {
-        Either::Left((end, _)) => end,
-        Either::Right((end, _)) => end,
-    };
-    (
-        end,
-        Counts {
-            client_to_backend: sides.up.get(),
-            backend_to_client: sides.down.get(),
-        },
-    )
+    Relay {
+        up: start(true),
+        down: start(false),
+        ended: sides.entered.ended(),
+        sides,
+    }
 }
 
-/// Read from one side and write to the other until EOF: `up` from the client to the backend,
-/// then close the backend's sending side (half-close: it may finish its answer); otherwise
-/// from the backend to the client, and the session ends at once (closing the socket says it
-/// all; TLS still sends its close_notify).
-async fn pump(s: &Sides<'_>, up: bool) -> io::Result<()> {
-    let (from, to) = s.ends(up);
-    let mut sock = from.stream();
-    let tls = from.is_tls();
-    // TLS sides read the socket here too, and decrypt what arrived (the pending read is the
-    // same small future either way); chunks are at most the connection's read size
-    let len = from.read_size();
-    loop {
-        let chunk = loop {
-            if tls {
-                match from.decrypted(len)? {
-                    Decrypted::Chunk(plain) => break plain,
-                    Decrypted::NeedMore { flush: true } => Box::pin(from.flush_pending()).await?,
-                    Decrypted::NeedMore { flush: false } => {}
+/// The relay: one hand-written future for both directions (instead of two `async` loops under
+/// a `select`), so that an idle session keeps each direction's pending socket read and
+/// nothing else; what follows a read (decrypting, writing, splicing, closing) runs boxed
+/// until the direction reads again.
+pub struct Relay<'a> {
+    sides: &'a Sides<'a>,
+    up: Dir<'a>,
+    down: Dir<'a>,
+    ended: Ended<'a>,
+}
+
+/// Where a direction is.
+enum Dir<'a> {
+    /// Arm the next socket read.
+    Start,
+    /// Waiting for the socket: a ring read (TLS sides decrypt what arrived in place).
+    Reading(RingRead),
+    /// Passing on what a read brought, boxed: true when the direction is finished (EOF
+    /// passed on).
+    Step(Pin<Box<dyn Future<Output = io::Result<bool>> + 'a>>),
+    Done,
+}
+
+/// What a direction's read brought.
+enum Read {
+    /// Nothing read yet (a TLS side's first step: look at what rustls holds).
+    None,
+    /// A ring read's outcome; `None`: the ring had no buffer (read into a one-off buffer).
+    Ring(Option<io::Result<Option<Chunk>>>),
+}
+
+impl Dir<'_> {
+    /// Drive a direction as far as it goes; Ready(true) when it is finished.
+    fn poll<'a>(
+        dir: &mut Dir<'a>,
+        s: &'a Sides<'a>,
+        up: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<bool>> {
+        loop {
+            match dir {
+                Dir::Done => return Poll::Ready(Ok(true)),
+                Dir::Start => {
+                    let (from, _) = s.ends(up);
+                    *dir = Dir::Reading(from.ring_read(from.read_size())?);
                 }
+                Dir::Reading(read) => match Pin::new(read).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(done) => {
+                        *dir = Dir::Step(Box::pin(after_read(s, up, Read::Ring(ring_read(done)))))
+                    }
+                },
+                Dir::Step(step) => match step.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(true)) => {
+                        *dir = Dir::Done;
+                        return Poll::Ready(Ok(true));
+                    }
+                    Poll::Ready(Ok(false)) => *dir = Dir::Start,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                },
             }
-            let raw = match ring_chunk(sock.read_managed(len.max(1)).await) {
-                Some(read) => read?,
-                None => Box::pin(from.read_owned(len)).await?,
-            };
-            match raw {
-                Some(mut raw) if tls => from.feed(&mut raw)?,
-                raw => break raw,
-            }
-        };
-        let eof = match chunk {
-            Some(chunk) => {
-                s.entered.touch(Instant::now());
-                Box::pin(forward(s, up, chunk, len)).await? == Burst::Eof
-            }
-            None => true,
-        };
-        if eof {
-            if up {
-                Box::pin(to.shutdown()).await;
-            } else {
-                Box::pin(to.close_notify()).await;
-            }
-            return Ok(());
         }
     }
 }
 
+impl Future for Relay<'_> {
+    type Output = End;
+
+    /// The client's EOF half-closes the backend, which may finish its answer; the backend's
+    /// EOF ends the session; an error either way ends it as `Error`.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
+        let this = self.get_mut();
+        let s = this.sides;
+        let up = Dir::poll(&mut this.up, s, true, cx);
+        let down = Dir::poll(&mut this.down, s, false, cx);
+        match (up, down) {
+            (Poll::Ready(Err(_)), _) | (_, Poll::Ready(Err(_))) => return Poll::Ready(End::Error),
+            (_, Poll::Ready(Ok(_))) => return Poll::Ready(End::Closed),
+            _ => {}
+        }
+        Pin::new(&mut this.ended).poll(cx)
+    }
+}
+
+/// After a read: pass on what it brought, then (TLS) whatever rustls has decrypted besides,
+/// until the direction needs the socket again (false) or its EOF has been passed on (true):
+/// `up` (client to backend) closes the backend's sending side (half-close: it may finish
+/// its answer); the other way the session ends at once (closing the socket says it all; TLS
+/// still sends its close_notify).
+#[allow(clippy::manual_async_fn)]
+fn after_read<'a>(
+    s: &'a Sides<'a>,
+    up: bool,
+    read: Read,
+) -> impl Future<Output = io::Result<bool>> + 'a {
+    // not an `async fn`: those keep their arguments twice, and this future is boxed for every
+    // read
+    async move {
+        let (from, _) = s.ends(up);
+        let len = from.read_size();
+        let raw = match read {
+            Read::None => None,
+            Read::Ring(Some(read)) => Some(read?),
+            // rare: boxed, as are the flush and the EOF below, so that the step stays small
+            Read::Ring(None) => Some(Box::pin(from.read_owned(len)).await?),
+        };
+        let eof = if from.is_tls() {
+            if let Some(raw) = raw {
+                let Some(mut raw) = raw else {
+                    return Box::pin(finish(s, up)).await;
+                };
+                from.feed(&mut raw)?;
+            }
+            loop {
+                match from.decrypted(len)? {
+                    Decrypted::Chunk(Some(plain)) => {
+                        s.entered.touch(Instant::now());
+                        if forward(s, up, plain, len).await? == Burst::Eof {
+                            break true;
+                        }
+                    }
+                    Decrypted::Chunk(None) => break true,
+                    Decrypted::NeedMore { flush } => {
+                        if flush {
+                            Box::pin(from.flush_pending()).await?;
+                        }
+                        break false;
+                    }
+                }
+            }
+        } else {
+            match raw {
+                Some(Some(chunk)) => {
+                    s.entered.touch(Instant::now());
+                    forward(s, up, chunk, len).await? == Burst::Eof
+                }
+                Some(None) => true,
+                None => false,
+            }
+        };
+        if eof {
+            return Box::pin(finish(s, up)).await;
+        }
+        Ok(false)
+    }
+}
+
+/// A direction's EOF: pass it on.
+async fn finish(s: &Sides<'_>, up: bool) -> io::Result<bool> {
+    let (_, to) = s.ends(up);
+    if up {
+        to.shutdown().await;
+    } else {
+        to.close_notify().await;
+    }
+    Ok(true)
+}
+
 /// Write a chunk to the other side. After a read that filled a whole buffer (bulk), go on
 /// through a pipe (when both sockets are plaintext: [`Conn::splice_to`] decides), until the
-/// source has nothing more to read. Boxed by the caller: an idle direction does not keep room
-/// for it.
+/// source has nothing more to read. Part of a direction's boxed step: an idle direction does
+/// not keep room for it.
 async fn forward(s: &Sides<'_>, up: bool, chunk: Chunk, len: usize) -> io::Result<Burst> {
     let (from, to) = s.ends(up);
     let n = chunk.len();
@@ -180,25 +294,20 @@ async fn forward(s: &Sides<'_>, up: bool, chunk: Chunk, len: usize) -> io::Resul
     from.splice_to(to, |n| s.moved(up, n)).await
 }
 
-/// The size of a direction's write-and-splice future (what a session waiting in a splice
-/// burst keeps besides the relay), for the size test.
+/// The sizes of a direction's boxed step (what a session passing on a read keeps besides the
+/// relay, the write-and-splice future included) and of the relay, for the size test.
 #[cfg(test)]
-pub(crate) fn forward_size(
+pub(crate) fn sizes(
     client: &Conn,
     backend: &Conn,
     entered: &Entered<'_>,
     m: &Metrics,
-) -> usize {
-    let s = Sides {
-        client,
-        backend,
-        entered,
-        metrics: m,
-        up: Cell::new(0),
-        down: Cell::new(0),
-    };
-    let f = forward(&s, false, Chunk::Owned(Vec::new()), 1);
-    let size = std::mem::size_of_val(&f);
-    drop(f);
-    size
+) -> (usize, usize) {
+    let s = Sides::new(client, backend, entered, m);
+    let step = after_read(&s, false, Read::None);
+    let r = relay(&s);
+    let sizes = (std::mem::size_of_val(&step), std::mem::size_of_val(&r));
+    drop(step);
+    drop(r);
+    sizes
 }

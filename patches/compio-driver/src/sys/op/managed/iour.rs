@@ -184,15 +184,22 @@ unsafe impl<S: AsFd> OpCode for RecvManaged<S> {
         entry.into()
     }
 
-    unsafe fn set_result(&mut self, _: &mut Self::Control, _: &io::Result<usize>, extra: &Extra) {
+    unsafe fn set_result(&mut self, _: &mut Self::Control, res: &io::Result<usize>, extra: &Extra) {
         let Ok(buffer_id) = extra.buffer_id() else {
             return;
         };
-        let buffer = self
+        let mut buffer = self
             .buffer_pool
             .take(buffer_id)
             .expect("Driver should be alive")
             .expect("Buffer should not be in use");
+        // ringmail's patch: the buffer's length is the kernel's count of the bytes it put
+        // there, set here where that is known, so that `TakeBuffer::take_buffer` hands out
+        // a filled buffer without the caller's `unsafe` (`ResultTakeBuffer` advancing it again
+        // to the same length does nothing)
+        if let Ok(len) = res {
+            unsafe { buffer.advance_to(*len) };
+        }
         self.buffer.replace(buffer);
     }
 }
