@@ -143,8 +143,22 @@ pub struct RecvManaged<S> {
     flags: RecvFlags,
     buffer_group: u16,
     buffer_pool: BufferPool,
-    buffer: Option<BufferRef>,
+    // ringmail's patch: the buffer the kernel chose and the bytes it read into it; the buffer
+    // is taken from the pool only when asked for (`take_buffer`) or given back when the
+    // operation is dropped. An `Option<BufferRef>` here was 48 of this operation's 80 bytes,
+    // in every pending read (the operation lives in the driver's cell and in the future that
+    // waits for it: a relay keeps two reads pending per idle session)
+    chosen: Option<(u16, u32)>,
     poll_first: bool,
+}
+
+impl<S> Drop for RecvManaged<S> {
+    fn drop(&mut self) {
+        // ringmail's patch: a completed read nobody took gives its buffer back to the ring
+        if let Some((id, _)) = self.chosen.take() {
+            drop(self.buffer_pool.take(id));
+        }
+    }
 }
 
 impl<S> RecvManaged<S> {
@@ -158,7 +172,7 @@ impl<S> RecvManaged<S> {
             })?,
             flags,
             buffer_pool: buffer_pool.clone(),
-            buffer: None,
+            chosen: None,
             poll_first: false,
         })
     }
@@ -188,27 +202,28 @@ unsafe impl<S: AsFd> OpCode for RecvManaged<S> {
         let Ok(buffer_id) = extra.buffer_id() else {
             return;
         };
-        let mut buffer = self
-            .buffer_pool
-            .take(buffer_id)
-            .expect("Driver should be alive")
-            .expect("Buffer should not be in use");
-        // ringmail's patch: the buffer's length is the kernel's count of the bytes it put
-        // there, set here where that is known, so that `TakeBuffer::take_buffer` hands out
-        // a filled buffer without the caller's `unsafe` (`ResultTakeBuffer` advancing it again
-        // to the same length does nothing)
-        if let Ok(len) = res {
-            unsafe { buffer.advance_to(*len) };
-        }
-        self.buffer.replace(buffer);
+        // ringmail's patch: remember the buffer and the kernel's count of the bytes it put
+        // there (`take_buffer` sets the buffer's length from it, so that callers need no
+        // `unsafe`; `ResultTakeBuffer` advancing it again to the same length does nothing)
+        let len = res.as_ref().map_or(0, |n| u32::try_from(*n).unwrap_or(u32::MAX));
+        self.chosen = Some((buffer_id, len));
     }
 }
 
 impl<S> TakeBuffer for RecvManaged<S> {
     type Buffer = BufferRef;
 
-    fn take_buffer(self) -> Option<BufferRef> {
-        self.buffer
+    fn take_buffer(mut self) -> Option<BufferRef> {
+        // ringmail's patch: the buffer is taken from the pool here (see `chosen`)
+        let (buffer_id, len) = self.chosen.take()?;
+        let mut buffer = self
+            .buffer_pool
+            .take(buffer_id)
+            .expect("Driver should be alive")
+            .expect("Buffer should not be in use");
+        // SAFETY: the kernel wrote `len` bytes into this buffer (`set_result`)
+        unsafe { buffer.advance_to(len as usize) };
+        Some(buffer)
     }
 }
 
