@@ -26,30 +26,50 @@ pub const DRAIN_TICK: Duration = Duration::from_millis(100);
 /// A drained session is closed after this long without a byte either way (when it can be).
 pub const QUIET: Duration = Duration::from_secs(1);
 
+/// 40 bytes per relayed session (64 with an `Instant` and a `Duration`): times are
+/// milliseconds since the sweep's epoch.
 struct Entry {
-    /// When a byte last moved either way.
-    last: Instant,
-    idle: Duration,
+    /// When a byte last moved either way, in ms since the epoch.
+    last: u64,
+    /// The idle timeout in ms (at most ~49 days: a longer one counts as that).
+    idle: u32,
+    end: Option<End>,
     /// The session's drain slot ([`Drain::slot`]).
     slot: u64,
-    end: Option<End>,
     waker: Option<Waker>,
 }
 
 /// A worker's relayed sessions, by key; freed keys are reused.
-#[derive(Default)]
 pub struct Sweep {
     entries: RefCell<Vec<Option<Entry>>>,
     free: RefCell<Vec<usize>>,
     live: Cell<usize>,
+    epoch: Instant,
+}
+
+impl Default for Sweep {
+    fn default() -> Self {
+        Sweep {
+            entries: RefCell::default(),
+            free: RefCell::default(),
+            live: Cell::default(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl Sweep {
+    /// `t` in ms since the epoch (rounded down: a session may end up to 1 ms early, on a
+    /// sweep of one second).
+    fn ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// A session starts relaying at `now`.
     pub fn enter(&self, now: Instant, idle: Duration, slot: u64) -> Entered<'_> {
         let entry = Entry {
-            last: now,
-            idle,
+            last: self.ms(now),
+            idle: u32::try_from(idle.as_millis()).unwrap_or(u32::MAX),
             slot,
             end: None,
             waker: None,
@@ -91,7 +111,9 @@ impl Sweep {
                     continue;
                 }
                 let close = drain.close_at(e.slot).zip(last_close);
-                if let Some(end) = verdict(e.last, e.idle, now, close) {
+                let last = self.epoch + Duration::from_millis(e.last);
+                let idle = Duration::from_millis(u64::from(e.idle));
+                if let Some(end) = verdict(last, idle, now, close) {
                     e.end = Some(end);
                     ended += 1;
                     woken.extend(e.waker.take());
@@ -139,7 +161,8 @@ pub struct Entered<'a> {
 impl Entered<'_> {
     /// A byte moved at `now`.
     pub fn touch(&self, now: Instant) {
-        self.sweep.with(self.key, |e| e.last = now);
+        let last = self.sweep.ms(now);
+        self.sweep.with(self.key, |e| e.last = last);
     }
 
     /// Resolves when the sweep ends the session.
@@ -212,8 +235,8 @@ mod tests {
 
     #[test]
     fn idle_sessions_end_after_their_timeout_and_are_woken() {
-        let t0 = Instant::now();
         let sweep = Sweep::default();
+        let t0 = Instant::now();
         let drain = Drain::new(Duration::ZERO, Duration::ZERO, 0);
         let a = sweep.enter(t0, Duration::from_secs(10), 0);
         let b = sweep.enter(t0, Duration::from_secs(20), 1);
