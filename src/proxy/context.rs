@@ -47,7 +47,7 @@ pub struct Worker {
     pub prelogin: Arc<crate::throttle::PreLogin>,
     pub connections: Cell<usize>,
     /// Sessions past their login, relaying: their idle timeouts and drain closes.
-    pub sweep: super::sweep::Sweep,
+    pub sweep: Rc<super::sweep::Sweep>,
     /// Sessions accepted by this worker (numbers the session ids).
     logins: Cell<u32>,
     /// When the process started, in seconds (the session ids' prefix).
@@ -98,7 +98,7 @@ impl Worker {
             metrics,
             all_metrics: shared.metrics.clone(),
             connections: Cell::new(0),
-            sweep: super::sweep::Sweep::default(),
+            sweep: Rc::default(),
             logins: Cell::new(0),
             started: shared.started,
             drain: Drain::new(

@@ -19,6 +19,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -48,23 +49,19 @@ pub struct Counts {
 }
 
 /// What both directions share: the two connections, the session's sweep entry, the worker's
-/// metrics and the bytes moved. The caller keeps it (the relay and its boxed steps borrow it).
-pub struct Sides<'a> {
-    client: &'a Conn,
-    backend: &'a Conn,
-    entered: &'a Entered<'a>,
-    metrics: &'a Metrics,
+/// metrics and the bytes moved. The caller keeps it (the relay and its boxed steps borrow
+/// it); it owns what it holds, so that an idle session keeps each of them once.
+pub struct Sides {
+    client: Conn,
+    backend: Conn,
+    entered: Entered,
+    metrics: Arc<Metrics>,
     up: Cell<u64>,
     down: Cell<u64>,
 }
 
-impl<'a> Sides<'a> {
-    pub fn new(
-        client: &'a Conn,
-        backend: &'a Conn,
-        entered: &'a Entered<'a>,
-        metrics: &'a Metrics,
-    ) -> Sides<'a> {
+impl Sides {
+    pub fn new(client: Conn, backend: Conn, entered: Entered, metrics: Arc<Metrics>) -> Sides {
         Sides {
             client,
             backend,
@@ -83,12 +80,17 @@ impl<'a> Sides<'a> {
         }
     }
 
+    /// The client's connection back (the session leaves the sweep; the backend's closes).
+    pub fn into_client(self) -> Conn {
+        self.client
+    }
+
     /// The side read and the side written: `up` from the client to the backend.
-    fn ends(&self, up: bool) -> (&'a Conn, &'a Conn) {
+    fn ends(&self, up: bool) -> (&Conn, &Conn) {
         if up {
-            (self.client, self.backend)
+            (&self.client, &self.backend)
         } else {
-            (self.backend, self.client)
+            (&self.backend, &self.client)
         }
     }
 
@@ -103,7 +105,7 @@ impl<'a> Sides<'a> {
 
 /// Relay between the two sides until done, or until the sweep ends the session (idle, or its
 /// moment of a drain).
-pub fn relay<'a>(sides: &'a Sides<'a>) -> Relay<'a> {
+pub fn relay(sides: &Sides) -> Relay<'_> {
     let start = |up: bool| {
         if sides.ends(up).0.is_tls() {
             // rustls may hold decrypted bytes already (pipelined behind the login)
@@ -125,7 +127,7 @@ pub fn relay<'a>(sides: &'a Sides<'a>) -> Relay<'a> {
 /// nothing else; what follows a read (decrypting, writing, splicing, closing) runs boxed
 /// until the direction reads again.
 pub struct Relay<'a> {
-    sides: &'a Sides<'a>,
+    sides: &'a Sides,
     up: Dir<'a>,
     down: Dir<'a>,
     ended: Ended<'a>,
@@ -155,7 +157,7 @@ impl Dir<'_> {
     /// Drive a direction as far as it goes; Ready(true) when it is finished.
     fn poll<'a>(
         dir: &mut Dir<'a>,
-        s: &'a Sides<'a>,
+        s: &'a Sides,
         up: bool,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<bool>> {
@@ -212,7 +214,7 @@ impl Future for Relay<'_> {
 /// still sends its close_notify).
 #[allow(clippy::manual_async_fn)]
 fn after_read<'a>(
-    s: &'a Sides<'a>,
+    s: &'a Sides,
     up: bool,
     read: Read,
 ) -> impl Future<Output = io::Result<bool>> + 'a {
@@ -269,7 +271,7 @@ fn after_read<'a>(
 }
 
 /// A direction's EOF: pass it on.
-async fn finish(s: &Sides<'_>, up: bool) -> io::Result<bool> {
+async fn finish(s: &Sides, up: bool) -> io::Result<bool> {
     let (_, to) = s.ends(up);
     if up {
         to.shutdown().await;
@@ -283,7 +285,7 @@ async fn finish(s: &Sides<'_>, up: bool) -> io::Result<bool> {
 /// through a pipe (when both sockets are plaintext: [`Conn::splice_to`] decides), until the
 /// source has nothing more to read. Part of a direction's boxed step: an idle direction does
 /// not keep room for it.
-async fn forward(s: &Sides<'_>, up: bool, chunk: Chunk, len: usize) -> io::Result<Burst> {
+async fn forward(s: &Sides, up: bool, chunk: Chunk, len: usize) -> io::Result<Burst> {
     let (from, to) = s.ends(up);
     let n = chunk.len();
     to.write_chunk(chunk).await?;
@@ -298,10 +300,10 @@ async fn forward(s: &Sides<'_>, up: bool, chunk: Chunk, len: usize) -> io::Resul
 /// relay, the write-and-splice future included) and of the relay, for the size test.
 #[cfg(test)]
 pub(crate) fn sizes(
-    client: &Conn,
-    backend: &Conn,
-    entered: &Entered<'_>,
-    m: &Metrics,
+    client: Conn,
+    backend: Conn,
+    entered: Entered,
+    m: Arc<Metrics>,
 ) -> (usize, usize) {
     let s = Sides::new(client, backend, entered, m);
     let step = after_read(&s, false, Read::None);

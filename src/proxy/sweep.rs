@@ -11,6 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -66,7 +67,7 @@ impl Sweep {
     }
 
     /// A session starts relaying at `now`.
-    pub fn enter(&self, now: Instant, idle: Duration, slot: u64) -> Entered<'_> {
+    pub fn enter(self: &Rc<Self>, now: Instant, idle: Duration, slot: u64) -> Entered {
         let entry = Entry {
             last: self.ms(now),
             idle: u32::try_from(idle.as_millis()).unwrap_or(u32::MAX),
@@ -86,7 +87,10 @@ impl Sweep {
             }
         };
         self.live.set(self.live.get() + 1);
-        Entered { sweep: self, key }
+        Entered {
+            sweep: self.clone(),
+            key,
+        }
     }
 
     /// Sessions relaying now.
@@ -153,12 +157,12 @@ fn verdict(
 }
 
 /// A session's place in the sweep; leaves it when dropped.
-pub struct Entered<'a> {
-    sweep: &'a Sweep,
+pub struct Entered {
+    sweep: Rc<Sweep>,
     key: usize,
 }
 
-impl Entered<'_> {
+impl Entered {
     /// A byte moved at `now`.
     pub fn touch(&self, now: Instant) {
         let last = self.sweep.ms(now);
@@ -171,7 +175,7 @@ impl Entered<'_> {
     }
 }
 
-impl Drop for Entered<'_> {
+impl Drop for Entered {
     fn drop(&mut self) {
         self.sweep.entries.borrow_mut()[self.key] = None;
         self.sweep.free.borrow_mut().push(self.key);
@@ -181,7 +185,7 @@ impl Drop for Entered<'_> {
 
 /// Future of [`Entered::ended`].
 pub struct Ended<'a> {
-    entered: &'a Entered<'a>,
+    entered: &'a Entered,
 }
 
 impl Future for Ended<'_> {
@@ -235,7 +239,7 @@ mod tests {
 
     #[test]
     fn idle_sessions_end_after_their_timeout_and_are_woken() {
-        let sweep = Sweep::default();
+        let sweep = Rc::new(Sweep::default());
         let t0 = Instant::now();
         let drain = Drain::new(Duration::ZERO, Duration::ZERO, 0);
         let a = sweep.enter(t0, Duration::from_secs(10), 0);
