@@ -448,7 +448,7 @@ impl Translator<'_> {
                     | "ssl_dhparam",
                     None,
                 ) => {
-                    self.warn(format!("{}: rustls offers TLS 1.2 and 1.3 with its own safe cipher suites; not carried over", d.name));
+                    self.warn(format!("{}: rustls offers TLS 1.2 and 1.3 with its own safe cipher suites; not carried over (tls.ciphers and tls.prefer_server_ciphers take rustls' suite names)", d.name));
                 }
                 ("mail", "proxy_pass_error_message", None) => {
                     self.warn("proxy_pass_error_message: ringmail relays the backend's refusal of the credentials as is and answers its own internal error for anything unexpected (docs/compatibility.md)".into());

@@ -89,6 +89,50 @@ fn load_roots(ca: &std::path::Path) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
+/// The cipher suites the TLS listeners offer (`tls.ciphers`, `tls.prefer_server_ciphers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ciphers {
+    /// rustls' names, in order of preference; empty: the provider's defaults.
+    names: Vec<String>,
+    /// Our order decides, not the client's.
+    prefer_server: bool,
+}
+
+impl Ciphers {
+    /// Checks every name against the provider's suites.
+    pub fn new(names: &[String], prefer_server: bool) -> Result<Ciphers, String> {
+        let c = Ciphers {
+            names: names.to_vec(),
+            prefer_server,
+        };
+        c.provider()?;
+        Ok(c)
+    }
+
+    /// The provider with these suites, in this order.
+    fn provider(&self) -> Result<rustls::crypto::CryptoProvider, String> {
+        let mut p = provider::default_provider();
+        if self.names.is_empty() {
+            return Ok(p);
+        }
+        let all = std::mem::take(&mut p.cipher_suites);
+        let name = |s: &rustls::SupportedCipherSuite| s.suite().as_str().unwrap_or("?");
+        for n in &self.names {
+            let suite = all.iter().find(|s| name(s) == n).ok_or_else(|| {
+                let known: Vec<&str> = all.iter().map(name).collect();
+                format!(
+                    "tls.ciphers: unknown cipher suite {n} (known: {})",
+                    known.join(", ")
+                )
+            })?;
+            if !p.cipher_suites.contains(suite) {
+                p.cipher_suites.push(*suite);
+            }
+        }
+        Ok(p)
+    }
+}
+
 /// Build the server configs, one per ALPN protocol name, sharing certificates and the
 /// resumption state; with `client_ca`, one more (last) for the client-certificate SSO
 /// listeners: HTTP/1.x, client certificates asked for and verified against those CAs (a
@@ -100,7 +144,9 @@ pub fn server_configs(
     alpn: &[&[&[u8]]],
     session_cache: usize,
     client_ca: Option<&std::path::Path>,
+    ciphers: &Ciphers,
 ) -> Result<Vec<Arc<ServerConfig>>, String> {
+    let suites = Arc::new(ciphers.provider()?);
     let first = certs.first().ok_or("tls.certificates is empty")?;
     let default = load_key(first)?;
     let mut by_name = Vec::new();
@@ -136,16 +182,16 @@ pub fn server_configs(
         .chain(verifier.map(|v| (HTTP1, Some(v))));
     wanted
         .map(|(proto, verifier)| {
-            let builder =
-                ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
-                    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                    .map_err(|e| e.to_string())?;
+            let builder = ServerConfig::builder_with_provider(suites.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .map_err(|e| format!("tls.ciphers: {e}"))?;
             let builder = match verifier {
                 Some(v) => builder.with_client_cert_verifier(v),
                 None => builder.with_no_client_auth(),
             };
             let mut cfg = builder.with_cert_resolver(resolver.clone());
             cfg.alpn_protocols = proto.iter().map(|p| p.to_vec()).collect();
+            cfg.ignore_client_order = ciphers.prefer_server;
             cfg.ticketer = ticketer.clone();
             cfg.session_storage = cache.clone();
             // small records to the client are fine; do not keep a large send buffer per session
@@ -238,6 +284,7 @@ pub struct TlsStore {
     session_cache: usize,
     /// The client-certificate SSO listeners' CAs (their config is the last one).
     client_ca: Option<PathBuf>,
+    ciphers: Ciphers,
 }
 
 /// Server configs by protocol ([`Proto::index`]), each with its protocol's ALPN id.
@@ -249,6 +296,7 @@ impl TlsStore {
         certs: Vec<CertFiles>,
         session_cache: usize,
         client_ca: Option<PathBuf>,
+        ciphers: Ciphers,
     ) -> Result<Self, String> {
         let store = TlsStore {
             generation: AtomicU64::new(1),
@@ -256,6 +304,7 @@ impl TlsStore {
             certs,
             session_cache,
             client_ca,
+            ciphers,
         };
         if !store.certs.is_empty() {
             let c = store.build()?;
@@ -271,6 +320,7 @@ impl TlsStore {
             &alpn,
             self.session_cache,
             self.client_ca.as_deref(),
+            &self.ciphers,
         )
     }
 
@@ -291,5 +341,50 @@ impl TlsStore {
 
     pub fn current(&self) -> Option<ServerConfigs> {
         self.configs.read().ok().and_then(|c| c.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cipher_names_are_checked_and_kept_in_order() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let c = Ciphers::new(
+            &names(&["TLS13_CHACHA20_POLY1305_SHA256", "TLS13_AES_128_GCM_SHA256"]),
+            true,
+        )
+        .unwrap();
+        let got: Vec<_> = c
+            .provider()
+            .unwrap()
+            .cipher_suites
+            .iter()
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+                rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+            ]
+        );
+        let e = Ciphers::new(&names(&["ECDHE-RSA-AES128-GCM-SHA256"]), false).unwrap_err();
+        assert!(
+            e.contains("unknown cipher suite ECDHE-RSA-AES128-GCM-SHA256"),
+            "{e}"
+        );
+        assert!(e.contains("TLS13_AES_256_GCM_SHA384"), "{e}");
+        // empty: the provider's defaults
+        assert_eq!(
+            Ciphers::new(&[], false)
+                .unwrap()
+                .provider()
+                .unwrap()
+                .cipher_suites
+                .len(),
+            provider::default_provider().cipher_suites.len()
+        );
     }
 }

@@ -255,6 +255,11 @@ pub struct TlsFile {
     pub handshake_timeout: Dur,
     /// TLS 1.2 session IDs remembered per process (TLS 1.3 uses tickets).
     pub session_cache: usize,
+    /// Cipher suites offered, in order of preference, as rustls names them (empty: rustls'
+    /// defaults).
+    pub ciphers: Vec<String>,
+    /// Our order of `ciphers` decides, not the client's (nginx's `ssl_prefer_server_ciphers`).
+    pub prefer_server_ciphers: bool,
 }
 
 impl Default for TlsFile {
@@ -263,6 +268,8 @@ impl Default for TlsFile {
             certificates: Vec::new(),
             handshake_timeout: Dur(Duration::from_secs(10)),
             session_cache: 4096,
+            ciphers: Vec::new(),
+            prefer_server_ciphers: false,
         }
     }
 }

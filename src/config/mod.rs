@@ -66,6 +66,7 @@ pub struct Config {
     pub tls_certificates: Vec<CertFiles>,
     pub handshake_timeout: Duration,
     pub tls_session_cache: usize,
+    pub tls_ciphers: crate::tls::Ciphers,
     pub upstream: Upstream,
     pub lookup: Lookup,
     pub http: Option<HttpConfig>,

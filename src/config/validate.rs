@@ -535,6 +535,10 @@ impl FileConfig {
             tls_certificates: self.tls.certificates.clone(),
             handshake_timeout: self.tls.handshake_timeout.0,
             tls_session_cache: self.tls.session_cache,
+            tls_ciphers: crate::tls::Ciphers::new(
+                &self.tls.ciphers,
+                self.tls.prefer_server_ciphers,
+            )?,
             upstream: Upstream {
                 tls: u.tls,
                 ca_file: u.ca_file.clone(),

@@ -768,11 +768,16 @@ mod tests {
 
     /// A server and a client engine, before the handshake; `tls12` limits the client to 1.2.
     fn pair(tls12: bool) -> (Engine, Engine) {
+        pair_with(tls12, &Default::default())
+    }
+
+    /// The same, with the server's `tls.ciphers` settings.
+    fn pair_with(tls12: bool, ciphers: &crate::tls::Ciphers) -> (Engine, Engine) {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ringmail-conn-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let server_cfg = server_configs(&[certificate(&dir)], &[&[b"imap"]], 16, None)
+        let server_cfg = server_configs(&[certificate(&dir)], &[&[b"imap"]], 16, None, ciphers)
             .unwrap()
             .remove(0);
         let client_cfg = if tls12 {
@@ -796,6 +801,35 @@ mod tests {
             Engine::new(Side::Server(server)),
             Engine::new(Side::Client(client)),
         )
+    }
+
+    /// `tls.ciphers` with `prefer_server_ciphers`: our order decides what is negotiated (the
+    /// client, rustls with its defaults, lists AES-256-GCM first).
+    #[test]
+    fn the_servers_cipher_order_decides_when_preferred() {
+        use rustls::CipherSuite::{TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256};
+        let suite = |e: &Engine| match &e.side {
+            Side::Server(c) => c.negotiated_cipher_suite().map(|s| s.suite()),
+            Side::Client(c) => c.negotiated_cipher_suite().map(|s| s.suite()),
+        };
+        let names = [
+            "TLS13_CHACHA20_POLY1305_SHA256".to_string(),
+            "TLS13_AES_256_GCM_SHA384".to_string(),
+        ];
+        for (prefer, want) in [
+            (true, TLS13_CHACHA20_POLY1305_SHA256),
+            (false, TLS13_AES_256_GCM_SHA384),
+        ] {
+            let ciphers = crate::tls::Ciphers::new(&names, prefer).unwrap();
+            let (mut server, mut client) = pair_with(false, &ciphers);
+            handshake(&mut server, &mut client, 1 << 16);
+            assert_eq!(
+                suite(&server),
+                Some(want),
+                "prefer_server_ciphers = {prefer}"
+            );
+            assert_eq!(suite(&client), Some(want));
+        }
     }
 
     /// Move what `from` has to send into `to`, `cut` bytes per read.

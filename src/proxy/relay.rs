@@ -12,8 +12,10 @@
 //! pipe with splice(2) until the source has nothing more to read ([`super::splice`]).
 //!
 //! An idle session waits here for as long as it lives, so what this future holds is most of
-//! what an idle session costs: each direction keeps only its pending socket read (TLS sides
-//! feed what arrived to rustls and take the decrypted bytes in place), writes are boxed.
+//! what an idle session costs: [`Relay`] is written by hand (not two `async` loops under a
+//! `select`, 880 bytes), and each direction keeps only its pending socket read (48 bytes);
+//! what follows a read (TLS sides feed it to rustls and take the decrypted bytes in place,
+//! the write, a splice burst) runs boxed until the direction reads again.
 
 use std::cell::Cell;
 use std::future::Future;

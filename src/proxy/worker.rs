@@ -75,6 +75,7 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
                 .as_ref()
                 .and_then(|h| h.certauth.as_ref())
                 .map(|c| c.ca.clone()),
+            config.tls_ciphers.clone(),
         )
         .map_err(anyhow::Error::msg)?,
     );

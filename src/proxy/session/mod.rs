@@ -465,7 +465,9 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap();
-            let store = std::sync::Arc::new(crate::tls::TlsStore::new(vec![], 1, None).unwrap());
+            let store = std::sync::Arc::new(
+                crate::tls::TlsStore::new(vec![], 1, None, Default::default()).unwrap(),
+            );
             let prepared = super::super::context::Prepared {
                 tls_store: store,
                 upstream_tls: super::super::upstream::UpstreamTls::Off,
