@@ -219,17 +219,23 @@ impl Conn {
     /// A socket read into a buffer of the worker's ring, as an operation to poll: the
     /// smallest state a waiting read can have (the operation and the runtime's handle, ~80
     /// bytes; compio's `read_managed` future, its `async fn` layers around the same
-    /// operation, is 248). What it yields goes through [`ring_read`].
-    pub fn ring_read(&self, len: usize) -> io::Result<RingRead> {
-        use compio::driver::ToSharedFd;
+    /// operation, is 248). What it yields goes through [`ring_read`]. `poll_first`: the last
+    /// read left the socket empty, so the kernel waits for data before trying to receive
+    /// (io_uring's `IORING_RECVSEND_POLL_FIRST`, what compio's own reads do after an empty
+    /// one) instead of failing a first attempt.
+    pub fn ring_read(&self, len: usize, poll_first: bool) -> io::Result<RingRead> {
+        use compio::driver::{PollFirst, ToSharedFd};
         let pool = compio::runtime::Runtime::with_current(|rt| rt.buffer_pool())?;
-        let op = RecvManaged::new(
+        let mut op = RecvManaged::new(
             self.stream.to_shared_fd(),
             &pool,
             len.max(1),
             compio::driver::op::RecvFlags::empty(),
         )?;
-        Ok(compio::runtime::submit(op))
+        if poll_first {
+            op.poll_first();
+        }
+        Ok(compio::runtime::submit(op).with_extra())
     }
 
     /// Read into a one-off buffer (the ring was empty). None is EOF.
@@ -697,16 +703,22 @@ fn encode_alert<Data>(status: UnbufferedStatus<'_, '_, Data>, outgoing: &mut Vec
 /// awaits the socket's `read_managed` itself and calls this (its pending read is then only
 /// compio's own future: an idle session's footprint).
 /// A pending [`Conn::ring_read`].
-pub type RingRead = compio::runtime::Submit<RecvManaged<SharedFd<socket2::Socket>>>;
+pub type RingRead =
+    compio::runtime::Submit<RecvManaged<SharedFd<socket2::Socket>>, compio::driver::Extra>;
 
-/// What a [`RingRead`] read, as [`ring_chunk`] says. The buffer comes out filled to the
-/// length the kernel reported (set by the operation itself: patches/README.md).
+/// What a [`RingRead`] read, as [`ring_chunk`] says, and whether it left the socket empty (so
+/// that the next read polls first). The buffer comes out filled to the length the kernel
+/// reported (set by the operation itself: patches/README.md).
 pub fn ring_read(
-    done: BufResult<usize, RecvManaged<SharedFd<socket2::Socket>>>,
-) -> Option<io::Result<Option<Chunk>>> {
+    (done, extra): (
+        BufResult<usize, RecvManaged<SharedFd<socket2::Socket>>>,
+        compio::driver::Extra,
+    ),
+) -> (Option<io::Result<Option<Chunk>>>, bool) {
     use compio::driver::TakeBuffer;
     let BufResult(res, op) = done;
-    ring_chunk(match res {
+    let empty = matches!(extra.sock_nonempty(), Ok(false));
+    let read = ring_chunk(match res {
         Ok(0) => Ok(None),
         Ok(_) => match op.take_buffer() {
             Some(buf) => Ok(Some(buf)),
@@ -716,7 +728,8 @@ pub fn ring_read(
             )),
         },
         Err(e) => Err(e),
-    })
+    });
+    (read, empty)
 }
 
 pub fn ring_chunk(read: io::Result<Option<BufferRef>>) -> Option<io::Result<Option<Chunk>>> {

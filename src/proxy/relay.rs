@@ -111,9 +111,9 @@ pub fn relay(sides: &Sides) -> Relay<'_> {
     let start = |up: bool| {
         if sides.ends(up).0.is_tls() {
             // rustls may hold decrypted bytes already (pipelined behind the login)
-            Dir::Step(Box::pin(after_read(sides, up, Read::None)))
+            Dir::Step(Box::pin(after_read(sides, up, Read::None)), false)
         } else {
-            Dir::Start
+            Dir::Start(false)
         }
     };
     Relay {
@@ -135,15 +135,16 @@ pub struct Relay<'a> {
     ended: Ended<'a>,
 }
 
-/// Where a direction is.
+/// Where a direction is. The flags: the last read left the socket empty (the next one polls
+/// first).
 enum Dir<'a> {
     /// Arm the next socket read.
-    Start,
+    Start(bool),
     /// Waiting for the socket: a ring read (TLS sides decrypt what arrived in place).
     Reading(RingRead),
     /// Passing on what a read brought, boxed: true when the direction is finished (EOF
     /// passed on).
-    Step(Pin<Box<dyn Future<Output = io::Result<bool>> + 'a>>),
+    Step(Pin<Box<dyn Future<Output = io::Result<bool>> + 'a>>, bool),
     Done,
 }
 
@@ -166,23 +167,24 @@ impl Dir<'_> {
         loop {
             match dir {
                 Dir::Done => return Poll::Ready(Ok(true)),
-                Dir::Start => {
+                Dir::Start(poll_first) => {
                     let (from, _) = s.ends(up);
-                    *dir = Dir::Reading(from.ring_read(from.read_size())?);
+                    *dir = Dir::Reading(from.ring_read(from.read_size(), *poll_first)?);
                 }
                 Dir::Reading(read) => match Pin::new(read).poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(done) => {
-                        *dir = Dir::Step(Box::pin(after_read(s, up, Read::Ring(ring_read(done)))))
+                        let (read, empty) = ring_read(done);
+                        *dir = Dir::Step(Box::pin(after_read(s, up, Read::Ring(read))), empty)
                     }
                 },
-                Dir::Step(step) => match step.as_mut().poll(cx) {
+                Dir::Step(step, empty) => match step.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(true)) => {
                         *dir = Dir::Done;
                         return Poll::Ready(Ok(true));
                     }
-                    Poll::Ready(Ok(false)) => *dir = Dir::Start,
+                    Poll::Ready(Ok(false)) => *dir = Dir::Start(*empty),
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 },
             }
