@@ -217,7 +217,7 @@ impl Conn {
     }
 
     /// A socket read into a buffer of the worker's ring, as an operation to poll: the
-    /// smallest state a waiting read can have (the operation and the runtime's handle, ~80
+    /// smallest state a waiting read can have (the operation and the runtime's handle, 48
     /// bytes; compio's `read_managed` future, its `async fn` layers around the same
     /// operation, is 248). What it yields goes through [`ring_read`]. `poll_first`: the last
     /// read left the socket empty, so the kernel waits for data before trying to receive
@@ -698,10 +698,6 @@ fn encode_alert<Data>(status: UnbufferedStatus<'_, '_, Data>, outgoing: &mut Vec
     }
 }
 
-/// What a read from the provided-buffer ring gave: a chunk, EOF (None), an error, or (None
-/// outside) an empty ring, when the caller reads with [`Conn::read_owned`] instead. The relay
-/// awaits the socket's `read_managed` itself and calls this (its pending read is then only
-/// compio's own future: an idle session's footprint).
 /// A pending [`Conn::ring_read`].
 pub type RingRead =
     compio::runtime::Submit<RecvManaged<SharedFd<socket2::Socket>>, compio::driver::Extra>;
@@ -732,7 +728,9 @@ pub fn ring_read(
     (read, empty)
 }
 
-pub fn ring_chunk(read: io::Result<Option<BufferRef>>) -> Option<io::Result<Option<Chunk>>> {
+/// What a read from the provided-buffer ring gave: a chunk, EOF (None), an error, or (None
+/// outside) an empty ring, when the caller reads with [`Conn::read_owned`] instead.
+fn ring_chunk(read: io::Result<Option<BufferRef>>) -> Option<io::Result<Option<Chunk>>> {
     match read {
         Ok(Some(buf)) if !buf.is_empty() => Some(Ok(Some(Chunk::Ring(buf)))),
         Ok(_) => Some(Ok(None)),

@@ -220,9 +220,9 @@ fn relay_stage(
         }
         let outcome = Outcome {
             end: match end {
+                End::Closed => "closed",
                 End::Idle => "idle_timeout",
                 End::Shutdown => "shutdown",
-                End::Closed => "closed",
                 End::Error => "io_error",
             },
             user: Some(user),
