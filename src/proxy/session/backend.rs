@@ -59,16 +59,21 @@ pub(super) async fn login(
                 After::Retry
             };
         }
-        Resolution::Failed(e) => return failing.fail(client, out, &e, None).await,
+        Resolution::Failed(e) => return Box::pin(failing.fail(client, out, &e, None)).await,
     };
     // a user who used up the window's logins is refused before the backend is asked (Zimbra
     // asks it, then refuses)
     if w.config.throttle.user_limit().is_some()
-        && super::super::throttle::user_exhausted(w, &account, ctx.client_ip).await
+        && Box::pin(super::super::throttle::user_exhausted(
+            w,
+            &account,
+            ctx.client_ip,
+        ))
+        .await
     {
         tracing::info!(session = %sid, %user, client = %ctx.client, protocol = proto.name(), "user over the login limit (throttle.user_max); refused");
         refuse_user(w, proto, creds, out);
-        let _ = conn.write_vec(out).await;
+        let _ = Box::pin(conn.write_vec(out)).await;
         return After::Close(Outcome::login("user_throttled", &user, None));
     }
     let gone = |end| After::Close(Outcome::login(end, &user, Some(server)));
@@ -77,8 +82,7 @@ pub(super) async fn login(
         Ok(b) => b,
         Err(e) => {
             m.backend_connect_error();
-            return failing
-                .fail(client, out, &ProxyError::connect(&e), Some(server))
+            return Box::pin(failing.fail(client, out, &ProxyError::connect(&e), Some(server)))
                 .await;
         }
     };
@@ -99,11 +103,15 @@ pub(super) async fn login(
             password: password.as_ref(),
         };
         let mut replay = client.backend(creds, &params);
-        let replayed = compio::time::timeout(
-            w.config.upstream.login_timeout,
-            run_replay(backend, replay.as_mut(), starttls, conn, inbuf),
-        );
-        Box::pin(replayed).await
+        // each boxed on its own: compio's `timeout` keeps its future twice (1 752 bytes, in
+        // every session waiting for its backend's login; 792 + 112 like this)
+        let replayed = Box::pin(run_replay(backend, replay.as_mut(), starttls, conn, inbuf));
+        let limit = Box::pin(compio::time::sleep(w.config.upstream.login_timeout));
+        let outcome = match futures_util::future::select(replayed, limit).await {
+            futures_util::future::Either::Left((r, _)) => Ok(r),
+            futures_util::future::Either::Right(_) => Err(()),
+        };
+        outcome
     };
     // the name the user throttle counts (the account the backend logged in)
     let counted_as = w.config.throttle.user_limit().map(|_| account.clone());
@@ -111,24 +119,25 @@ pub(super) async fn login(
     let (backend, progress, rest) = match outcome {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            return failing
-                .fail(client, out, &ProxyError::login(&e), Some(server))
-                .await
+            return Box::pin(failing.fail(client, out, &ProxyError::login(&e), Some(server))).await
         }
         Err(_) => {
-            return failing
-                .fail(client, out, &ProxyError::timeout(), Some(server))
-                .await
+            return Box::pin(failing.fail(client, out, &ProxyError::timeout(), Some(server))).await
         }
     };
     match progress {
         Progress::Success { mut forward } => {
             if let Some(account) = counted_as {
-                if !super::super::throttle::user_allowed(w, &account, ctx.client_ip).await {
+                let allowed = Box::pin(super::super::throttle::user_allowed(
+                    w,
+                    &account,
+                    ctx.client_ip,
+                ));
+                if !allowed.await {
                     tracing::info!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "user over the login limit (throttle.user_max) after the backend login; closed");
                     drop(backend);
                     refuse_user(w, proto, creds, out);
-                    let _ = conn.write_vec(out).await;
+                    let _ = Box::pin(conn.write_vec(out)).await;
                     return gone("user_throttled");
                 }
             }
@@ -139,12 +148,12 @@ pub(super) async fn login(
             forward.extend_from_slice(&rest);
             drop((rest, keys));
             tracing::debug!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "logged in");
-            if conn.write_vec(&mut forward).await.is_err() {
+            if Box::pin(conn.write_vec(&mut forward)).await.is_err() {
                 return gone("client_gone");
             }
             drop(forward);
             // commands the client pipelined after its login go to the backend
-            if backend.write_vec(inbuf).await.is_err() {
+            if Box::pin(backend.write_vec(inbuf)).await.is_err() {
                 return gone("backend_gone");
             }
             *inbuf = Vec::new();
@@ -164,7 +173,7 @@ pub(super) async fn login(
             drop(backend);
             let f = client.login_rejected(&reply, out);
             compio::time::sleep(f.delay).await;
-            let _ = conn.write_vec(out).await;
+            let _ = Box::pin(conn.write_vec(out)).await;
             if f.close {
                 gone("rejected")
             } else {
@@ -174,7 +183,7 @@ pub(super) async fn login(
         Progress::Failed { step, line } => {
             // the client sees only our own reply; what the backend said goes to the log
             let e = ProxyError::unexpected(step, line.as_deref());
-            failing.fail(client, out, &e, Some(server)).await
+            Box::pin(failing.fail(client, out, &e, Some(server))).await
         }
         // run_replay returns only final answers
         Progress::NeedMore | Progress::StartTls | Progress::Challenge { .. } => {
@@ -258,10 +267,14 @@ async fn run_replay(
     inbuf: &mut Vec<u8>,
 ) -> io::Result<(Conn, Progress, Vec<u8>)> {
     let mut buf: Vec<u8> = Vec::new();
-    // what goes to the backend carries the password: zeroed when this returns
-    let mut to_backend = Scratch::with_capacity(1024);
-    let to_backend = &mut to_backend.0;
+    // what goes to the backend carries the password: zeroed when dropped. Its room is taken
+    // before a line is written into it (a line that grew the buffer would leave a copy of the
+    // password behind) and given back, zeroed, while the backend is waited for: a login storm
+    // keeps thousands of sessions in this wait
+    let mut scratch = Scratch::default();
     loop {
+        let to_backend = &mut scratch.0;
+        to_backend.reserve(1024);
         let (n, progress) = replay.handle(&buf, to_backend);
         buf.drain(..n);
         backend.write_vec(to_backend).await?;
@@ -285,6 +298,10 @@ async fn run_replay(
                 backend.write_vec(&mut answer).await?;
             }
             _ => return Ok((backend, progress, buf)),
+        }
+        scratch = Scratch::default();
+        if buf.is_empty() {
+            buf = Vec::new();
         }
         if backend.read_into(&mut buf, 16384).await? == 0 {
             return Err(io::Error::new(

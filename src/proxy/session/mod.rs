@@ -512,6 +512,46 @@ mod tests {
             );
             let serve = super::super::worker::guarded(w.clone(), addr, serve);
             let (serve, stage) = (size(&serve), size(&stage));
+            // a session waiting for its backend's login keeps the login future; a login storm
+            // (clients faster than the backend) keeps thousands of them at once, and glibc
+            // keeps their high-water mark
+            let creds = crate::login::Credentials {
+                tag: vec![],
+                user: vec![],
+                suffix: b"",
+                authcid: None,
+                password: crate::secret::Secret::from(&b""[..]),
+                kind: crate::login::AuthKind::Login,
+            };
+            let ctx = LoginContext {
+                creds: &creds,
+                client_ip: addr.ip(),
+                proxy_ip: addr.ip(),
+                client: addr,
+                local: addr,
+                protocol: "imap",
+                proto: Proto::Imap,
+                attempt: 1,
+                session: w.session_id(),
+            };
+            let conn = Conn::plain(TcpStream::connect(addr).await.unwrap(), 1024);
+            let mut client = w.frontend(Proto::Imap).client(false, Default::default());
+            let gauge = Gauge::new(w.metrics.clone(), Proto::Imap, false);
+            let (mut slot, mut inbuf, mut out) = (None, Vec::new(), Vec::new());
+            let login = login(
+                &w,
+                Proto::Imap,
+                &conn,
+                client.as_mut(),
+                ctx,
+                (&mut slot, &gauge),
+                &mut inbuf,
+                &mut out,
+            );
+            let login = size(&login);
+            // on 2026-12-03 (session 12): 1 384 bytes (3 416 before the throttle checks, the
+            // failure answers and the writes after the replay were boxed)
+            assert!(login <= 1400, "the login future grew to {login} bytes");
             // on 2026-12-03 (session 11): the task's future 88 bytes (the session's 48, the
             // pre-login state and the relay stage boxed, in the worker's panic guard: 144 when
             // that was an `async` block), the relay 112 (880 with two `async` loops under a
