@@ -405,6 +405,10 @@ for backend in $BACKENDS; do
       case $s in
         login) $LT login --target "$IMAP_BACKEND" --users "$USERS" --duration 5s --concurrency 20 >/dev/null 2>&1 || true ;;
         command) $LT command --target "$IMAP_BACKEND" --users "$USERS" --sessions 1000 --rate 1000 --duration 3s >/dev/null 2>&1 || true ;;
+        # every account logged in and its INBOX selected once (Dovecot creates the maildirs
+        # on first use): without it the first proxy measured, ringmail, waited ~9 s per login
+        # in round 1 of session 12's idle run and kept that storm's memory
+        idle|idle-tls) $LT idle --target "$IMAP_BACKEND" --users "$USERS" --sessions "$USERS" --rate 1000 --hold 1s >/dev/null 2>&1 || true ;;
       esac
     done
   fi

@@ -346,7 +346,7 @@ async fn accept_loop(worker: Rc<Worker>, spec: ListenerSpec, listener: TcpListen
 ///
 /// A hand-written future rather than an `async` block, which kept the connection's future
 /// twice (the captured one and the one being awaited): 144 bytes in every mail session's
-/// task, 88 this way.
+/// task, 88 this way (80 since the session start time takes 8 bytes).
 pub(super) fn guarded<F: std::future::Future<Output = ()> + Unpin>(
     w: Rc<Worker>,
     peer: SocketAddr,

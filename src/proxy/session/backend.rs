@@ -160,7 +160,7 @@ pub(super) async fn login(
             *out = Vec::new();
             After::Relay(super::Established {
                 backend,
-                user: user.to_string(),
+                user: user.to_string().into_boxed_str(),
                 server,
             })
         }
