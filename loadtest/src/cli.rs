@@ -251,6 +251,10 @@ pub struct BackendArgs {
     /// Size of the first message (what `fetch` and `pop3` retrieve): 512, 16k, 1m.
     #[arg(long, default_value = "1m", value_parser = ringmail::config::parse_size)]
     pub message_size: usize,
+    /// How long every IMAP login waits before its answer (a slow mailbox server: keeps a
+    /// proxy's sessions in their login, e.g. to count what a login storm holds).
+    #[arg(long, default_value = "0s", value_parser = ringmail::config::parse_duration)]
+    pub login_delay: std::time::Duration,
 }
 
 #[derive(Args)]

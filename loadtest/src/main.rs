@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
                 let b = Rc::new(servers::Backend {
                     password: a.password,
                     message: servers::make_message(a.message_size),
+                    login_delay: a.login_delay,
                 });
                 servers::serve_backend(Some(imap), Some(pop3), b).await;
                 anyhow::Ok(())

@@ -16,6 +16,8 @@ pub struct Backend {
     pub password: String,
     /// The one message in every mailbox.
     pub message: &'static [u8],
+    /// How long an IMAP login waits before its answer.
+    pub login_delay: std::time::Duration,
 }
 
 impl Backend {
@@ -220,6 +222,9 @@ async fn imap_loop(io: &mut Lines, b: &Backend) -> Option<()> {
                 return Some(());
             }
             b"LOGIN" if args.len() == 2 => {
+                if !b.login_delay.is_zero() {
+                    compio::time::sleep(b.login_delay).await;
+                }
                 logged_in = b.password_ok(&args[0], &args[1]);
                 let r = if logged_in { reply("OK [CAPABILITY IMAP4rev1 ID IDLE] Logged in") } else { reply("NO [AUTHENTICATIONFAILED] Authentication failed") };
                 io.send(&r).await?;

@@ -17,177 +17,184 @@ use crate::login::{BackendSide, ClientSide, Credentials, Progress, ReplayParams}
 use crate::logsafe::escaped;
 use crate::secret::Scratch;
 
-pub(super) async fn login(
-    w: &Worker,
+/// Not an `async fn`: those keep their arguments twice (as given, and moved into the body),
+/// in every session waiting for its backend's login; the block uses what it captured.
+#[allow(clippy::manual_async_fn, clippy::too_many_arguments)]
+pub(super) fn login<'a, 'c>(
+    w: &'a Worker,
     proto: Proto,
-    conn: &Conn,
-    client: &mut (dyn ClientSide + '_),
-    ctx: LoginContext<'_>,
-    (slot, gauge): (&mut Option<Box<super::super::throttle::Slot>>, &Gauge),
-    inbuf: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-) -> After {
-    // owned here, so that it lives in the boxed login future and not in every idle session's
-    let ctx = &ctx;
-    let creds = ctx.creds;
-    let sid = ctx.session;
-    let user = escaped(&creds.user);
-    let m = &w.metrics;
-    let failing = Failing {
-        w,
-        proto,
-        ctx,
-        user: &user,
-        conn,
-    };
-    let (server, account, password, keys) = match Box::pin(w.router.resolve(ctx)).await {
-        Resolution::Route {
-            server,
-            account,
-            password,
-            keys,
-            ..
-        } => (server, account, password, keys),
-        Resolution::Denied { text, wait } => {
-            m.login(proto, LoginResult::Denied);
-            let f = client.login_denied(text.as_deref(), wait, out);
-            compio::time::sleep(f.delay).await;
-            let _ = Box::pin(conn.write_vec(out)).await;
-            return if f.close {
-                After::Close(Outcome::login("denied", &user, None))
-            } else {
-                After::Retry
-            };
-        }
-        Resolution::Failed(e) => return Box::pin(failing.fail(client, out, &e, None)).await,
-    };
-    // a user who used up the window's logins is refused before the backend is asked (Zimbra
-    // asks it, then refuses)
-    if w.config.throttle.user_limit().is_some()
-        && Box::pin(super::super::throttle::user_exhausted(
+    conn: &'a Conn,
+    client: &'a mut (dyn ClientSide + 'c),
+    ctx: LoginContext<'a>,
+    (slot, gauge): (&'a mut Option<Box<super::super::throttle::Slot>>, &'a Gauge),
+    inbuf: &'a mut Vec<u8>,
+    out: &'a mut Vec<u8>,
+) -> impl std::future::Future<Output = After> + use<'a, 'c> {
+    async move {
+        // owned here, so that it lives in the boxed login future and not in every idle session's
+        let ctx = &ctx;
+        let creds = ctx.creds;
+        let sid = ctx.session;
+        let user = escaped(&creds.user);
+        let m = &w.metrics;
+        let failing = Failing {
             w,
-            &account,
-            ctx.client_ip,
-        ))
-        .await
-    {
-        tracing::info!(session = %sid, %user, client = %ctx.client, protocol = proto.name(), "user over the login limit (throttle.user_max); refused");
-        refuse_user(w, proto, creds, out);
-        let _ = Box::pin(conn.write_vec(out)).await;
-        return After::Close(Outcome::login("user_throttled", &user, None));
-    }
-    let gone = |end| After::Close(Outcome::login(end, &user, Some(server)));
+            proto,
+            ctx,
+            user: &user,
+            conn,
+        };
+        let (server, account, password, keys) = match Box::pin(w.router.resolve(ctx)).await {
+            Resolution::Route {
+                server,
+                account,
+                password,
+                keys,
+                ..
+            } => (server, account, password, keys),
+            Resolution::Denied { text, wait } => {
+                m.login(proto, LoginResult::Denied);
+                let f = client.login_denied(text.as_deref(), wait, out);
+                compio::time::sleep(f.delay).await;
+                let _ = Box::pin(conn.write_vec(out)).await;
+                return if f.close {
+                    After::Close(Outcome::login("denied", &user, None))
+                } else {
+                    After::Retry
+                };
+            }
+            Resolution::Failed(e) => return Box::pin(failing.fail(client, out, &e, None)).await,
+        };
+        // a user who used up the window's logins is refused before the backend is asked (Zimbra
+        // asks it, then refuses)
+        if w.config.throttle.user_limit().is_some()
+            && Box::pin(super::super::throttle::user_exhausted(
+                w,
+                &account,
+                ctx.client_ip,
+            ))
+            .await
+        {
+            tracing::info!(session = %sid, %user, client = %ctx.client, protocol = proto.name(), "user over the login limit (throttle.user_max); refused");
+            refuse_user(w, proto, creds, out);
+            let _ = Box::pin(conn.write_vec(out)).await;
+            return After::Close(Outcome::login("user_throttled", &user, None));
+        }
+        let gone = |end| After::Close(Outcome::login(end, &user, Some(server)));
 
-    let backend = match Box::pin(w.upstream.connect(server, ctx.client, ctx.local)).await {
-        Ok(b) => b,
-        Err(e) => {
-            m.backend_connect_error();
-            return Box::pin(failing.fail(client, out, &ProxyError::connect(&e), Some(server)))
-                .await;
-        }
-    };
-    // what only the replay needs is dropped before the relay, so an idle session keeps none
-    let outcome = {
-        let starttls = w.upstream.starttls(server);
-        let session_id = sid.text();
-        let params = ReplayParams {
-            send_client_ip: w.config.session(proto).send_client_ip,
-            literal_auth: w.config.literal_auth,
-            starttls: starttls.is_some(),
-            client_ip: ctx.client_ip,
-            proxy_ip: ctx.proxy_ip,
-            client_port: ctx.client.port(),
-            proxy_port: ctx.local.port(),
-            session_id: session_id.as_str(),
-            account: &account,
-            password: password.as_ref(),
+        let backend = match Box::pin(w.upstream.connect(server, ctx.client, ctx.local)).await {
+            Ok(b) => b,
+            Err(e) => {
+                m.backend_connect_error();
+                return Box::pin(failing.fail(client, out, &ProxyError::connect(&e), Some(server)))
+                    .await;
+            }
         };
-        let mut replay = client.backend(creds, &params);
-        // each boxed on its own: compio's `timeout` keeps its future twice (1 752 bytes, in
-        // every session waiting for its backend's login; 792 + 112 like this)
-        let replayed = Box::pin(run_replay(backend, replay.as_mut(), starttls, conn, inbuf));
-        let limit = Box::pin(compio::time::sleep(w.config.upstream.login_timeout));
-        let outcome = match futures_util::future::select(replayed, limit).await {
-            futures_util::future::Either::Left((r, _)) => Ok(r),
-            futures_util::future::Either::Right(_) => Err(()),
+        // what only the replay needs is dropped before the relay, so an idle session keeps none
+        let outcome = {
+            let starttls = w.upstream.starttls(server);
+            let session_id = sid.text();
+            let params = ReplayParams {
+                send_client_ip: w.config.session(proto).send_client_ip,
+                literal_auth: w.config.literal_auth,
+                starttls: starttls.is_some(),
+                client_ip: ctx.client_ip,
+                proxy_ip: ctx.proxy_ip,
+                client_port: ctx.client.port(),
+                proxy_port: ctx.local.port(),
+                session_id: session_id.as_str(),
+                account: &account,
+                password: password.as_ref(),
+            };
+            let mut replay = client.backend(creds, &params);
+            // each boxed on its own: compio's `timeout` keeps its future twice (1 752 bytes, in
+            // every session waiting for its backend's login; 792 + 112 like this)
+            let replayed = Box::pin(run_replay(backend, replay.as_mut(), starttls, conn, inbuf));
+            let limit = Box::pin(compio::time::sleep(w.config.upstream.login_timeout));
+            let outcome = match futures_util::future::select(replayed, limit).await {
+                futures_util::future::Either::Left((r, _)) => Ok(r),
+                futures_util::future::Either::Right(_) => Err(()),
+            };
+            outcome
         };
-        outcome
-    };
-    // the name the user throttle counts (the account the backend logged in)
-    let counted_as = w.config.throttle.user_limit().map(|_| account.clone());
-    drop((account, password));
-    let (backend, progress, rest) = match outcome {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            return Box::pin(failing.fail(client, out, &ProxyError::login(&e), Some(server))).await
-        }
-        Err(_) => {
-            return Box::pin(failing.fail(client, out, &ProxyError::timeout(), Some(server))).await
-        }
-    };
-    match progress {
-        Progress::Success { mut forward } => {
-            if let Some(account) = counted_as {
-                let allowed = Box::pin(super::super::throttle::user_allowed(
-                    w,
-                    &account,
-                    ctx.client_ip,
-                ));
-                if !allowed.await {
-                    tracing::info!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "user over the login limit (throttle.user_max) after the backend login; closed");
-                    drop(backend);
-                    refuse_user(w, proto, creds, out);
-                    let _ = Box::pin(conn.write_vec(out)).await;
-                    return gone("user_throttled");
+        // the name the user throttle counts (the account the backend logged in)
+        let counted_as = w.config.throttle.user_limit().map(|_| account.clone());
+        drop((account, password));
+        let (backend, progress, rest) = match outcome {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                return Box::pin(failing.fail(client, out, &ProxyError::login(&e), Some(server)))
+                    .await
+            }
+            Err(_) => {
+                return Box::pin(failing.fail(client, out, &ProxyError::timeout(), Some(server)))
+                    .await
+            }
+        };
+        match progress {
+            Progress::Success { mut forward } => {
+                if let Some(account) = counted_as {
+                    let allowed = Box::pin(super::super::throttle::user_allowed(
+                        w,
+                        &account,
+                        ctx.client_ip,
+                    ));
+                    if !allowed.await {
+                        tracing::info!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "user over the login limit (throttle.user_max) after the backend login; closed");
+                        drop(backend);
+                        refuse_user(w, proto, creds, out);
+                        let _ = Box::pin(conn.write_vec(out)).await;
+                        return gone("user_throttled");
+                    }
+                }
+                m.login(proto, LoginResult::Ok);
+                // logged in: no longer one of this address's pre-login connections
+                drop(slot.take());
+                gauge.set(Phase::Relaying, conn.is_tls());
+                forward.extend_from_slice(&rest);
+                drop((rest, keys));
+                tracing::debug!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "logged in");
+                if Box::pin(conn.write_vec(&mut forward)).await.is_err() {
+                    return gone("client_gone");
+                }
+                drop(forward);
+                // commands the client pipelined after its login go to the backend
+                if Box::pin(backend.write_vec(inbuf)).await.is_err() {
+                    return gone("backend_gone");
+                }
+                *inbuf = Vec::new();
+                *out = Vec::new();
+                After::Relay(super::Established {
+                    backend,
+                    user: user.to_string().into_boxed_str(),
+                    server,
+                })
+            }
+            Progress::Rejected { reply } => {
+                tracing::info!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "backend rejected the credentials");
+                m.login(proto, LoginResult::Rejected);
+                if let Some(keys) = &keys {
+                    w.router.forget(keys);
+                }
+                drop(backend);
+                let f = client.login_rejected(&reply, out);
+                compio::time::sleep(f.delay).await;
+                let _ = Box::pin(conn.write_vec(out)).await;
+                if f.close {
+                    gone("rejected")
+                } else {
+                    After::Retry
                 }
             }
-            m.login(proto, LoginResult::Ok);
-            // logged in: no longer one of this address's pre-login connections
-            drop(slot.take());
-            gauge.set(Phase::Relaying, conn.is_tls());
-            forward.extend_from_slice(&rest);
-            drop((rest, keys));
-            tracing::debug!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "logged in");
-            if Box::pin(conn.write_vec(&mut forward)).await.is_err() {
-                return gone("client_gone");
+            Progress::Failed { step, line } => {
+                // the client sees only our own reply; what the backend said goes to the log
+                let e = ProxyError::unexpected(step, line.as_deref());
+                Box::pin(failing.fail(client, out, &e, Some(server))).await
             }
-            drop(forward);
-            // commands the client pipelined after its login go to the backend
-            if Box::pin(backend.write_vec(inbuf)).await.is_err() {
-                return gone("backend_gone");
+            // run_replay returns only final answers
+            Progress::NeedMore | Progress::StartTls | Progress::Challenge { .. } => {
+                gone("internal_error")
             }
-            *inbuf = Vec::new();
-            *out = Vec::new();
-            After::Relay(super::Established {
-                backend,
-                user: user.to_string().into_boxed_str(),
-                server,
-            })
-        }
-        Progress::Rejected { reply } => {
-            tracing::info!(session = %sid, %user, client = %ctx.client, backend = %server, protocol = proto.name(), "backend rejected the credentials");
-            m.login(proto, LoginResult::Rejected);
-            if let Some(keys) = &keys {
-                w.router.forget(keys);
-            }
-            drop(backend);
-            let f = client.login_rejected(&reply, out);
-            compio::time::sleep(f.delay).await;
-            let _ = Box::pin(conn.write_vec(out)).await;
-            if f.close {
-                gone("rejected")
-            } else {
-                After::Retry
-            }
-        }
-        Progress::Failed { step, line } => {
-            // the client sees only our own reply; what the backend said goes to the log
-            let e = ProxyError::unexpected(step, line.as_deref());
-            Box::pin(failing.fail(client, out, &e, Some(server))).await
-        }
-        // run_replay returns only final answers
-        Progress::NeedMore | Progress::StartTls | Progress::Challenge { .. } => {
-            gone("internal_error")
         }
     }
 }
