@@ -230,45 +230,32 @@ fn relay_stage(
     drop(w);
     async move {
         let end = relay(&sides).await;
-        // boxed, and everything moved into it at once: the idle future keeps no drop flags
-        Box::pin(relay_end(end, sides, user, server, gauge, a)).await
+        let counts = sides.counts();
+        let client = sides.into_client();
+        let d = a.proto.descriptor();
+        let goodbye = match end {
+            End::Idle => d.closing,
+            End::Shutdown => d.relay_shutdown,
+            End::Closed | End::Error => b"",
+        };
+        if !goodbye.is_empty() {
+            let _ = Box::pin(client.write_vec(&mut goodbye.to_vec())).await;
+        }
+        let outcome = Outcome {
+            end: match end {
+                End::Closed => "closed",
+                End::Idle => "idle_timeout",
+                End::Shutdown => "shutdown",
+                End::Error => "io_error",
+            },
+            user: Some(user.into_string()),
+            backend: Some(server),
+            counts,
+            tls: gauge.tls.get(),
+        };
+        drop(gauge);
+        audit(a.sid, a.client, a.proto, a.started, &outcome);
     }
-}
-
-/// After the relay: the goodbye when the proxy ended the session, then the audit line.
-async fn relay_end(
-    end: End,
-    sides: Sides,
-    user: Box<str>,
-    server: SocketAddr,
-    gauge: Gauge,
-    a: Audit,
-) {
-    let counts = sides.counts();
-    let client = sides.into_client();
-    let d = a.proto.descriptor();
-    let goodbye = match end {
-        End::Idle => d.closing,
-        End::Shutdown => d.relay_shutdown,
-        End::Closed | End::Error => b"",
-    };
-    if !goodbye.is_empty() {
-        let _ = client.write_vec(&mut goodbye.to_vec()).await;
-    }
-    let outcome = Outcome {
-        end: match end {
-            End::Closed => "closed",
-            End::Idle => "idle_timeout",
-            End::Shutdown => "shutdown",
-            End::Error => "io_error",
-        },
-        user: Some(user.into_string()),
-        backend: Some(server),
-        counts,
-        tls: gauge.tls.get(),
-    };
-    drop(gauge);
-    audit(a.sid, a.client, a.proto, a.started, &outcome);
 }
 
 /// The audit line.
@@ -593,8 +580,8 @@ mod tests {
             // `select`, before the hand-written relay and the smaller pending read), the relay
             // stage (what an idle relayed session keeps besides compio's operations) 360
             // (1112 before). Session 12: the task's future 80 and the stage 344 (the start
-            // time in 8 bytes, the user name a `Box<str>`, the end boxed): glibc's chunk for
-            // the stage box is 352 bytes instead of 368
+            // time in 8 bytes, the user name a `Box<str>`): glibc's chunk for the stage box is
+            // 352 bytes instead of 368
             assert!(serve <= 80, "the task's future grew to {serve} bytes");
             assert!(relay <= 128, "relay future grew to {relay} bytes");
             assert!(stage <= 344, "relay stage grew to {stage} bytes");
