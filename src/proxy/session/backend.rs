@@ -1,8 +1,10 @@
 //! A session's login: the route, the user throttle, the backend connection (PROXY header,
 //! TLS), the replay of the login (with an OAuth challenge relayed), then the relay.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use rustls::pki_types::ServerName;
 
@@ -63,7 +65,7 @@ pub(super) fn login<'a, 'c>(
                     After::Retry
                 };
             }
-            Resolution::Failed(e) => return Box::pin(failing.fail(client, out, &e, None)).await,
+            Resolution::Failed(e) => return failing.fail(client, out, &e, None).await,
         };
         // a user who used up the window's logins is refused before the backend is asked (Zimbra
         // asks it, then refuses)
@@ -86,7 +88,8 @@ pub(super) fn login<'a, 'c>(
             Ok(b) => b,
             Err(e) => {
                 m.backend_connect_error();
-                return Box::pin(failing.fail(client, out, &ProxyError::connect(&e), Some(server)))
+                return failing
+                    .fail(client, out, &ProxyError::connect(&e), Some(server))
                     .await;
             }
         };
@@ -111,6 +114,7 @@ pub(super) fn login<'a, 'c>(
             // every session waiting for its backend's login; 792 + 112 like this)
             let replayed = Box::pin(run_replay(backend, replay.as_mut(), starttls, conn, inbuf));
             let limit = Box::pin(compio::time::sleep(w.config.upstream.login_timeout));
+            // bound before the block ends: the select's futures borrow `replay`
             let outcome = match futures_util::future::select(replayed, limit).await {
                 futures_util::future::Either::Left((r, _)) => Ok(r),
                 futures_util::future::Either::Right(_) => Err(()),
@@ -123,11 +127,13 @@ pub(super) fn login<'a, 'c>(
         let (backend, progress, rest) = match outcome {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                return Box::pin(failing.fail(client, out, &ProxyError::login(&e), Some(server)))
+                return failing
+                    .fail(client, out, &ProxyError::login(&e), Some(server))
                     .await
             }
             Err(_) => {
-                return Box::pin(failing.fail(client, out, &ProxyError::timeout(), Some(server)))
+                return failing
+                    .fail(client, out, &ProxyError::timeout(), Some(server))
                     .await
             }
         };
@@ -189,7 +195,7 @@ pub(super) fn login<'a, 'c>(
             Progress::Failed { step, line } => {
                 // the client sees only our own reply; what the backend said goes to the log
                 let e = ProxyError::unexpected(step, line.as_deref());
-                Box::pin(failing.fail(client, out, &e, Some(server))).await
+                failing.fail(client, out, &e, Some(server)).await
             }
             // run_replay returns only final answers
             Progress::NeedMore | Progress::StartTls | Progress::Challenge { .. } => {
@@ -208,25 +214,30 @@ struct Failing<'a> {
     conn: &'a Conn,
 }
 
-impl Failing<'_> {
+impl<'a> Failing<'a> {
     /// A login that failed through no fault of the user: logged once (with the peer's words,
     /// escaped, when it said something), counted, answered with the protocol's own internal
     /// error (never the peer's bytes), then the connection closes.
-    async fn fail(
-        &self,
-        client: &mut (dyn ClientSide + '_),
-        out: &mut Vec<u8>,
-        e: &ProxyError,
+    ///
+    /// Boxed: it runs only at the edges of a login, and inline it would make the login
+    /// future, which every session waiting for its backend keeps, larger.
+    fn fail<'s, 'c>(
+        &'s self,
+        client: &'s mut (dyn ClientSide + 'c),
+        out: &'s mut Vec<u8>,
+        e: &'s ProxyError,
         backend: Option<SocketAddr>,
-    ) -> After {
-        let (ctx, user) = (self.ctx, self.user);
-        tracing::error!(session = %ctx.session, %user, client = %ctx.client, backend = backend.map(tracing::field::display), protocol = self.proto.name(), side = ?e.side, retryable = e.retryable, error = %e.detail, backend_said = e.said.as_deref().map(tracing::field::display), "{}", e.what);
-        self.w
-            .metrics
-            .login(self.proto, LoginResult::Failed(e.step));
-        client.internal_error(out);
-        let _ = self.conn.write_vec(out).await;
-        After::Close(Outcome::login(e.end, user, backend))
+    ) -> Pin<Box<impl Future<Output = After> + use<'s, 'c, 'a>>> {
+        Box::pin(async move {
+            let (ctx, user) = (self.ctx, self.user);
+            tracing::error!(session = %ctx.session, %user, client = %ctx.client, backend = backend.map(tracing::field::display), protocol = self.proto.name(), side = ?e.side, retryable = e.retryable, error = %e.detail, backend_said = e.said.as_deref().map(tracing::field::display), "{}", e.what);
+            self.w
+                .metrics
+                .login(self.proto, LoginResult::Failed(e.step));
+            client.internal_error(out);
+            let _ = self.conn.write_vec(out).await;
+            After::Close(Outcome::login(e.end, user, backend))
+        })
     }
 }
 
