@@ -9,8 +9,11 @@
 //! other than `100-continue`. Anything else is [`Parsed::Other`]: the connection goes on with
 //! hyper, which already answers or proxies it.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::ops::Range;
+
+use smallvec::SmallVec;
 
 /// Headers per head, as hyper's default.
 pub const MAX_HEADERS: usize = 100;
@@ -223,8 +226,8 @@ fn hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
             .any(|c| c.eq_ignore_ascii_case(name.as_bytes()))
 }
 
-/// The tokens of every `Connection` header.
-fn connection_tokens<'b>(headers: &[httparse::Header<'b>]) -> Vec<&'b [u8]> {
+/// The tokens of every `Connection` header (kept inline up to 8: no allocation per head).
+fn connection_tokens<'b>(headers: &[httparse::Header<'b>]) -> SmallVec<[&'b [u8]; 8]> {
     headers
         .iter()
         .filter(|h| is(h.name, "connection"))
@@ -264,14 +267,14 @@ pub fn upstream_request(buf: &[u8], head: &RequestHead, client: IpAddr, out: &mu
         }
         header(out, h.name.as_bytes(), h.value);
     }
-    let ip = client.to_string();
-    header(
-        out,
-        b"X-Forwarded-For",
-        &crate::http::route::forwarded_for(forwarded, &ip),
-    );
-    header(out, b"X-Real-IP", ip.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    // as route::forwarded_for, written in place (no allocation per request); writing to a Vec
+    // cannot fail
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(v) = forwarded.filter(|v| !v.is_empty()) {
+        out.extend_from_slice(v);
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{client}\r\nX-Real-IP: {client}\r\n\r\n");
 }
 
 /// Parse a mailbox server's response head at the start of `buf`, the answer to a `HEAD`
@@ -356,9 +359,7 @@ pub fn client_response(
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let _ = resp.parse(&buf[..head.len]);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(head.status.to_string().as_bytes());
-    out.push(b' ');
+    let _ = write!(out, "HTTP/1.1 {} ", head.status);
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let connection = connection_tokens(resp.headers);

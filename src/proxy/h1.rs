@@ -200,9 +200,23 @@ async fn within<T>(
 
 /// Write `bytes` as [`Inbox::pass`] does: at once when the connection takes them, else the
 /// rest through the ring within `wait`.
-async fn send(to: &mut impl Io, bytes: Vec<u8>, wait: Duration) -> io::Result<()> {
+async fn send(to: &mut impl Io, mut bytes: Vec<u8>, wait: Duration) -> io::Result<()> {
+    send_buf(to, &mut bytes, wait).await
+}
+
+/// [`send`], keeping the buffer (emptied once its bytes went; for [`Pool::put_buffer`]; after
+/// a failed write it may be a new, empty one).
+///
+/// [`Pool::put_buffer`]: super::httppool::Pool::put_buffer
+async fn send_buf(to: &mut impl Io, bytes: &mut Vec<u8>, wait: Duration) -> io::Result<()> {
     let n = bytes.len();
-    Inbox { buf: bytes, at: 0 }.pass(to, n, wait).await
+    let mut out = Inbox {
+        buf: std::mem::take(bytes),
+        at: 0,
+    };
+    let r = out.pass(to, n, wait).await;
+    *bytes = out.buf;
+    r
 }
 
 /// How moving a body failed.
@@ -221,13 +235,13 @@ enum Fail {
 /// Move one message from `from` to `to`: `head`, then its body as `framing` says: what
 /// `inbox` already holds of it, then reads of `from`, each within `read_wait` (writes within
 /// `write_wait`). The body's first bytes leave with the head when they are few; bytes after
-/// the body's end stay in `inbox`.
+/// the body's end stay in `inbox`. `head` is empty once it went (its buffer kept).
 #[allow(clippy::too_many_arguments)]
 async fn pass_message(
     from: &mut impl AsyncRead,
     inbox: &mut Inbox,
     to: &mut impl Io,
-    mut head: Vec<u8>,
+    head: &mut Vec<u8>,
     framing: Framing,
     limit: Option<u64>,
     read_wait: Duration,
@@ -257,13 +271,13 @@ async fn pass_message(
         if let Framing::Length(_) = framing {
             left -= n as u64;
         }
-        if !head.is_empty() {
+        // (`Vec::is_empty`: compio's `IoBuf`, in scope, has a method of that name for
+        // `&'static mut` buffers)
+        if !Vec::is_empty(head) {
             let with = if n <= WITH_HEAD { n } else { 0 };
             head.extend_from_slice(&inbox.pending()[..with]);
             inbox.take(with);
-            send(to, std::mem::take(&mut head), write_wait)
-                .await
-                .map_err(Fail::To)?;
+            send_buf(to, head, write_wait).await.map_err(Fail::To)?;
             if n > with {
                 inbox.pass(to, n, write_wait).await.map_err(Fail::To)?;
             }
@@ -583,16 +597,17 @@ async fn forward(
             }
         };
         let again = reused && head.body == Framing::Empty && tries == 1;
+        // kept for a second try only when there can be one
+        let mut up_head = if again || resendable {
+            req.up_head.clone()
+        } else {
+            std::mem::take(&mut req.up_head)
+        };
         let sent = pass_message(
             client,
             inbox,
             &mut up,
-            // kept for a second try only when there can be one
-            if again || resendable {
-                req.up_head.clone()
-            } else {
-                std::mem::take(&mut req.up_head)
-            },
+            &mut up_head,
             head.body,
             cfg.max_body,
             cfg.timeouts.read,
@@ -621,7 +636,10 @@ async fn forward(
             }
             Err(Fail::From(_)) => return Next::Close,
         }
-        let mut resp_in = Inbox::new(HEAD_READ);
+        let mut resp_in = Inbox {
+            buf: w.http_pool.buffer(HEAD_READ),
+            at: 0,
+        };
         let mut interim = false;
         let answered = response_head(
             client,
@@ -669,7 +687,9 @@ async fn forward(
         )
     });
     let close = head.close || resp.body == Framing::Close;
-    let mut out = Vec::with_capacity(resp.len + 32 + WITH_HEAD.min(resp_in.pending().len()));
+    let mut out = w
+        .http_pool
+        .buffer(resp.len + 32 + WITH_HEAD.min(resp_in.pending().len()));
     h1::client_response(
         resp_in.pending(),
         &resp,
@@ -683,17 +703,20 @@ async fn forward(
         &mut up,
         &mut resp_in,
         client,
-        out,
+        &mut out,
         resp.body,
         None,
         req.timeout,
         write_wait,
     )
     .await;
+    // nothing more from the server than its answer: the connection can serve again
+    let reusable = passed.is_ok() && resp.keep_alive && resp_in.pending().is_empty();
+    w.http_pool.put_buffer(out);
+    w.http_pool.put_buffer(resp_in.buf);
     match passed {
         Ok(()) => {
-            // nothing more from the server than its answer: the connection can serve again
-            if resp.keep_alive && resp_in.pending().is_empty() {
+            if reusable {
                 w.http_pool.put_stream(req.server, up, cfg.pool_size);
             }
             if close {

@@ -1,4 +1,5 @@
-//! One worker's idle keep-alive connections to the mailbox servers' web ports.
+//! One worker's idle keep-alive connections to the mailbox servers' web ports, and the spare
+//! buffers its HTTP/1.1 requests read their responses into.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,7 +28,14 @@ pub struct Pool {
     /// entry per server ever used). An atomic only because hyper wants response bodies,
     /// which hold the count, to be `Send`; it never leaves the worker.
     busy: RefCell<HashMap<SocketAddr, Arc<AtomicU32>>>,
+    /// Spare buffers, most recently used last ([`Pool::buffer`]).
+    buffers: RefCell<Vec<Vec<u8>>>,
 }
+
+/// Spare buffers a worker keeps: enough for the responses it has in flight at once.
+const SPARE_BUFFERS: usize = 64;
+/// A buffer larger than this (grown by a body's reads) is freed rather than kept.
+const LARGEST_SPARE: usize = 128 * 1024;
 
 /// A request in flight at a server: counted in [`Pool::busy`] until dropped.
 pub struct InFlight(Arc<AtomicU32>);
@@ -46,6 +54,28 @@ impl Pool {
         list.retain(|s| !s.is_closed());
         let ready = list.iter().rposition(SendRequest::is_ready)?;
         Some(list.swap_remove(ready))
+    }
+
+    /// An empty buffer with room for at least `capacity` bytes: a spare one if there is, else
+    /// a new one. Reusing them saves a malloc and a free of a block this size per request and,
+    /// more, glibc's trimming: a freed block that merges into the top of the worker's heap
+    /// makes glibc give the top back to the kernel (`madvise`, a TLB flush on every core the
+    /// process runs on) and fault it in again on the next request (docs/benchmarks.md,
+    /// session 13).
+    pub fn buffer(&self, capacity: usize) -> Vec<u8> {
+        let mut b = self.buffers.borrow_mut().pop().unwrap_or_default();
+        b.reserve(capacity);
+        b
+    }
+
+    /// Give a buffer from [`Pool::buffer`] back once its bytes are passed on. Its old bytes are
+    /// not readable through it again (it is emptied; what is written next overwrites them).
+    pub fn put_buffer(&self, mut b: Vec<u8>) {
+        let mut spare = self.buffers.borrow_mut();
+        if b.capacity() > 0 && b.capacity() <= LARGEST_SPARE && spare.len() < SPARE_BUFFERS {
+            b.clear();
+            spare.push(b);
+        }
     }
 
     /// `server` could not be reached at `now`: it is skipped for `fail_timeout`.
@@ -132,5 +162,29 @@ mod tests {
         let body = std::thread::spawn(move || drop(one));
         body.join().unwrap();
         assert_eq!(pool.busy(a), 0);
+    }
+
+    #[test]
+    fn spare_buffers_come_back_empty_and_bounded() {
+        let pool = Pool::default();
+        let mut b = pool.buffer(16 * 1024);
+        assert!(b.is_empty() && b.capacity() >= 16 * 1024);
+        b.extend_from_slice(b"a previous response");
+        let at = b.as_ptr();
+        pool.put_buffer(b);
+        // the same memory again, emptied, grown when asked for more
+        let again = pool.buffer(1024);
+        assert_eq!((again.as_ptr(), again.len()), (at, 0));
+        let grown = pool.buffer(64 * 1024);
+        assert!(grown.capacity() >= 64 * 1024);
+        // one grown past the largest kept is freed, not kept
+        pool.put_buffer(Vec::with_capacity(LARGEST_SPARE + 1));
+        assert_eq!(pool.buffers.borrow().len(), 0);
+        // and no more than SPARE_BUFFERS are kept
+        for _ in 0..SPARE_BUFFERS + 5 {
+            pool.put_buffer(Vec::with_capacity(1024));
+        }
+        assert_eq!(pool.buffers.borrow().len(), SPARE_BUFFERS);
+        drop((again, grown));
     }
 }
