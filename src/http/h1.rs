@@ -267,14 +267,10 @@ pub fn upstream_request(buf: &[u8], head: &RequestHead, client: IpAddr, out: &mu
         }
         header(out, h.name.as_bytes(), h.value);
     }
-    // as route::forwarded_for, written in place (no allocation per request); writing to a Vec
-    // cannot fail
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if let Some(v) = forwarded.filter(|v| !v.is_empty()) {
-        out.extend_from_slice(v);
-        out.extend_from_slice(b", ");
-    }
-    let _ = write!(out, "{client}\r\nX-Real-IP: {client}\r\n\r\n");
+    crate::http::route::forwarded_for(forwarded, client, out);
+    // writing to a Vec cannot fail
+    let _ = write!(out, "\r\nX-Real-IP: {client}\r\n\r\n");
 }
 
 /// Parse a mailbox server's response head at the start of `buf`, the answer to a `HEAD`

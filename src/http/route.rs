@@ -626,13 +626,16 @@ pub fn error_location(url: &str, status: u16, server: SocketAddr) -> Vec<u8> {
     format!("{url}?err={status}&up={server}").into_bytes()
 }
 
-/// `X-Forwarded-For`: the incoming value, then the client.
-/// `client` is the client's address as text (the caller also sends it as `X-Real-IP`).
-pub fn forwarded_for(incoming: Option<&[u8]>, client: &str) -> Vec<u8> {
-    match incoming {
-        Some(v) if !v.is_empty() => [v, b", ", client.as_bytes()].concat(),
-        _ => client.as_bytes().to_vec(),
+/// `X-Forwarded-For`'s value, appended to `out`: the incoming value, then the client's address
+/// (written in place: no allocation per request).
+pub fn forwarded_for(incoming: Option<&[u8]>, client: IpAddr, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    if let Some(v) = incoming.filter(|v| !v.is_empty()) {
+        out.extend_from_slice(v);
+        out.extend_from_slice(b", ");
     }
+    // writing to a Vec cannot fail
+    let _ = write!(out, "{client}");
 }
 
 /// The backend for a request: the route when it names a configured server (or any route when

@@ -776,9 +776,11 @@ async fn forward(
         }
     }
     let client_ip = cx.peer.ip().to_string();
-    let xff = route::forwarded_for(
+    let mut xff = Vec::new();
+    route::forwarded_for(
         header_bytes(&parts.headers, HeaderName::from_static("x-forwarded-for")),
-        &client_ip,
+        cx.peer.ip(),
+        &mut xff,
     );
     if let Ok(v) = HeaderValue::from_bytes(&xff) {
         parts

@@ -253,8 +253,13 @@ fn locations_are_rewritten_for_the_client() {
         b"https://mail.example.com/a?b"
     );
     assert_eq!(redirect_to_https(b"h", 8443, b"/"), b"https://h:8443/");
+    let xff = |incoming: Option<&[u8]>, client: &str| {
+        let mut out = Vec::new();
+        forwarded_for(incoming, client.parse().unwrap(), &mut out);
+        out
+    };
     assert_eq!(
-        forwarded_for(Some(b"203.0.113.1"), "198.51.100.7"),
+        xff(Some(b"203.0.113.1"), "198.51.100.7"),
         b"203.0.113.1, 198.51.100.7"
     );
 }
