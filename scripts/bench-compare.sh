@@ -335,9 +335,41 @@ if [ -n "${BASELINE:-}" ]; then
   stop_nginx() { kill "$BASE_PID"; wait "$BASE_PID" 2>/dev/null || true; }
 fi
 
+# PERF=1: while each measured run of a proxy is under way, count what it asks of the kernel
+# (perf stat: syscalls, context switches, io_uring operations and poll arms; user and system
+# CPU from /proc) over PERF_SECONDS (6) from its second second, into
+# $OUT/perf/<backend>-<scenario>-<target>-<round>.txt; $OUT/perf.md divides them by the
+# operations the run made over the same seconds. PERF=record also samples call graphs
+# (perf record -e cpu-clock -g) into <same name>.data. The counting costs a little CPU, the
+# same for both proxies; compare ratios from runs without it.
+perf_run() { # perf_run <file> <pids...>
+  local f=$1; shift
+  local pl; pl=$(echo "$@" | tr ' ' ',')
+  sleep 2
+  local before; before=$(for p in "$@"; do awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{u+=$1; s+=$2} END {print u, s}')
+  perf stat -x, -e task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter \
+    -e syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom \
+    -e syscalls:sys_enter_epoll_wait,io_uring:io_uring_submit_req,io_uring:io_uring_poll_arm \
+    -p "$pl" -o "$f" -- sleep "${PERF_SECONDS:-6}" 2>/dev/null &
+  local stat=$!
+  if [ "$PERF" = record ]; then
+    # and a profile of the same seconds (perf report -i <file>.data)
+    perf record -q -e cpu-clock -g -p "$pl" -o "${f%.txt}.data" -- sleep "${PERF_SECONDS:-6}" >/dev/null 2>&1 || true
+  fi
+  wait "$stat" || true
+  local after; after=$(for p in "$@"; do awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{u+=$1; s+=$2} END {print u, s}')
+  echo "ticks utime,stime (1/$(getconf CLK_TCK) s): before $before after $after" >>"$f"
+}
 run() { # run <backend> <round> <target> <scenario-name> <loadtest args...>
   local backend=$1 round=$2 target=$3 name=$4; shift 4
   echo "$backend  round $round  $target  $name" >&2
+  local perf_pid=
+  if [ -n "${PERF:-}" ] && [ "$target" != backend ]; then
+    mkdir -p "$OUT/perf"
+    # shellcheck disable=SC2086
+    perf_run "$OUT/perf/$backend-$name-$target-$round.txt" $(echo $PIDARGS | sed 's/--pid //g') &
+    perf_pid=$!
+  fi
   # reports (charts) next to the table; up to 1 % errors is tolerated, and reported
   $LT "$@" --password secret --json --label "$target" --max-errors 0.01 \
     --report "$OUT/reports/$backend-$name-$target-$round" | python3 -c "
@@ -345,6 +377,7 @@ import json, sys
 r = json.load(sys.stdin); r['round'] = $round; r['target'] = '$target'; r['name'] = '$name'
 r['backend'] = '$backend'; r['pin'] = '$PIN'; r['workers'] = $WORKERS
 print(json.dumps(r))" >>"$OUT/results.jsonl"
+  if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
   sleep 2
 }
 
@@ -438,6 +471,9 @@ for backend in $BACKENDS; do
 done
 
 python3 scripts/bench-table.py "$OUT/results.jsonl" | tee "$OUT/table.md"
+if [ -n "${PERF:-}" ]; then
+  python3 scripts/bench-perf.py "$OUT" | tee "$OUT/perf.md"
+fi
 # one overlay chart per backend and scenario: ringmail against nginx, first round
 for backend in $BACKENDS; do
   for s in $SCENARIOS; do
