@@ -339,7 +339,8 @@ fi
 # (perf stat: syscalls, context switches, io_uring operations and poll arms; user and system
 # CPU from /proc) over PERF_SECONDS (6) from its second second, into
 # $OUT/perf/<backend>-<scenario>-<target>-<round>.txt; $OUT/perf.md divides them by the
-# operations the run made over the same seconds. PERF=record also samples call graphs
+# operations the run made over the same seconds, with the host's TCP segments (nstat) per
+# operation beside them. PERF=record also samples call graphs
 # (perf record -e cpu-clock -g) into <same name>.data. The counting costs a little CPU, the
 # same for both proxies; compare ratios from runs without it.
 perf_run() { # perf_run <file> <pids...>
@@ -347,6 +348,8 @@ perf_run() { # perf_run <file> <pids...>
   local pl; pl=$(echo "$@" | tr ' ' ',')
   sleep 2
   local before; before=$(for p in "$@"; do awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{u+=$1; s+=$2} END {print u, s}')
+  local segs; segs=$(tcp_counts)
+  local sw; sw=$(switches "$@")
   perf stat -x, -e task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter \
     -e syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom \
     -e syscalls:sys_enter_epoll_wait,io_uring:io_uring_submit_req,io_uring:io_uring_poll_arm \
@@ -359,6 +362,17 @@ perf_run() { # perf_run <file> <pids...>
   wait "$stat" || true
   local after; after=$(for p in "$@"; do awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{u+=$1; s+=$2} END {print u, s}')
   echo "ticks utime,stime (1/$(getconf CLK_TCK) s): before $before after $after" >>"$f"
+  # the whole host's TCP segments (clients, proxy and backend together: what the proxy makes
+  # the others send counts too)
+  echo "tcp before $segs after $(tcp_counts)" >>"$f"
+  echo "switches voluntary,involuntary before $sw after $(switches "$@")" >>"$f"
+}
+switches() { # voluntary and involuntary context switches of the processes' threads
+  for p in "$@"; do cat /proc/"$p"/task/*/status 2>/dev/null; done |
+    awk '$1 == "voluntary_ctxt_switches:" {v+=$2} $1 == "nonvoluntary_ctxt_switches:" {n+=$2} END {print v+0, n+0}'
+}
+tcp_counts() { # TcpOutSegs DelayedACKs TCPPureAcks, host-wide
+  nstat -az 2>/dev/null | awk '$1 == "TcpOutSegs" {o=$2} $1 == "TcpExtDelayedACKs" {d=$2} $1 == "TcpExtTCPPureAcks" {p=$2} END {print o+0, d+0, p+0}'
 }
 run() { # run <backend> <round> <target> <scenario-name> <loadtest args...>
   local backend=$1 round=$2 target=$3 name=$4; shift 4

@@ -58,10 +58,20 @@ for name in sorted(os.listdir(os.path.join(out, "perf"))):
         continue
     counts = {}
     ticks = None
+    segs = None
+    switches = None
     for line in open(os.path.join(out, "perf", name)):
         parts = line.strip().split(",")
         if len(parts) > 3 and parts[0] and parts[0][0].isdigit():
             counts[parts[2]] = float(parts[0])
+        g = re.match(r"tcp before (\d+) (\d+) (\d+) after (\d+) (\d+) (\d+)", line)
+        if g:
+            v = [int(x) for x in g.groups()]
+            segs = (v[3] - v[0], v[4] - v[1], v[5] - v[2])
+        w = re.match(r"switches voluntary,involuntary before (\d+) (\d+) after (\d+) (\d+)", line)
+        if w:
+            v = [int(x) for x in w.groups()]
+            switches = (v[2] - v[0], v[3] - v[1])
         t = re.match(r"ticks utime,stime \(1/(\d+) s\): before (\d+) (\d+) after (\d+) (\d+)", line)
         if t:
             hz = int(t.group(1))
@@ -77,9 +87,13 @@ for name in sorted(os.listdir(os.path.join(out, "perf"))):
     if ticks:
         row["user µs"] = ticks[0] * 1e6 / ops
         row["sys µs"] = ticks[1] * 1e6 / ops
+    if switches:
+        row["voluntary sw"], row["preempted"] = (x / ops for x in switches)
+    if segs:
+        row["TCP segs"], row["delayed ACKs"], row["pure ACKs"] = (x / ops for x in segs)
     rows.append(row)
 
-labels = [l for _, l, _ in EVENTS] + ["user µs", "sys µs"]
+labels = [l for _, l, _ in EVENTS] + ["user µs", "sys µs", "voluntary sw", "preempted", "TCP segs", "delayed ACKs", "pure ACKs"]
 by = defaultdict(list)
 for r in rows:
     by[r["key"]].append(r)
