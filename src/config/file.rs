@@ -21,6 +21,7 @@ pub struct WorkersFile {
     pub backlog: i32,
     pub batch_wait: Dur,
     pub batch_size: u32,
+    pub release_memory: bool,
 }
 
 impl Default for WorkersFile {
@@ -36,6 +37,7 @@ impl Default for WorkersFile {
             backlog: 1024,
             batch_wait: Dur(Duration::from_micros(BATCH_WAIT_US)),
             batch_size: 64,
+            release_memory: true,
         }
     }
 }

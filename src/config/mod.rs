@@ -178,6 +178,9 @@ pub struct Workers {
     /// arrived once `batch_wait` has passed since it began to wait (zero: one at a time).
     pub batch_wait: Duration,
     pub batch_size: u32,
+    /// Give the allocator's free pages back to the system once a burst of new connections
+    /// (a login storm) has passed ([`crate::proxy::heap`]).
+    pub release_memory: bool,
 }
 
 /// `[upstream]`: how backends are reached.

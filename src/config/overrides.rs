@@ -42,6 +42,10 @@ pub struct Overrides {
     /// Most completions a worker waits for at once. Key: workers.batch_size
     #[arg(long)]
     pub batch_size: Option<u32>,
+    /// Keep the memory a burst of logins freed instead of giving it back to the system once
+    /// the burst is over. Key: workers.release_memory = false
+    #[arg(long)]
+    pub no_release_memory: bool,
 }
 
 impl Overrides {
@@ -76,6 +80,9 @@ impl Overrides {
         }
         if let Some(v) = self.batch_size {
             w.batch_size = v;
+        }
+        if self.no_release_memory {
+            w.release_memory = false;
         }
         if let Some(v) = self.route_cache_capacity {
             f.lookup.cache_capacity = v;

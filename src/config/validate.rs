@@ -513,6 +513,7 @@ impl FileConfig {
                 backlog: w.backlog,
                 batch_wait: w.batch_wait.0,
                 batch_size: w.batch_size,
+                release_memory: w.release_memory,
             },
             listeners,
             imap,

@@ -196,6 +196,21 @@ impl Metrics {
         self.sessions[p(proto)][ph][usize::from(tls)].fetch_add(delta, Relaxed);
     }
 
+    /// Client connections accepted so far (refused ones included).
+    pub fn accepted_total(&self) -> u64 {
+        self.accepted[0].load(Relaxed)
+    }
+
+    /// Mail sessions not yet relaying (greeting, pre-login, login).
+    pub fn sessions_in_login(&self) -> u64 {
+        let n: i64 = self
+            .sessions
+            .iter()
+            .map(|phases| phases[0].iter().map(|n| n.load(Relaxed)).sum::<i64>())
+            .sum();
+        u64::try_from(n).unwrap_or(0)
+    }
+
     pub fn connection(&self, delta: i64) {
         self.connections.fetch_add(delta, Relaxed);
     }

@@ -8,6 +8,7 @@ pub mod drain;
 pub mod error;
 pub mod h1;
 pub mod health;
+pub mod heap;
 pub mod http;
 pub mod httppool;
 pub mod hyperio;

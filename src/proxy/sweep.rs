@@ -206,8 +206,9 @@ impl Future for Ended<'_> {
     }
 }
 
-/// The worker's sweeper: runs for the worker's life.
-pub async fn run(sweep: &Sweep, drain: &Drain) {
+/// The worker's sweeper: runs for the worker's life. `on_tick` runs after each sweep of a
+/// worker that is not draining (the worker's other once-a-tick chores).
+pub async fn run(sweep: &Sweep, drain: &Drain, mut on_tick: impl FnMut(Instant)) {
     loop {
         if drain.started().is_some() {
             compio::time::sleep(DRAIN_TICK).await;
@@ -216,7 +217,11 @@ pub async fn run(sweep: &Sweep, drain: &Drain) {
             let sleep = std::pin::pin!(compio::time::sleep(TICK));
             let _ = select(sleep, drain.wait()).await;
         }
-        sweep.sweep(Instant::now(), drain);
+        let now = Instant::now();
+        sweep.sweep(now, drain);
+        if drain.started().is_none() {
+            on_tick(now);
+        }
     }
 }
 

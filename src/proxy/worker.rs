@@ -269,7 +269,24 @@ fn worker_main(
             compio::runtime::spawn(accept_loop(worker.clone(), spec, l)).detach();
         }
         let w = worker.clone();
-        compio::runtime::spawn(async move { super::sweep::run(&w.sweep, &w.drain).await }).detach();
+        compio::runtime::spawn(async move {
+            // after a login storm, its freed memory goes back to the system (proxy/heap.rs)
+            let mut release = super::heap::Release::default();
+            let on_tick = |now| {
+                if !w.config.workers.release_memory {
+                    return;
+                }
+                let (accepted, in_login) =
+                    (w.metrics.accepted_total(), w.metrics.sessions_in_login());
+                if let Some((released, took)) =
+                    super::heap::tick(&mut release, now, accepted, in_login)
+                {
+                    tracing::debug!(worker = w.id, released, ?took, "gave freed memory back");
+                }
+            };
+            super::sweep::run(&w.sweep, &w.drain, on_tick).await
+        })
+        .detach();
         // run until told to drain (a closed channel, at exit, drains as well)
         let _ = drain.await;
         let start = Instant::now();

@@ -288,3 +288,20 @@ fn batch_wait_is_checked_and_takes_microseconds() {
     assert!(e.contains("batch_size"), "{e}");
     assert!(FileConfig::from_toml("[workers]\nbatch_wait = \"5ns\"").is_err());
 }
+
+#[test]
+fn release_memory_is_on_unless_turned_off_in_the_file_or_by_flag() {
+    let routes =
+        "[lookup]\nroutes = { \"*\" = { imap = \"127.0.0.1:1143\", pop3 = \"127.0.0.1:1110\" } }\n";
+    let file = |toml: &str| FileConfig::from_toml(&format!("{routes}{toml}")).unwrap();
+    assert!(file("").validate().unwrap().workers.release_memory);
+    let off = file("[workers]\nrelease_memory = false");
+    assert!(!off.validate().unwrap().workers.release_memory);
+    let mut f = file("[workers]\nrelease_memory = true");
+    Overrides {
+        no_release_memory: true,
+        ..Default::default()
+    }
+    .apply(&mut f);
+    assert!(!f.validate().unwrap().workers.release_memory);
+}
