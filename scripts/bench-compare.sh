@@ -51,6 +51,10 @@ need=()
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd dovecot-pop3d)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ -n "${PERF:-}" ]; then
+  command -v perf >/dev/null 2>&1 || need+=(linux-perf)
+  command -v nstat >/dev/null 2>&1 || need+=(iproute2)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
